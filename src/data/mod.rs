@@ -1,0 +1,3 @@
+//! Data the engine reads and writes: face masks and the synthetic face world.
+
+pub mod mask;

@@ -1,0 +1,4 @@
+//! The diffusion math, free of I/O: noise schedule, DDIM sampler and the
+//! collaborative combination of two models' noise predictions.
+
+pub mod collaborate;

@@ -1,0 +1,2 @@
+//! The original Collaborative Diffusion networks, one file each, named after
+//! the checkpoint keys, plus the YAML configs and checkpoint loading.
