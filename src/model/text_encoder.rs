@@ -5,7 +5,7 @@
 //! from scratch on top of the BERT tokenizer (no BERT weights). It runs with
 //! **no attention mask**: padding tokens are attended to, as in the original.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
