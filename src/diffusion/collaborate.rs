@@ -46,14 +46,17 @@ impl Default for PostProcess {
 }
 
 /// The original's decay counts time in thousandths whatever the schedule's length.
-const DECAY_TIMESTEPS: f64 = 1000.0;
+const DECAY_TIMESTEPS: f32 = 1000.0;
 
 impl PostProcess {
     /// The factor the mask weight is multiplied by at timestep t:
     /// (cos((1 - t/1000) pi) + 1) / 2, from 1 at t = 1000 to 0 at t = 0.
+    /// Computed in f32 as the original does (torch tensors): near t = 0 the
+    /// result is a small difference of numbers near 1, so f64 would differ.
     pub fn decay(&self, t: usize) -> f64 {
         if self.cosine_decay {
-            (((1.0 - t as f64 / DECAY_TIMESTEPS) * std::f64::consts::PI).cos() + 1.0) / 2.0
+            let angle = (1.0 - t as f32 / DECAY_TIMESTEPS) * std::f32::consts::PI;
+            ((angle.cos() + 1.0) / 2.0) as f64
         } else {
             1.0
         }
