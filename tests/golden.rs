@@ -15,6 +15,9 @@ use candle_core::{Device, Tensor};
 use codiff::diffusion::collaborate::{CombineMode, PostProcess};
 use codiff::diffusion::ddim::{DdimSchedule, NoiseSource};
 use codiff::model::collaborative::{Condition, Contexts, LatentDiffusion};
+use codiff::model::config::CondStageConfig;
+use codiff::model::mask_encoder::MaskEncoder;
+use codiff::model::tokenizer::BertTokenizer;
 use codiff::pipeline::generate::sample;
 use common::{assert_close, Golden, FORWARD_TOLERANCE, TRAJECTORY_TOLERANCE};
 
@@ -119,8 +122,8 @@ fn unimodal_checkpoints_match() {
         let model = LatentDiffusion::load(config, ckpt, &Device::Cpu)
             .unwrap_or_else(|e| panic!("{} with {}: {e}", config.display(), ckpt.display()));
         let (condition, modality) = match &model.config.cond_stage {
-            codiff::model::config::CondStageConfig::Text(_) => (Condition::Text(golden.captions()), "text"),
-            codiff::model::config::CondStageConfig::Mask(_) => (Condition::Mask(golden.mask()), "mask"),
+            CondStageConfig::Text(_) => (Condition::Text(golden.captions()), "text"),
+            CondStageConfig::Mask(_) => (Condition::Mask(golden.mask()), "mask"),
         };
         let batch = golden.tensor("unet.x").dim(0).unwrap();
         let context = model.encoder.encode(&condition, batch, &Device::Cpu).unwrap().context;
@@ -134,4 +137,66 @@ fn unimodal_checkpoints_match() {
         assert_close("vae.mean (uni-modal)", &posterior.mean, golden.tensor("vae.mean"), FORWARD_TOLERANCE);
     }
     eprintln!("checked {} uni-modal checkpoint(s)", unimodal.len());
+}
+
+#[test]
+fn tokenizer_ids_match_exactly() {
+    let Some(golden) = Golden::get() else { return };
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.dir.join("tokenizer.json")).unwrap()).unwrap();
+    let captions: Vec<String> = serde_json::from_value(json["captions"].clone()).unwrap();
+    let want: Vec<Vec<u32>> = serde_json::from_value(json["ids"].clone()).unwrap();
+    let tokenizer = BertTokenizer::new().unwrap();
+    for (caption, want) in captions.iter().zip(&want) {
+        assert_eq!(&tokenizer.encode(caption).unwrap().ids, want, "caption {caption:?}");
+    }
+    let stacked: Vec<Vec<i64>> = golden.tensor("tokenizer.ids").to_vec2().unwrap();
+    let want: Vec<Vec<i64>> = want.iter().map(|row| row.iter().map(|&id| id as i64).collect()).collect();
+    assert_eq!(stacked, want, "tokenizer.ids");
+}
+
+#[test]
+fn mask_one_hot_matches_pil_nearest() {
+    let Some(golden) = Golden::get() else { return };
+    let CondStageConfig::Mask(config) = &golden.composed().config.mask.cond_stage else {
+        panic!("the mask branch has no mask encoder");
+    };
+    let one_hot = MaskEncoder::one_hot(&golden.mask(), config.mask_embed_dim, &Device::Cpu).unwrap();
+    assert_close("mask.onehot", &one_hot, golden.tensor("mask.onehot"), 1e-12);
+}
+
+fn f64_tensor(values: &[f64]) -> Tensor {
+    Tensor::new(values, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn noise_schedule_matches() {
+    let Some(golden) = Golden::get() else { return };
+    let schedule = &golden.composed().schedule;
+    assert_close("schedule.betas", &f64_tensor(schedule.betas()), golden.tensor("schedule.betas"), FORWARD_TOLERANCE);
+    let acp = f64_tensor(schedule.alphas_cumprod());
+    assert_close("schedule.alphas_cumprod", &acp, golden.tensor("schedule.alphas_cumprod"), FORWARD_TOLERANCE);
+}
+
+/// Every `ddim.S{n}.eta{e}.sigmas` with the timesteps, alphas and alphas_prev beside it.
+#[test]
+fn every_ddim_table_matches() {
+    let Some(golden) = Golden::get() else { return };
+    let schedule = &golden.composed().schedule;
+    let mut checked = 0;
+    for name in golden.names() {
+        let Some(rest) = name.strip_prefix("ddim.S").and_then(|r| r.strip_suffix(".sigmas")) else { continue };
+        let (steps, eta) = rest.split_once(".eta").unwrap();
+        let ddim = DdimSchedule::new(schedule, steps.parse().unwrap(), eta.parse().unwrap()).unwrap();
+        let prefix = format!("ddim.S{steps}");
+        let timesteps: Vec<i64> = golden.tensor(&format!("{prefix}.timesteps")).to_vec1().unwrap();
+        assert_eq!(ddim.timesteps().iter().map(|&t| t as i64).collect::<Vec<_>>(), timesteps, "{prefix}.timesteps");
+        for (what, values) in [("alphas", ddim.alphas()), ("alphas_prev", ddim.alphas_prev())] {
+            let key = format!("{prefix}.{what}");
+            assert_close(&key, &f64_tensor(values), golden.tensor(&key), FORWARD_TOLERANCE);
+        }
+        assert_close(name, &f64_tensor(ddim.sigmas()), golden.tensor(name), FORWARD_TOLERANCE);
+        checked += 1;
+    }
+    assert!(checked > 0, "no ddim.S*.eta*.sigmas tensors in the golden file");
 }
