@@ -322,13 +322,19 @@ mod tests {
 
     #[test]
     fn mirrored_classes_swap_sides() {
+        // "l_lip" is the lower lip, not a side: only eyes, brows and ears swap.
+        let name = |c: u8| CLASSES[c as usize].name;
         for c in 0..NUM_CLASSES as u8 {
             let m = mirrored_class(c);
             assert_eq!(mirrored_class(m), c);
-            let (a, b) = (CLASSES[c as usize].name, CLASSES[m as usize].name);
-            if a.starts_with("l_") {
-                assert_eq!(b, a.replacen("l_", "r_", 1));
+            if m != c {
+                let side_swapped = match name(c).split_at(2) {
+                    ("l_", part) => format!("r_{part}"),
+                    (_, part) => format!("l_{part}"),
+                };
+                assert_eq!(name(m), side_swapped);
             }
         }
+        assert_eq!([mirrored_class(4), mirrored_class(6), mirrored_class(8), mirrored_class(12)], [5, 7, 9, 12]);
     }
 }
