@@ -55,6 +55,7 @@ impl BertTokenizer {
         let vocab = WordPiece::read_bytes(VOCAB.as_bytes()).map_err(|e| TokenizerError::Build(e.to_string()))?;
         let id_of = |token: &'static str| vocab.get(token).copied().ok_or(TokenizerError::MissingToken(token));
         let (pad_id, cls_id, sep_id) = (id_of(PAD)?, id_of(CLS)?, id_of(SEP)?);
+        // Words outside the vocabulary become [UNK]; without it they would fail to encode.
         id_of(UNK)?;
         let wordpiece = WordPiece::builder()
             .vocab(vocab)
@@ -125,6 +126,12 @@ mod tests {
         let tokens = BertTokenizer::new().unwrap().encode(&text).unwrap();
         assert_eq!((tokens.count, tokens.truncated), (MAX_TOKENS, false));
         assert_eq!(tokens.ids[MAX_TOKENS - 1], 102);
+    }
+
+    #[test]
+    fn unknown_symbols_become_unk() {
+        let tokens = BertTokenizer::new().unwrap().encode("\u{1F600}").unwrap();
+        assert_eq!(&tokens.ids[..3], &[101, 100, 102]);
     }
 
     #[test]
