@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod synth;
+
 #[derive(Debug, Parser)]
 #[command(name = "codiff", version, about = "CoDiff Studio: paint a face mask, describe the face, let two diffusion models collaborate")]
 pub struct Cli {
@@ -10,9 +12,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Generate a synthetic face data set (masks, photos, captions, attributes).
+    Synth(synth::SynthArgs),
+}
 
 /// Runs one subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Synth(args) => synth::run(args),
+    }
 }
