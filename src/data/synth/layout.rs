@@ -67,6 +67,10 @@ impl Pose {
     }
 }
 
+/// Samples of the face's half width from top to chin (a table, because the
+/// superellipse needs two `powf` per pixel otherwise).
+const OVAL_SAMPLES: usize = 256;
+
 /// The skin oval: a superellipse above y = 0 and a tapered one below.
 #[derive(Debug, Clone)]
 pub struct FaceOval {
@@ -74,25 +78,35 @@ pub struct FaceOval {
     /// Top of the skull (negative).
     pub top: f32,
     pub chin: f32,
-    pub n_up: f32,
-    pub n_lo: f32,
-    pub taper: f32,
+    widths: Vec<f32>,
 }
 
 impl FaceOval {
+    /// `n_up`, `n_lo`: superellipse exponents of forehead and jaw; `taper` narrows the chin.
+    pub fn new(half_w: f32, top: f32, chin: f32, n_up: f32, n_lo: f32, taper: f32) -> Self {
+        let exact = |y: f32| {
+            if y < 0.0 {
+                let t = y / top;
+                half_w * (1.0 - t.powf(n_up)).max(0.0).powf(1.0 / n_up)
+            } else {
+                let t = y / chin;
+                half_w * (1.0 - t.powf(n_lo)).max(0.0).powf(1.0 / n_lo) * (1.0 - taper * t * t)
+            }
+        };
+        let widths = (0..=OVAL_SAMPLES).map(|i| exact(top + (chin - top) * i as f32 / OVAL_SAMPLES as f32)).collect();
+        Self { half_w, top, chin, widths }
+    }
+
     /// Half width of the face at height y; negative outside the face's height.
     #[inline]
     pub fn half_width(&self, y: f32) -> f32 {
         if y <= self.top || y >= self.chin {
             return -1.0;
         }
-        if y < 0.0 {
-            let t = y / self.top;
-            self.half_w * (1.0 - t.powf(self.n_up)).powf(1.0 / self.n_up)
-        } else {
-            let t = y / self.chin;
-            self.half_w * (1.0 - t.powf(self.n_lo)).powf(1.0 / self.n_lo) * (1.0 - self.taper * t * t)
-        }
+        let f = (y - self.top) / (self.chin - self.top) * OVAL_SAMPLES as f32;
+        let i = (f as usize).min(OVAL_SAMPLES - 1);
+        let t = f - i as f32;
+        self.widths[i] + (self.widths[i + 1] - self.widths[i]) * t
     }
 }
 
@@ -124,7 +138,7 @@ impl Eyes {
         }
         let w = 1.0 - t * t;
         let dy = y - self.y + self.tilt * dx;
-        let (up, lo) = (self.up_h * w, self.lo_h * w.powf(1.3));
+        let (up, lo) = (self.up_h * w, self.lo_h * w * (0.6 + 0.4 * w));
         if dy < -up || dy > lo {
             return None;
         }
@@ -213,18 +227,26 @@ impl Mouth {
         self.y - self.curve * t * t
     }
 
+    /// At x: the lip line, half the opening, and the top and bottom of the lips.
+    #[inline]
+    pub fn extent(&self, xf: f32) -> (f32, f32, f32, f32) {
+        let t = (xf / self.half_w).clamp(-1.0, 1.0);
+        let w = 1.0 - t * t;
+        let root = w.sqrt();
+        let line = self.line(xf);
+        let half_open = 0.5 * self.open_h * root;
+        let bow = 1.0 - 0.3 * (-(t / 0.14) * (t / 0.14)).exp();
+        let top = line - half_open - self.upper_h * root * bow;
+        let bottom = line + half_open + self.lower_h * root * root.sqrt();
+        (line, half_open, top, bottom)
+    }
+
     #[inline]
     pub fn part(&self, xf: f32, y: f32) -> Option<MouthPart> {
-        let t = xf / self.half_w;
-        if t.abs() >= 1.0 {
+        if xf.abs() >= self.half_w || (y - self.y).abs() > 0.5 {
             return None;
         }
-        let w = 1.0 - t * t;
-        let line = self.line(xf);
-        let half_open = 0.5 * self.open_h * w.powf(0.7);
-        let bow = 1.0 - 0.3 * (-(t / 0.14) * (t / 0.14)).exp();
-        let top = line - half_open - self.upper_h * w.powf(0.6) * bow;
-        let bottom = line + half_open + self.lower_h * w.powf(0.8);
+        let (line, half_open, top, bottom) = self.extent(xf);
         if y < top || y > bottom {
             return None;
         }
@@ -235,13 +257,6 @@ impl Mouth {
         } else {
             MouthPart::Inside { v: (y - (line - half_open)) / (2.0 * half_open).max(1e-4) }
         })
-    }
-
-    /// Bottom edge of the lower lip at x.
-    pub fn bottom(&self, xf: f32) -> f32 {
-        let t = (xf / self.half_w).clamp(-1.0, 1.0);
-        let w = 1.0 - t * t;
-        self.line(xf) + 0.5 * self.open_h * w.powf(0.7) + self.lower_h * w.powf(0.8)
     }
 }
 
@@ -350,7 +365,9 @@ impl Hair {
         if y < self.hairline_at(x) && self.in_cap(x, y) {
             return true;
         }
-        if face_hw > 0.0 && ax > face_hw - self.sideburn_w && ax < face_hw + 0.02 && y < self.sideburn_bottom && y > self.cap_cy {
+        // Sideburns narrow towards their lower end.
+        let sideburn = self.sideburn_w * (0.3 + 0.7 * smoothstep(self.sideburn_bottom, self.sideburn_bottom - 0.4, y));
+        if face_hw > 0.0 && ax > face_hw - sideburn && ax < face_hw + 0.02 && y < self.sideburn_bottom && y > self.cap_cy {
             return true;
         }
         self.frame_w > 0.0
@@ -429,8 +446,8 @@ pub struct Glasses {
     pub ey: f32,
     pub rx: f32,
     pub ry: f32,
-    /// Superellipse exponent: 2 round, larger boxier.
-    pub n: f32,
+    /// Boxy lenses (a superellipse of power 4) rather than elliptic ones.
+    pub boxy: bool,
     pub frame_t: f32,
 }
 
@@ -453,7 +470,7 @@ impl Glasses {
         let dx = ax - self.ex;
         if dx.abs() < self.rx + self.frame_t {
             let (u, v) = (dx / self.rx, dy / self.ry);
-            let r = (u.abs().powf(self.n) + v.abs().powf(self.n)).powf(1.0 / self.n);
+            let r = if self.boxy { (u * u * u * u + v * v * v * v).sqrt().sqrt() } else { (u * u + v * v).sqrt() };
             let d = (r - 1.0) * self.rx.min(self.ry);
             if d.abs() < 0.5 * self.frame_t {
                 return Some(GlassPart::Frame);
@@ -601,14 +618,14 @@ impl Layout {
             FaceShape::Heart => (1.0, 1.55, 2.6, 2.0, 0.3),
             FaceShape::Long => (0.92, 1.68, 2.2, 2.4, 0.15),
         };
-        let face = FaceOval {
-            half_w: half_w * range(rng, 0.96, 1.04) * if male { 1.02 } else { 0.98 },
-            top: -1.45 * range(rng, 0.96, 1.04),
-            chin: chin * range(rng, 0.96, 1.04),
+        let face = FaceOval::new(
+            half_w * range(rng, 0.96, 1.04) * if male { 1.02 } else { 0.98 },
+            -1.45 * range(rng, 0.96, 1.04),
+            chin * range(rng, 0.96, 1.04),
             n_up,
             n_lo,
             taper,
-        };
+        );
 
         let ey = range(rng, -0.16, -0.04);
         let eye_open = match attrs.expression {
@@ -648,8 +665,8 @@ impl Layout {
         let mouth = Mouth {
             y: nose.bottom + range(rng, 0.3, 0.38),
             half_w: range(rng, 0.29, 0.35) * widen,
-            upper_h: range(rng, 0.05, 0.07) * if male { 0.85 } else { 1.0 } * if open_h > 0.0 { 0.8 } else { 1.0 },
-            lower_h: range(rng, 0.07, 0.1) * if male { 0.85 } else { 1.0 },
+            upper_h: range(rng, 0.075, 0.095) * if male { 0.85 } else { 1.0 } * if open_h > 0.0 { 0.85 } else { 1.0 },
+            lower_h: range(rng, 0.09, 0.12) * if male { 0.85 } else { 1.0 },
             curve,
             open_h,
         };
@@ -669,12 +686,12 @@ impl Layout {
         let hair = sample_hair(attrs, &face, &brows, rng);
         let hat = sample_hat(attrs, &face, &hair, rng);
         let glasses = attrs.eyeglasses.map(|kind| {
-            let (rx, ry, n) = match kind {
-                Eyeglasses::Round => (0.25, 0.23, 2.0),
-                Eyeglasses::Rectangular => (0.28, 0.18, 4.0),
-                Eyeglasses::Sunglasses => (0.3, 0.22, 2.6),
+            let (rx, ry, boxy) = match kind {
+                Eyeglasses::Round => (0.25, 0.23, false),
+                Eyeglasses::Rectangular => (0.28, 0.18, true),
+                Eyeglasses::Sunglasses => (0.3, 0.23, false),
             };
-            Glasses { kind, ex: eyes.x, ey: ey + 0.02, rx, ry, n, frame_t: range(rng, 0.035, 0.06) }
+            Glasses { kind, ex: eyes.x, ey: ey + 0.02, rx, ry, boxy, frame_t: range(rng, 0.035, 0.06) }
         });
         let earrings = attrs.earrings.map(|kind| EarringShape { kind, size: range(rng, 0.85, 1.2) });
         let body = sample_body(male, &face, rng);

@@ -24,19 +24,25 @@ pub fn unit(h: u32) -> f32 {
     (h >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
+/// The largest integer not above `x` (`f32::floor` is a libm call on baseline x86-64).
+#[inline]
+pub fn floor_i32(x: f32) -> i32 {
+    let i = x as i32;
+    i - ((i as f32) > x) as i32
+}
+
 /// Uniform [0, 1) noise for one lattice cell.
 #[inline]
 pub fn cell(seed: u32, x: f32, y: f32) -> f32 {
-    unit(hash2(seed, x.floor() as i32, y.floor() as i32))
+    unit(hash2(seed, floor_i32(x), floor_i32(y)))
 }
 
 /// Smooth value noise in [0, 1) with features about one unit apart.
 #[inline]
 pub fn value_noise(seed: u32, x: f32, y: f32) -> f32 {
-    let (x0, y0) = (x.floor(), y.floor());
-    let (fx, fy) = (x - x0, y - y0);
+    let (ix, iy) = (floor_i32(x), floor_i32(y));
+    let (fx, fy) = (x - ix as f32, y - iy as f32);
     let (sx, sy) = (fx * fx * (3.0 - 2.0 * fx), fy * fy * (3.0 - 2.0 * fy));
-    let (ix, iy) = (x0 as i32, y0 as i32);
     let v00 = unit(hash2(seed, ix, iy));
     let v10 = unit(hash2(seed, ix + 1, iy));
     let v01 = unit(hash2(seed, ix, iy + 1));
@@ -115,6 +121,7 @@ mod tests {
             assert!((v - prev).abs() < 0.05, "jump at step {i}");
             prev = v;
         }
+        assert_eq!((floor_i32(-0.5), floor_i32(-1.0), floor_i32(0.0), floor_i32(2.7)), (-1, -1, 0, 2));
         let mean: f32 = (0..4096).map(|i| cell(3, i as f32, (i / 64) as f32)).sum::<f32>() / 4096.0;
         assert!((mean - 0.5).abs() < 0.03, "cell noise mean {mean}");
     }

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::attributes::{Attributes, BeardKind, EyeColor, Eyeglasses, Gender, HairColor, HairStyle, Hat};
 use super::layout::{class, GlassPart, HatPart, Layout, MouthPart};
-use super::math::{cell, desaturate, ellipse, hash2, hsv, luma, mix, rgb8, scale, smoothstep, unit, value_noise, Rgb};
+use super::math::{cell, desaturate, ellipse, floor_i32, hash2, hsv, luma, mix, rgb8, scale, smoothstep, unit, value_noise, Rgb};
 
 /// Skin tones from lightest to darkest; `Attributes::skin_tone` interpolates them.
 const SKIN_TONES: [Rgb; 7] = [
@@ -176,7 +176,7 @@ impl Look {
         let beard = if male { attrs.beard.kind } else { BeardKind::None };
         let beard_alpha = match beard {
             BeardKind::None => 0.0,
-            BeardKind::Full if length < 4.0 => 0.45 + 0.12 * length,
+            BeardKind::Full if length < 4.0 => 0.3 + 0.08 * length,
             _ => 0.72 + 0.28 * smoothstep(4.0, 30.0, length),
         };
         let beard_drop = if beard == BeardKind::Full { 1.2 * smoothstep(12.0, 110.0, length) } else { 0.0 };
@@ -285,7 +285,7 @@ impl Look {
             if nose_hw > 0.0 && xn * self.light[0] < 0.0 {
                 s *= 1.0 - 0.12 * smoothstep(nose_hw + 0.15, nose_hw, xn.abs());
             }
-            let under_lip = y - l.mouth.bottom(xf);
+            let under_lip = y - l.mouth.extent(xf).3;
             if under_lip > 0.0 && xf.abs() < l.mouth.half_w {
                 s *= 1.0 - 0.1 * smoothstep(0.12, 0.0, under_lip);
             }
@@ -465,11 +465,13 @@ impl Look {
         let s = self.lit_ball(x / (l.face.half_w * 1.15), (y - 0.15) / 1.9) * (1.0 - 0.35 * t.powi(6));
         match m.part(xf, y) {
             Some(MouthPart::UpperLip) => {
-                let edge = smoothstep(0.03, 0.0, m.line(xf) - 0.5 * m.open_h * (1.0 - t * t).powf(0.7) - y);
+                let (line, half_open, _, _) = m.extent(xf);
+                let edge = smoothstep(0.03, 0.0, line - half_open - y);
                 scale(self.lip, s * 0.85 * (1.0 - 0.35 * edge))
             }
             Some(MouthPart::LowerLip) => {
-                let mid = m.line(xf) + 0.5 * m.open_h * (1.0 - t * t).powf(0.7) + 0.45 * m.lower_h;
+                let (line, half_open, _, _) = m.extent(xf);
+                let mid = line + half_open + 0.45 * m.lower_h;
                 let gloss = 0.2 * (-ellipse(xf, y - mid, 0.15, 0.03)).exp();
                 [self.lip[0] * s + gloss, self.lip[1] * s + gloss, self.lip[2] * s + gloss]
             }
@@ -513,10 +515,10 @@ impl Look {
         let (brightness, grey_pick) = if self.curly {
             let n = value_noise(self.seed ^ 0xc1, x * 9.0, y * 9.0);
             let curl = (0.5 + 0.5 * (x * 30.0 + 6.0 * n).sin()) * (0.5 + 0.5 * (y * 30.0 + 6.0 * n).cos());
-            (0.7 + 0.25 * n + 0.3 * curl, value_noise(self.seed ^ 0xc2, x * 6.0, y * 6.0))
+            (0.7 + 0.25 * n + 0.3 * curl, cell(self.seed ^ 0xc2, x * 22.0, y * 22.0))
         } else {
             let strand = x / (y + 2.8) * 70.0 + 1.5 * value_noise(self.seed ^ 0xc3, x * 2.0, y * 2.0);
-            let id = strand.floor() as i32;
+            let id = floor_i32(strand);
             let along = value_noise(self.seed ^ 0xc4, strand * 0.3, y * 4.0);
             (0.72 + 0.38 * unit(hash2(self.seed, id, 7)) + 0.2 * (along - 0.5), unit(hash2(self.seed ^ 0xc5, id, 11)))
         };
@@ -570,7 +572,7 @@ impl Look {
         let base = match self.pattern {
             Pattern::Plain => self.cloth,
             Pattern::Stripes => {
-                if ((y * 3.2).floor() as i32) % 2 == 0 {
+                if floor_i32(y * 3.2) % 2 == 0 {
                     self.cloth
                 } else {
                     self.cloth2
