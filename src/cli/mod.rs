@@ -3,6 +3,7 @@
 mod bench;
 mod convert;
 mod generate;
+mod synth;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Measure milliseconds per step and peak memory of each model configuration.
     Bench(bench::BenchArgs),
+    /// Generate a synthetic face data set (masks, photos, captions, attributes).
+    Synth(synth::SynthArgs),
 }
 
 /// Runs one subcommand.
@@ -29,5 +32,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Synth(args) => synth::run(args),
     }
 }

@@ -1,0 +1,302 @@
+//! CelebA-Dialog-style captions: gender, age decade and beard, in varied wording,
+//! and the parser that reads those three back (used by tests and the evaluation).
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::attributes::{Attributes, BeardLevel, Decade, Gender};
+
+/// What a caption says about a face; `None` where it does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptionAttributes {
+    pub gender: Option<Gender>,
+    pub decade: Option<Decade>,
+    /// A caption that does not mention facial hair reads as [`BeardLevel::None`].
+    pub beard: BeardLevel,
+}
+
+impl CaptionAttributes {
+    /// What a faithful caption of `attrs` says.
+    pub fn of(attrs: &Attributes) -> Self {
+        Self { gender: Some(attrs.gender), decade: Some(attrs.age_decade()), beard: attrs.beard.level() }
+    }
+}
+
+/// The words a caption uses for one person.
+struct Person {
+    /// "he" / "she"
+    pronoun: &'static str,
+    /// "his" / "her"
+    possessive: &'static str,
+    /// Noun phrases that open a sentence: "This man", "The lady", ...
+    subjects: &'static [&'static str],
+    /// Nouns after "A" or "An old": "man", "woman", ...
+    nouns: &'static [&'static str],
+}
+
+const MAN: Person = Person {
+    pronoun: "he",
+    possessive: "his",
+    subjects: &["This man", "The man", "This gentleman", "This guy", "The gentleman"],
+    nouns: &["man", "gentleman", "guy"],
+};
+const BOY: Person = Person {
+    pronoun: "he",
+    possessive: "his",
+    subjects: &["This boy", "The boy", "This young man", "This teenage boy"],
+    nouns: &["boy", "young man", "teenage boy"],
+};
+const WOMAN: Person = Person {
+    pronoun: "she",
+    possessive: "her",
+    subjects: &["This woman", "The woman", "This lady", "The lady"],
+    nouns: &["woman", "lady"],
+};
+const GIRL: Person = Person {
+    pronoun: "she",
+    possessive: "her",
+    subjects: &["This girl", "The girl", "This young woman", "This teenage girl"],
+    nouns: &["girl", "young woman", "teenage girl"],
+};
+
+const DECADE_NUMBERS: [&str; 7] = ["teen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy"];
+
+fn choose<'a, R: Rng + ?Sized>(rng: &mut R, options: &[&'a str]) -> &'a str {
+    options[rng.random_range(0..options.len())]
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A verb phrase about age: "is in his thirties", "is about 34 years old", ...
+fn age_phrase<R: Rng + ?Sized>(rng: &mut R, p: &Person, age: u8) -> String {
+    let decade = Decade::of_age(age as u32);
+    let d = decade.word();
+    let pos = p.possessive;
+    let part = match age % 10 {
+        _ if decade == Decade::Teens => "late",
+        0..=3 => "early",
+        4..=6 => "mid-",
+        _ => "late",
+    };
+    let options: Vec<String> = if decade == Decade::Teens {
+        vec![
+            "is a teen".into(),
+            "is a teenager".into(),
+            format!("is in {pos} teens"),
+            format!("is in {pos} teenage years"),
+            format!("is about {age} years old"),
+            format!("looks like {} is in {pos} teens", p.pronoun),
+        ]
+    } else {
+        let late_or_early = if part == "mid-" { format!("in {pos} mid-{d}") } else { format!("in {pos} {part} {d}") };
+        vec![
+            format!("is in {pos} {d}"),
+            format!("is {late_or_early}"),
+            format!("looks like {} is in {pos} {d}", p.pronoun),
+            format!("appears to be in {pos} {d}"),
+            format!("is about {age} years old"),
+            format!("is {}-something", DECADE_NUMBERS[decade as usize]),
+            format!("seems to be {late_or_early}"),
+            format!("is aged somewhere in {pos} {d}"),
+        ]
+    };
+    options[rng.random_range(0..options.len())].clone()
+}
+
+/// A verb phrase about facial hair: "has a long beard", "is clean-shaven", ...
+fn beard_phrase<R: Rng + ?Sized>(rng: &mut R, p: &Person, level: BeardLevel) -> String {
+    let pos = p.possessive;
+    let options: Vec<String> = match level {
+        BeardLevel::None if p.pronoun == "she" => {
+            vec!["has no beard".into(), "doesn't have any beard".into(), "has no facial hair".into()]
+        }
+        BeardLevel::None => vec![
+            "has no beard".into(),
+            "doesn't have any beard".into(),
+            "is clean-shaven".into(),
+            "has a clean-shaven face".into(),
+            "has no facial hair".into(),
+        ],
+        BeardLevel::Stubble => vec![
+            "has stubble".into(),
+            "has a light stubble".into(),
+            format!("has some stubble on {pos} face"),
+            "has a five o'clock shadow".into(),
+            "is unshaven, with a bit of stubble".into(),
+        ],
+        BeardLevel::Short => vec![
+            "has a short beard".into(),
+            "has short pointed beard".into(),
+            "has a neatly trimmed short beard".into(),
+            "has beard of short length".into(),
+        ],
+        BeardLevel::Medium => vec![
+            "has beard of medium length".into(),
+            "has a medium-length beard".into(),
+            "has a full beard of medium length".into(),
+            format!("grows {pos} beard to a medium length"),
+        ],
+        BeardLevel::Long => vec![
+            "has a long beard".into(),
+            "has a very long beard".into(),
+            "has a big, long beard".into(),
+            "has a long, thick beard".into(),
+        ],
+        BeardLevel::Mustache => vec![
+            "has a mustache but no beard".into(),
+            "has a mustache".into(),
+            "wears a moustache".into(),
+            "has only a mustache".into(),
+        ],
+        BeardLevel::Goatee => vec!["has a goatee".into(), "wears a goatee".into(), "has a goatee beard".into()],
+    };
+    options[rng.random_range(0..options.len())].clone()
+}
+
+/// The beard as a sentence of its own without the person as subject, if there is one.
+fn beard_sentence<R: Rng + ?Sized>(rng: &mut R, p: &Person, level: BeardLevel) -> Option<String> {
+    let pos = p.possessive;
+    let text = match level {
+        BeardLevel::Stubble => choose(rng, &["The face is covered with stubble.", "There is some stubble on the face."]).to_string(),
+        BeardLevel::Short => format!("The face is covered with {}.", choose(rng, &["short pointed beard", "a short beard"])),
+        BeardLevel::Medium => choose(rng, &["The face is covered with beard of medium length.", "The beard is of medium length."]).to_string(),
+        BeardLevel::Long => format!("{} beard is {}.", capitalise(pos), choose(rng, &["very long", "long and thick"])),
+        BeardLevel::None => format!("There is no beard on {pos} face."),
+        BeardLevel::Mustache | BeardLevel::Goatee => return None,
+    };
+    Some(text)
+}
+
+/// One caption for `attrs`: gender by pronoun or noun, the age decade, and the
+/// beard (always for a bearded man, sometimes for others), worded at random.
+pub fn caption<R: Rng + ?Sized>(attrs: &Attributes, rng: &mut R) -> String {
+    let decade = attrs.age_decade();
+    let person = match (attrs.gender, decade) {
+        (Gender::Male, Decade::Teens) => &BOY,
+        (Gender::Male, _) => &MAN,
+        (Gender::Female, Decade::Teens) => &GIRL,
+        (Gender::Female, _) => &WOMAN,
+    };
+    let level = attrs.beard.level();
+    let mention_beard = level != BeardLevel::None || rng.random_bool(if attrs.gender == Gender::Male { 0.6 } else { 0.2 });
+    let age = age_phrase(rng, person, attrs.age_years);
+    let subject = choose(rng, person.subjects);
+    let he = capitalise(person.pronoun);
+    if !mention_beard {
+        return if rng.random_bool(0.5) { format!("{subject} {age}.") } else { format!("{he} {age}.") };
+    }
+    let beard = beard_phrase(rng, person, level);
+    match rng.random_range(0..7) {
+        0 => format!("{subject} {age}. {he} {beard}."),
+        1 => format!("{subject} {beard}. {he} {age}."),
+        2 => format!("{subject} {age} and {beard}."),
+        // The pronoun in the second sentence carries the gender.
+        3 => format!("This person {beard}. {he} {age}."),
+        4 => match beard.strip_prefix("has ").or_else(|| beard.strip_prefix("wears ")) {
+            Some(with) => {
+                let noun = choose(rng, person.nouns);
+                format!("{} {noun} in {} {} with {with}.", article(noun), person.possessive, decade.word())
+            }
+            None => format!("{subject} {age}. {he} {beard}."),
+        },
+        5 => match beard_sentence(rng, person, level) {
+            Some(sentence) => format!("{he} {age}. {sentence}"),
+            None => format!("{he} {beard}, and {} {age}.", person.pronoun),
+        },
+        _ => format!("{he} {age}, and {} {beard}.", person.pronoun),
+    }
+}
+
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "An"
+    } else {
+        "A"
+    }
+}
+
+/// Lower-cases and splits a caption into words ("clean-shaven" -> "clean", "shaven").
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn decade_of_word(word: &str) -> Option<Decade> {
+    let d = match word {
+        "teen" | "teens" | "teenager" | "teenage" => Decade::Teens,
+        "twenty" | "twenties" => Decade::Twenties,
+        "thirty" | "thirties" => Decade::Thirties,
+        "forty" | "forties" => Decade::Forties,
+        "fifty" | "fifties" => Decade::Fifties,
+        "sixty" | "sixties" => Decade::Sixties,
+        "seventy" | "seventies" => Decade::Seventies,
+        _ => match word.parse::<u32>() {
+            Ok(n) if (10..=79).contains(&n) => Decade::of_age(n),
+            _ => return None,
+        },
+    };
+    Some(d)
+}
+
+fn gender_of_word(word: &str) -> Option<Gender> {
+    match word {
+        "he" | "his" | "him" | "himself" | "man" | "gentleman" | "guy" | "boy" | "male" => Some(Gender::Male),
+        "she" | "her" | "hers" | "herself" | "woman" | "lady" | "girl" | "female" => Some(Gender::Female),
+        _ => None,
+    }
+}
+
+/// Reads gender, age decade and beard level out of a caption in the style
+/// [`caption`] writes (and CelebA-Dialog's wording of the same things).
+pub fn parse_caption(text: &str) -> CaptionAttributes {
+    let words = words(text);
+    let has = |w: &str| words.iter().any(|x| x == w);
+    let has_pair = |a: &str, b: &str| words.windows(2).any(|p| p[0] == a && p[1] == b);
+    let gender = words.iter().find_map(|w| gender_of_word(w));
+    let decade = words.iter().find_map(|w| decade_of_word(w));
+    let beard = if has("goatee") {
+        BeardLevel::Goatee
+    } else if has("mustache") || has("moustache") {
+        BeardLevel::Mustache
+    } else if has("stubble") || has_pair("clock", "shadow") || has("unshaven") {
+        BeardLevel::Stubble
+    } else if has_pair("no", "beard") || has_pair("any", "beard") || has("shaven") || has_pair("no", "facial") {
+        BeardLevel::None
+    } else if has("beard") && has("long") {
+        BeardLevel::Long
+    } else if has("beard") && has("medium") {
+        BeardLevel::Medium
+    } else if has("beard") {
+        BeardLevel::Short
+    } else {
+        BeardLevel::None
+    };
+    CaptionAttributes { gender, decade, beard }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_celeba_dialog_examples() {
+        let p = parse_caption("This man has beard of medium length. He is in his thirties.");
+        assert_eq!(p, CaptionAttributes { gender: Some(Gender::Male), decade: Some(Decade::Thirties), beard: BeardLevel::Medium });
+        let p = parse_caption("This woman is in her forties.");
+        assert_eq!(p, CaptionAttributes { gender: Some(Gender::Female), decade: Some(Decade::Forties), beard: BeardLevel::None });
+        let p = parse_caption("He is a teen. The face is covered with short pointed beard.");
+        assert_eq!(p, CaptionAttributes { gender: Some(Gender::Male), decade: Some(Decade::Teens), beard: BeardLevel::Short });
+        let p = parse_caption("She is about 57 years old.");
+        assert_eq!(p.decade, Some(Decade::Fifties));
+        assert_eq!(parse_caption("A guy with a mustache but no beard, sixty-something.").beard, BeardLevel::Mustache);
+    }
+}
