@@ -168,7 +168,7 @@ impl SpatialTransformer {
             norm: group_norm32(vb.pp("norm"), channels, 1e-6)?,
             proj_in: Conv2d::pointwise(vb.pp("proj_in"), channels, inner)?,
             transformer_blocks,
-            proj_out: Conv2d::pointwise(vb.pp("proj_out"), inner, channels)?,
+            proj_out: Conv2d::zero_init(vb.pp("proj_out"), inner, channels, 1)?,
         })
     }
 
