@@ -11,8 +11,9 @@ use super::layers::{group_norm32, Conv2d, LayerNorm};
 /// returns B x H x Lq x d. Differentiable (`ops::softmax`, not the fused
 /// last-dim softmax, which has no backward).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let scale = (q.dim(D::Minus1)? as f64).powf(-0.5);
-    let scores = (q.matmul(&k.t()?)? * scale)?;
+    // Scaling q (L x d) rather than the scores (L x L) saves a pass over the largest tensor.
+    let q = (q * (q.dim(D::Minus1)? as f64).powf(-0.5))?;
+    let scores = q.matmul(&k.t()?)?;
     candle_nn::ops::softmax(&scores, D::Minus1)?.matmul(v)
 }
 
@@ -168,7 +169,7 @@ impl SpatialTransformer {
             norm: group_norm32(vb.pp("norm"), channels, 1e-6)?,
             proj_in: Conv2d::pointwise(vb.pp("proj_in"), channels, inner)?,
             transformer_blocks,
-            proj_out: Conv2d::pointwise(vb.pp("proj_out"), inner, channels)?,
+            proj_out: Conv2d::zero_init(vb.pp("proj_out"), inner, channels, 1)?,
         })
     }
 

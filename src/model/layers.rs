@@ -4,7 +4,7 @@
 //! uses.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::VarBuilder;
+use candle_nn::{Init, VarBuilder};
 
 /// 2-D convolution of `x` (B x Cin x H x W) with `weight` (Cout x Cin x k x k),
 /// zero padding on every side. Every convolution of the UNets and the VAE goes
@@ -25,7 +25,9 @@ pub fn conv2d(
     }
 }
 
-/// A convolution layer with its checkpoint weights (`weight`, `bias`).
+/// A convolution layer with its checkpoint weights (`weight`, `bias`). Built
+/// from a `VarMap` (training from scratch) it starts like PyTorch's default
+/// initialisation, or at zero where the original wraps it in `zero_module`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
@@ -43,9 +45,29 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self> {
+        let bound = 1. / ((in_channels * kernel * kernel) as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        Self::with_init(
+            vb,
+            (in_channels, out_channels, kernel),
+            (stride, padding),
+            init,
+        )
+    }
+
+    fn with_init(
+        vb: VarBuilder,
+        (in_channels, out_channels, kernel): (usize, usize, usize),
+        (stride, padding): (usize, usize),
+        init: Init,
+    ) -> Result<Self> {
+        let shape = (out_channels, in_channels, kernel, kernel);
         Ok(Self {
-            weight: vb.get((out_channels, in_channels, kernel, kernel), "weight")?,
-            bias: vb.get(out_channels, "bias")?,
+            weight: vb.get_with_hints(shape, "weight", init)?,
+            bias: vb.get_with_hints(out_channels, "bias", init)?,
             stride,
             padding,
         })
@@ -59,6 +81,18 @@ impl Conv2d {
     /// 1x1 projection.
     pub fn pointwise(vb: VarBuilder, in_channels: usize, out_channels: usize) -> Result<Self> {
         Self::new(vb, in_channels, out_channels, 1, 1, 0)
+    }
+
+    /// A convolution that starts at zero when initialised (the original's
+    /// `zero_module`), so a fresh residual branch starts as the identity.
+    pub fn zero_init(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+    ) -> Result<Self> {
+        let io = (in_channels, out_channels, kernel);
+        Self::with_init(vb, io, (1, kernel / 2), candle_nn::init::ZERO)
     }
 }
 
@@ -89,8 +123,8 @@ impl LayerNorm {
     /// torch.nn.LayerNorm(dim) with its default eps 1e-5.
     pub fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         Ok(Self {
-            weight: vb.get(dim, "weight")?,
-            bias: vb.get(dim, "bias")?,
+            weight: vb.get_with_hints(dim, "weight", candle_nn::init::ONE)?,
+            bias: vb.get_with_hints(dim, "bias", candle_nn::init::ZERO)?,
             eps: 1e-5,
         })
     }
@@ -113,4 +147,28 @@ impl Module for LayerNorm {
 /// x * sigmoid(x): the original's SiLU / `nonlinearity`.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     x.silu()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn layer_norm_matches_candles_fused_one() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 3.0, (2, 5, 16), &dev)? + 1.5)?;
+        let weight = Tensor::randn(0f32, 1.0, 16, &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, 16, &dev)?;
+        let ours = LayerNorm {
+            weight: weight.clone(),
+            bias: bias.clone(),
+            eps: 1e-5,
+        }
+        .forward(&x)?;
+        let fused = candle_nn::ops::layer_norm(&x, &weight, &bias, 1e-5)?;
+        let max_diff = (ours - fused)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max_diff < 1e-5, "max difference {max_diff}");
+        Ok(())
+    }
 }
