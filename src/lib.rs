@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod data;
 pub mod diffusion;
+pub mod kernels;
 pub mod model;
 pub mod pipeline;

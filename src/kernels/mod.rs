@@ -1,0 +1,159 @@
+//! Fast CPU kernels for the networks' hot spots, as candle custom ops.
+//!
+//! Each public function has candle's semantics and falls back to candle's own
+//! ops for tensors these kernels do not handle (other devices, other dtypes),
+//! so a network calls it unconditionally:
+//! - [`conv2d`]: blocked im2col + GEMM forward, GEMM + col2im input gradient,
+//!   GEMM weight gradient (training gets all three gradients);
+//! - [`attention`]: online-softmax attention that holds one tile of scores at
+//!   a time; its backward recomputes the probabilities;
+//! - [`group_norm`]: group normalisation, affine map and optional SiLU fused
+//!   into one pass (inference only: tensors that need gradients take candle's
+//!   differentiable ops).
+
+mod attention;
+mod conv;
+mod group_norm;
+mod vector;
+
+use candle_core::{CpuStorage, DType, Layout, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// 2-D convolution of an NCHW input with an OIHW weight (groups 1, dilation 1),
+/// plus an optional per-channel bias: `x.conv2d(w, padding, stride, 1, 1) + b`.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    if !handled(&[Some(x), Some(w), b]) {
+        let y = x.conv2d(w, padding, stride, 1, 1)?;
+        return match b {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        };
+    }
+    let op = conv::Conv2dOp { stride, padding };
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
+}
+
+/// Scaled dot-product attention over `(batch * heads, tokens, channels)` tensors:
+/// `softmax(q k^T * scale) v`, for `q` of `Nq` tokens and `k`, `v` of `Nk` tokens.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    if !handled(&[Some(q), Some(k), Some(v)]) {
+        let weights = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
+        return weights.matmul(v);
+    }
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, attention::AttentionOp { scale })
+}
+
+/// `GroupNorm(groups, eps)` with per-channel `gamma`, `beta` over an `(N, C, ...)`
+/// input, followed by SiLU when `silu` is set; as `candle_nn::GroupNorm` (+ `silu`).
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    silu: bool,
+) -> candle_core::Result<Tensor> {
+    let tracked = x.track_op() || gamma.track_op() || beta.track_op();
+    if tracked || !handled(&[Some(x), Some(gamma), Some(beta)]) {
+        let channels = x.dim(1)?;
+        let y = candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), channels, groups, eps)?;
+        let y = candle_core::Module::forward(&y, x)?;
+        return if silu { y.silu() } else { Ok(y) };
+    }
+    let op = group_norm::GroupNormOp { groups, eps, silu };
+    x.contiguous()?.apply_op3_no_bwd(&gamma.contiguous()?, &beta.contiguous()?, &op)
+}
+
+/// Whether every present tensor is an f32 CPU tensor.
+fn handled(tensors: &[Option<&Tensor>]) -> bool {
+    tensors
+        .iter()
+        .flatten()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The contiguous f32 data of one custom-op argument.
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("the fast CPU kernels take f32 tensors; convert the {what} first")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("the fast CPU kernels need a contiguous {what}"),
+    }
+}
+
+/// A pointer into an output buffer whose disjoint parts parallel work items write.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: the kernels hand each work item a disjoint part of the buffer.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Through a method, so closures capture the `Send` wrapper and not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Runs `f(item, gemm parallelism, scratch)` for items `0..count`: in parallel
+/// with single-threaded GEMMs when there are enough items to share out, else
+/// one after the other with multi-threaded GEMMs.
+fn run_items(count: usize, f: impl Fn(usize, Parallelism, &mut Vec<f32>) + Sync) {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && count >= threads {
+        (0..count)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch, item| f(item, Parallelism::None, scratch));
+    } else {
+        let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        let mut scratch = Vec::new();
+        (0..count).for_each(|item| f(item, par, &mut scratch));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use candle_core::{Device, Tensor};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// Uniform values in [-1, 1), reproducible from `seed`.
+    pub(crate) fn random(dims: &[usize], seed: u64) -> candle_core::Result<Tensor> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = dims.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_vec(data, dims, &Device::Cpu)
+    }
+
+    /// Asserts `max |ours - reference| <= tol * max |reference|`.
+    pub(crate) fn assert_close(ours: &Tensor, reference: &Tensor, tol: f64, what: &str) -> candle_core::Result<()> {
+        assert_eq!(ours.dims(), reference.dims(), "{what}: shapes differ");
+        let err = (ours - reference)?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+        let scale = reference.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+        assert!(err <= tol * scale, "{what}: max error {err:e} against max magnitude {scale:e} (rel {:e} > {tol:e})", err / scale);
+        Ok(())
+    }
+
+    #[test]
+    fn falls_back_to_candle_for_other_dtypes() -> candle_core::Result<()> {
+        let x = random(&[1, 2, 5, 5], 1)?;
+        let w = random(&[3, 2, 3, 3], 2)?;
+        let ours = super::conv2d(&x.to_dtype(candle_core::DType::F64)?, &w.to_dtype(candle_core::DType::F64)?, None, 1, 1)?;
+        assert_eq!(ours.dtype(), candle_core::DType::F64);
+        assert_close(&ours.to_dtype(candle_core::DType::F32)?, &x.conv2d(&w, 1, 1, 1, 1)?, 1e-5, "f64 fallback")
+    }
+}
