@@ -4,7 +4,7 @@
 //! streaming, completion and cancellation is what is tested.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ const IMAGE: usize = 64;
 /// Emits one step every `step_delay`, checking the cancel flag before each step as the real engine does.
 struct ScriptedEngine {
     step_delay: Duration,
+    /// Step events emitted so far, over all runs.
+    emitted: Arc<AtomicUsize>,
 }
 
 fn ramp(width: usize, height: usize, f: impl Fn(usize, usize) -> f32) -> ScalarMap {
@@ -60,6 +62,7 @@ impl Engine for ScriptedEngine {
                 .collect();
             let t = 1000 - 1000 * (index + 1) / total;
             sink(Event::Step { index, total, t, elapsed_secs: started.elapsed().as_secs_f64(), frames });
+            self.emitted.fetch_add(1, Ordering::SeqCst);
         }
         let images = (0..request.batch).map(|b| rgb(|x, y| [200, (x * 4) as u8, (y * 4 + b) as u8])).collect();
         sink(Event::Done { images, elapsed_secs: started.elapsed().as_secs_f64() });
@@ -79,8 +82,13 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn studio(step_delay_ms: u64, autosave_dir: Option<PathBuf>) -> Harness<'static, Studio> {
+    studio_counting(step_delay_ms, autosave_dir, Arc::default())
+}
+
+fn studio_counting(step_delay_ms: u64, autosave_dir: Option<PathBuf>, emitted: Arc<AtomicUsize>) -> Harness<'static, Studio> {
+    let engine = ScriptedEngine { step_delay: Duration::from_millis(step_delay_ms), emitted };
     let options = StudioOptions {
-        engine: Some(Arc::new(ScriptedEngine { step_delay: Duration::from_millis(step_delay_ms) })),
+        engine: Some(Arc::new(engine)),
         loader: None,
         autosave_dir,
         samples_dir: PathBuf::from("/nonexistent/samples"),
@@ -202,30 +210,42 @@ fn generate_streams_step_previews_and_ends_with_an_image() {
 
 #[test]
 fn cancel_stops_a_run_within_one_step() {
-    let mut harness = studio(80, None);
+    let emitted = Arc::new(AtomicUsize::new(0));
+    let mut harness = studio_counting(80, None, emitted.clone());
     harness.state_mut().settings_mut().steps = 40;
-    harness.get_by_label("▶ Generate").click();
+    harness.get_by_label("Generate").click();
     run_until(&mut harness, "two steps arrive", |s| s.timeline().steps.len() >= 2);
-    let steps_at_cancel = harness.state().timeline().steps.len();
-    harness.get_by_label("■ Cancel").click();
+    harness.get_by_label("Cancel").click();
+    run_until(&mut harness, "the Cancel click registers", |s| s.cancel_requested());
+    // Read after the flag was set, so this is at least the count at that moment.
+    let steps_at_cancel = emitted.load(Ordering::SeqCst);
     run_until(&mut harness, "the run ends", |s| !s.is_generating());
     let steps = harness.state().timeline().steps.len();
     assert!(steps <= steps_at_cancel + 1, "{steps} steps arrived after cancelling at {steps_at_cancel}");
+    assert!(steps < 40);
     assert!(harness.state().history().is_empty(), "a cancelled run leaves no result");
     assert!(!harness.state().previews_final(), "the last preview stays");
     harness.get_by_label_contains("Cancelled after step");
 
-    // Esc works too, and a new run is not affected by the old cancel.
+    // A new run is not affected by the old cancel.
     harness.state_mut().settings_mut().steps = 3;
     harness.state_mut().generate();
     run_until(&mut harness, "the second run ends", |s| !s.is_generating());
     assert_eq!(harness.state().timeline().steps.len(), 3);
+
+    // Esc cancels too.
     harness.state_mut().settings_mut().steps = 40;
+    let before = emitted.load(Ordering::SeqCst);
     harness.state_mut().generate();
     run_until(&mut harness, "a step arrives", |s| !s.timeline().steps.is_empty());
     harness.key_press(Key::Escape);
+    harness.step();
+    // The flag is set within this frame; the run may even end within it.
+    let steps_at_cancel = emitted.load(Ordering::SeqCst) - before;
     run_until(&mut harness, "the third run ends", |s| !s.is_generating());
-    assert!(harness.state().timeline().steps.len() < 40);
+    let steps = harness.state().timeline().steps.len();
+    assert!(steps <= steps_at_cancel + 1 && steps < 40, "Esc: {steps} steps after cancelling at {steps_at_cancel}");
+    assert!(harness.state().messages().last().is_some_and(|m| m.text.starts_with("Cancelled after step")));
 }
 
 #[derive(Debug)]
@@ -303,7 +323,8 @@ fn open_work_is_restored_on_start() {
 
     let harness = studio(0, Some(dir));
     assert_eq!(harness.state().mask(), &mask);
-    harness.get_by_value("This woman is in her forties.");
+    assert_eq!(harness.state().prompt(), "This woman is in her forties.");
+    assert!(harness.query_all_by_value("This woman is in her forties.").next().is_some(), "the prompt box shows it");
     assert_eq!(harness.state().history().len(), 0);
 }
 

@@ -77,7 +77,7 @@ pub fn gallery_ui(ui: &mut egui::Ui, history: &mut [HistoryEntry]) -> Option<Gal
                 let summary = entry.summary();
                 for (item, texture) in entry.thumbnails.iter().enumerate() {
                     let response = ui
-                        .add(egui::Button::image((texture.id(), Vec2::splat(88.0))))
+                        .add(egui::Button::image((texture.id(), Vec2::splat(72.0))))
                         .on_hover_text(format!("{summary}\nclick: restore these settings · right-click: save PNG"));
                     if response.clicked() {
                         action = Some(GalleryAction::Restore(index));

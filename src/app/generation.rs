@@ -65,30 +65,34 @@ impl Progress {
 pub fn settings_ui(ui: &mut egui::Ui, settings: &mut Settings, running: bool) {
     ui.add_enabled_ui(!running, |ui| {
         egui::Grid::new("generation-settings").num_columns(2).spacing([8.0, 4.0]).show(ui, |ui| {
-            ui.label("seed");
+            let label = ui.label("seed");
             ui.horizontal(|ui| {
-                ui.add(egui::DragValue::new(&mut settings.seed).range(0..=u32::MAX as u64));
-                ui.checkbox(&mut settings.seed_locked, "🔒 locked").on_hover_text("Keep the seed between runs so edits are comparable");
-                if ui.button("🎲 new seed").clicked() {
+                ui.add(egui::DragValue::new(&mut settings.seed).range(0..=u32::MAX as u64)).labelled_by(label.id);
+                ui.checkbox(&mut settings.seed_locked, "locked").on_hover_text("Keep the seed between runs so edits are comparable");
+                if ui.button("New seed").clicked() {
                     settings.new_seed();
                 }
             });
             ui.end_row();
-            ui.label("steps");
-            ui.add(egui::Slider::new(&mut settings.steps, 1..=250).logarithmic(true));
+            let label = ui.label("steps");
+            ui.add(egui::Slider::new(&mut settings.steps, 1..=250).logarithmic(true)).labelled_by(label.id);
             ui.end_row();
-            ui.label("eta");
-            ui.add(egui::Slider::new(&mut settings.eta, 0.0..=1.0)).on_hover_text("0: deterministic DDIM; 1: the original's stochastic sampler");
+            let label = ui.label("eta");
+            ui.add(egui::Slider::new(&mut settings.eta, 0.0..=1.0)).labelled_by(label.id).on_hover_text("0: deterministic DDIM; 1: the original's stochastic sampler");
             ui.end_row();
-            ui.label("mode");
-            egui::ComboBox::from_id_salt("combine-mode").selected_text(mode_label(settings.mode)).show_ui(ui, |ui| {
-                for (mode, label) in MODES {
-                    ui.selectable_value(&mut settings.mode, mode, label);
-                }
-            });
+            let label = ui.label("mode");
+            egui::ComboBox::from_id_salt("combine-mode")
+                .selected_text(mode_label(settings.mode))
+                .show_ui(ui, |ui| {
+                    for (mode, name) in MODES {
+                        ui.selectable_value(&mut settings.mode, mode, name);
+                    }
+                })
+                .response
+                .labelled_by(label.id);
             ui.end_row();
-            ui.label("batch");
-            ui.add(egui::Slider::new(&mut settings.batch, 1..=8).text("variations"));
+            let label = ui.label("batch");
+            ui.add(egui::Slider::new(&mut settings.batch, 1..=8).text("variations")).labelled_by(label.id);
             ui.end_row();
         });
     });

@@ -204,6 +204,11 @@ impl Studio {
         self.run.is_some()
     }
 
+    /// Whether Cancel was pressed for the run in flight.
+    pub fn cancel_requested(&self) -> bool {
+        self.run.as_ref().is_some_and(|run| run.cancel.load(Ordering::Relaxed))
+    }
+
     pub fn timeline(&self) -> &Timeline {
         &self.timeline
     }
@@ -220,6 +225,10 @@ impl Studio {
     /// Texture sizes of the previews shown, one per batch item.
     pub fn preview_sizes(&self) -> Vec<[usize; 2]> {
         self.previews.iter().map(|t| t.size()).collect()
+    }
+
+    pub fn prompt(&self) -> &str {
+        &self.prompt
     }
 
     pub fn set_prompt(&mut self, text: &str) {
@@ -575,10 +584,10 @@ impl Studio {
                 self.save_mask_as_dialog();
             }
             ui.separator();
-            if ui.add_enabled(self.canvas.can_undo(), egui::Button::new("↶ Undo")).on_hover_text("Ctrl+Z").clicked() {
+            if ui.add_enabled(self.canvas.can_undo(), egui::Button::new("Undo")).on_hover_text("Ctrl+Z").clicked() {
                 self.canvas.undo();
             }
-            if ui.add_enabled(self.canvas.can_redo(), egui::Button::new("↷ Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
+            if ui.add_enabled(self.canvas.can_redo(), egui::Button::new("Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
                 self.canvas.redo();
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
@@ -608,7 +617,7 @@ impl Studio {
                     MessageKind::Info => ui.visuals().text_color(),
                     MessageKind::Error => ui.visuals().error_fg_color,
                 };
-                if ui.small_button("✕").on_hover_text("dismiss").clicked() {
+                if ui.small_button("×").on_hover_text("dismiss").clicked() {
                     dismissed = Some(index);
                 }
                 ui.colored_label(color, &message.text);
@@ -637,7 +646,7 @@ impl Studio {
         let lost = self.canvas.classes_lost_at_model_size();
         if !lost.is_empty() {
             let names: Vec<&str> = lost.iter().map(|&c| CLASSES[c as usize].name).collect();
-            ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ vanishes at {MODEL_MASK_SIZE}×{MODEL_MASK_SIZE}: {}", names.join(", ")));
+            ui.colored_label(ui.visuals().warn_fg_color, format!("Vanishes at {MODEL_MASK_SIZE}×{MODEL_MASK_SIZE}: {}", names.join(", ")));
         }
         ui.separator();
         let counts = self.canvas.mask().class_histogram();
@@ -648,15 +657,15 @@ impl Studio {
         ui.heading("Describe");
         prompt::prompt_ui(ui, &mut self.prompt, &mut self.attributes);
         ui.separator();
-        ui.heading("Generate");
+        ui.heading("Generation");
         generation::settings_ui(ui, &mut self.settings, self.run.is_some());
         ui.horizontal(|ui| {
             let ready = matches!(self.model, ModelStatus::Ready(_));
-            let generate = egui::Button::new(egui::RichText::new("▶ Generate").strong()).min_size(Vec2::new(120.0, 28.0));
+            let generate = egui::Button::new(egui::RichText::new("Generate").strong()).min_size(Vec2::new(120.0, 28.0));
             if ui.add_enabled(self.run.is_none() && ready, generate).on_hover_text("Ctrl+Enter").on_disabled_hover_text("load a model first").clicked() {
                 self.generate();
             }
-            if self.run.is_some() && ui.add(egui::Button::new("■ Cancel").min_size(Vec2::new(90.0, 28.0))).on_hover_text("Esc").clicked() {
+            if self.run.is_some() && ui.add(egui::Button::new("Cancel").min_size(Vec2::new(90.0, 28.0))).on_hover_text("Esc").clicked() {
                 self.cancel();
             }
         });
@@ -741,7 +750,7 @@ impl eframe::App for Studio {
         }
         egui::Panel::left("tools").default_size(230.0).show(ui, |ui| self.tools_ui(ui));
         egui::Panel::right("generate").default_size(400.0).show(ui, |ui| self.generate_panel_ui(ui));
-        egui::Panel::bottom("timeline").resizable(true).default_size(330.0).show(ui, |ui| self.bottom_ui(ui));
+        egui::Panel::bottom("timeline").resizable(true).default_size(390.0).show(ui, |ui| self.bottom_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| {
             let underlay = self.underlay.clone();
             self.canvas.ui(ui, underlay.as_ref());

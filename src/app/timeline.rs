@@ -49,6 +49,8 @@ impl View {
     }
 }
 
+/// Largest side of a timeline picture, in points.
+const MAX_VIEW_SIDE: f32 = 180.0;
 /// Seconds between frames when playing.
 const PLAY_FRAME_SECS: f64 = 0.15;
 
@@ -102,7 +104,7 @@ impl Timeline {
         self.advance_playback(ui.ctx(), last);
         ui.horizontal(|ui| {
             let playing = self.playing_since.is_some();
-            if ui.button(if playing { "⏸ Pause" } else { "▶ Play" }).clicked() {
+            if ui.button(if playing { "Pause" } else { "Play" }).clicked() {
                 self.playing_since = if playing { None } else { Some(ui.input(|i| i.time)) };
                 if !playing && self.index == last {
                     self.index = 0;
@@ -131,7 +133,7 @@ impl Timeline {
         self.index = self.index.min(last);
         self.refresh_textures(ui.ctx());
         let Some(frame) = self.frame().cloned() else { return };
-        let side = ((ui.available_width() - 120.0) / 4.0 - 8.0).clamp(64.0, ui.available_height().max(64.0) - 24.0);
+        let side = ((ui.available_width() - 80.0) / 4.0 - 8.0).clamp(48.0, MAX_VIEW_SIDE);
         let mut readout = None;
         ui.horizontal(|ui| {
             for (view, texture) in &self.textures {
