@@ -293,6 +293,8 @@ impl Canvas {
         if let Some(texture) = &self.texture {
             painter.image(texture.id(), image_rect, uv, Color32::WHITE.gamma_multiply(opacity));
         }
+        // The mask's edge, visible even where the mask is background black.
+        painter.rect_stroke(image_rect, 0.0, (1.0, ui.visuals().weak_text_color()), egui::StrokeKind::Outside);
     }
 
     pub fn set_model_view(&mut self, on: bool) {
