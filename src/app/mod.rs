@@ -7,6 +7,7 @@
 
 pub mod autosave;
 pub mod canvas;
+pub mod frame_stats;
 pub mod gallery;
 pub mod generation;
 pub mod palette;
@@ -23,6 +24,7 @@ use egui::{Key, KeyboardShortcut, Modifiers, TextureHandle, TextureOptions, Vec2
 
 use self::autosave::{Autosave, HISTORY_LIMIT};
 use self::canvas::{Canvas, Tool, BRUSH_RADIUS_RANGE, MODEL_MASK_SIZE};
+use self::frame_stats::FrameStats;
 use self::gallery::{encode_result_png, read_result_params, GalleryAction, HistoryEntry, RunParams};
 use self::generation::{Progress, Settings};
 use self::prompt::Attributes;
@@ -144,6 +146,7 @@ pub struct Studio {
     changed_at: Option<Instant>,
     /// Seconds from Generate to the first preview, of the last run.
     pub last_first_preview_secs: Option<f64>,
+    frame_stats: Option<FrameStats>,
 }
 
 impl Studio {
@@ -172,6 +175,7 @@ impl Studio {
             saved_fingerprint: 0,
             changed_at: None,
             last_first_preview_secs: None,
+            frame_stats: FrameStats::from_env(),
         };
         studio.restore_autosave(&cc.egui_ctx);
         if let Some((label, load)) = options.loader {
@@ -420,6 +424,9 @@ impl Studio {
                 WorkerEvent::GenerationEnded(outcome) => {
                     if let Some(run) = self.run.take() {
                         self.last_first_preview_secs = run.first_preview_secs;
+                        if let (Some(_), Some(secs)) = (&self.frame_stats, run.first_preview_secs) {
+                            eprintln!("first preview {:.0} ms after Generate", secs * 1000.0);
+                        }
                         match outcome {
                             Outcome::Finished => {}
                             Outcome::Cancelled => self.inform(
@@ -739,8 +746,12 @@ impl Studio {
 }
 
 impl eframe::App for Studio {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
+        if let Some(stats) = &mut self.frame_stats {
+            stats.record(frame.info().cpu_usage, self.run.is_some());
+            ctx.request_repaint();
+        }
         self.handle_worker_events(&ctx);
         self.handle_shortcuts(&ctx);
 
@@ -764,6 +775,9 @@ impl eframe::App for Studio {
     }
 
     fn on_exit(&mut self) {
+        if let Some(stats) = &self.frame_stats {
+            eprintln!("{}", stats.summary());
+        }
         self.cancel();
         self.autosave_if_due(true);
     }
