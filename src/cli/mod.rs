@@ -1,5 +1,9 @@
 //! The command line: one module per subcommand; no subcommand opens the studio.
 
+mod bench;
+mod convert;
+mod generate;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -10,9 +14,20 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Generate faces from a mask and a caption.
+    Generate(generate::GenerateArgs),
+    /// Convert a PyTorch Lightning checkpoint to safetensors.
+    Convert(convert::ConvertArgs),
+    /// Measure milliseconds per step and peak memory of each model configuration.
+    Bench(bench::BenchArgs),
+}
 
 /// Runs one subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Generate(args) => generate::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
 }

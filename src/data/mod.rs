@@ -1,3 +1,5 @@
-//! Data the engine reads and writes: face masks and the synthetic face world.
+//! Data the engine reads and writes: face masks, images with their
+//! parameters, and the synthetic face world.
 
+pub mod image;
 pub mod mask;

@@ -2,3 +2,5 @@
 //! collaborative combination of two models' noise predictions.
 
 pub mod collaborate;
+pub mod ddim;
+pub mod schedule;

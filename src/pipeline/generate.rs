@@ -3,8 +3,16 @@
 //! The contract the studio and the command line share: a [`GenerateRequest`],
 //! a cancel flag, and a sink that receives [`Event`]s as the job runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use thiserror::Error;
+
 use crate::data::mask::Mask;
-use crate::diffusion::collaborate::CombineMode;
+use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
 
 /// Everything that determines a generation; equal requests give equal images.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +24,8 @@ pub struct GenerateRequest {
     pub eta: f64,
     pub seed: u64,
     pub mode: CombineMode,
+    /// Settings of the collaborative mode's post-processing of the influence functions.
+    pub post: PostProcess,
     /// How many variations to sample at once (seeds `seed`, `seed + 1`, ...).
     pub batch: usize,
 }
@@ -29,6 +39,7 @@ impl Default for GenerateRequest {
             eta: 1.0,
             seed: 0,
             mode: CombineMode::Collaborative,
+            post: PostProcess::default(),
             batch: 1,
         }
     }
@@ -57,17 +68,151 @@ pub struct StepFrame {
     pub pred_x0: RgbFrame,
     /// Cheap preview of the current noisy latent x_t.
     pub x_t: RgbFrame,
-    /// The mask model's influence function at this step (the text model's is `1 - w_mask`
-    /// for the collaborative modes; both are sent because the ablations break that).
+    /// The mask model's influence function at this step.
     pub w_mask: ScalarMap,
+    /// The text model's (`1 - w_mask` in every mode; sent so that consumers need not know).
     pub w_text: ScalarMap,
 }
 
 /// Progress of a running job.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// Sentences for the person about the request (e.g. a caption truncated to 77 tokens).
+    Warning(String),
     /// Step `index` (0-based) of `total` finished, at diffusion timestep `t`.
     Step { index: usize, total: usize, t: usize, elapsed_secs: f64, frames: Vec<StepFrame> },
     /// The job finished: one fully decoded image per batch item.
     Done { images: Vec<RgbFrame>, elapsed_secs: f64 },
+}
+
+#[derive(Debug, Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Request(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("cannot write the step's output: {0}")]
+    Output(String),
+}
+
+impl From<candle_core::Error> for GenerateError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Model(ModelError::Tensor(e))
+    }
+}
+
+/// What one sampling step computed, for the whole batch (tensors, before any preview).
+pub struct StepOutput {
+    pub index: usize,
+    pub total: usize,
+    pub t: usize,
+    pub x_prev: Tensor,
+    pub pred_x0: Tensor,
+    pub w_mask: Tensor,
+    pub w_text: Tensor,
+}
+
+/// The DDIM loop of the composed model: from the start latent to z0, calling
+/// `on_step` after every step. Returns z0 (in the diffusion's latent scale).
+pub fn sample(
+    model: &CollaborativeModel,
+    contexts: &Contexts,
+    ddim: &DdimSchedule,
+    mode: CombineMode,
+    post: &PostProcess,
+    noise: &mut NoiseSource,
+    cancel: &AtomicBool,
+    mut on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
+) -> Result<Tensor, GenerateError> {
+    let batch = contexts.batch();
+    let size = model.config.latent_size;
+    let shape = [batch, model.config.latent_channels, size, size];
+    let mut x = noise.start_latent(&shape, &model.device)?;
+    for index in 0..ddim.len() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(GenerateError::Cancelled);
+        }
+        let t = ddim.timestep(index);
+        let combination = model.predict_noise(&x, t, contexts, mode, post)?;
+        let (x_prev, pred_x0) = ddim.step_from(&x, &combination.eps, index, noise)?;
+        on_step(&StepOutput {
+            index,
+            total: ddim.len(),
+            t,
+            x_prev: x_prev.clone(),
+            pred_x0,
+            w_mask: combination.w_mask,
+            w_text: combination.w_text,
+        })?;
+        x = x_prev;
+    }
+    Ok(x)
+}
+
+/// Runs a whole generation: conditions, sampling with a preview per step, final decode.
+pub fn run(
+    model: &CollaborativeModel,
+    request: &GenerateRequest,
+    cancel: &AtomicBool,
+    sink: &mut dyn FnMut(Event),
+) -> Result<Vec<RgbFrame>, GenerateError> {
+    let started = Instant::now();
+    if request.batch == 0 {
+        return Err(GenerateError::Request("the batch must hold at least one image".into()));
+    }
+    let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta)
+        .map_err(|e| GenerateError::Request(e.to_string()))?;
+    let captions = vec![request.text.clone(); request.batch];
+    let (contexts, warnings) = model.encode_conditions(&request.mask, &captions)?;
+    for warning in warnings {
+        sink(Event::Warning(warning));
+    }
+    let mut noise = NoiseSource::seeded((0..request.batch as u64).map(|k| request.seed.wrapping_add(k)));
+    let z0 = sample(model, &contexts, &ddim, request.mode, &request.post, &mut noise, cancel, |step| {
+        let pred = model.preview(&step.pred_x0)?;
+        let noisy = model.preview(&step.x_prev)?;
+        let w_mask = scalar_maps(&step.w_mask)?;
+        let w_text = scalar_maps(&step.w_text)?;
+        let frames = pred
+            .into_iter()
+            .zip(noisy)
+            .zip(w_mask.into_iter().zip(w_text))
+            .map(|((pred_x0, x_t), (w_mask, w_text))| StepFrame { pred_x0, x_t, w_mask, w_text })
+            .collect();
+        sink(Event::Step {
+            index: step.index,
+            total: step.total,
+            t: step.t,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            frames,
+        });
+        Ok(())
+    })?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(GenerateError::Cancelled);
+    }
+    let images = images_to_frames(&model.decode(&z0)?)?;
+    sink(Event::Done { images: images.clone(), elapsed_secs: started.elapsed().as_secs_f64() });
+    Ok(images)
+}
+
+/// B x 3 x H x W images in [-1, 1] to 8-bit frames.
+pub fn images_to_frames(images: &Tensor) -> Result<Vec<RgbFrame>, GenerateError> {
+    let (batch, _, height, width) = images.dims4()?;
+    let bytes = ((images.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.contiguous()?;
+    let bytes = bytes.to_dtype(candle_core::DType::U8)?;
+    (0..batch)
+        .map(|b| Ok(RgbFrame { width, height, pixels: bytes.get(b)?.flatten_all()?.to_vec1::<u8>()? }))
+        .collect()
+}
+
+/// B x 1 x H x W maps to per-item value grids.
+pub fn scalar_maps(maps: &Tensor) -> Result<Vec<ScalarMap>, GenerateError> {
+    let (batch, _, height, width) = maps.dims4()?;
+    let flat = maps.flatten_from(1)?.to_dtype(candle_core::DType::F32)?;
+    (0..batch)
+        .map(|b| Ok(ScalarMap { width, height, values: flat.get(b)?.to_vec1::<f32>()? }))
+        .collect()
 }

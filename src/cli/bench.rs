@@ -1,0 +1,200 @@
+//! `codiff bench`: milliseconds per part of a collaborative step, and peak memory,
+//! per model configuration. Each configuration runs in its own process so that
+//! its peak memory is its own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::data::mask::Mask;
+use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::model::collaborative::CollaborativeModel;
+use crate::model::config::ModelConfig;
+use crate::model::defaults::ModelFiles;
+use crate::pipeline::generate::{self, GenerateRequest};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure only this configuration (full256, tiny or default).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Timed repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+/// A configuration to measure: a composed config, with weights or random ones.
+struct BenchConfig {
+    name: &'static str,
+    config: PathBuf,
+    weights: Option<PathBuf>,
+}
+
+fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// The configurations present on this machine.
+fn configurations() -> Vec<BenchConfig> {
+    let mut found = Vec::new();
+    let full = shared_dir().join("reference/configs/256_codiff_mask_text.yaml");
+    if full.is_file() {
+        found.push(BenchConfig { name: "full256", config: full, weights: None });
+    }
+    let tiny = shared_dir().join("golden/tiny_codiff.yaml");
+    if tiny.is_file() {
+        found.push(BenchConfig { name: "tiny", config: tiny.clone(), weights: Some(tiny.with_extension("ckpt")) });
+    }
+    if let Ok(files) = ModelFiles::default_models() {
+        found.push(BenchConfig { name: "default", config: files.config, weights: Some(files.weights) });
+    }
+    found
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(only) = &args.only {
+        let config = configurations()
+            .into_iter()
+            .find(|c| c.name == only)
+            .with_context(|| format!("no configuration {only} on this machine"))?;
+        let figures = measure(&config, args.reps)?;
+        println!("{}", serde_json::to_string(&figures)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut results = BTreeMap::new();
+    for config in configurations() {
+        eprintln!("measuring {} ({})", config.name, config.config.display());
+        let out = std::process::Command::new(&exe)
+            .args(["bench", "--only", config.name, "--reps", &args.reps.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        anyhow::ensure!(out.status.success(), "measuring {} failed", config.name);
+        let figures: Value = serde_json::from_slice(&out.stdout)?;
+        results.insert(config.name.to_string(), figures);
+    }
+    let report = json!({ "configs": results, "threads": candle_core::utils::get_num_threads() });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&results);
+    }
+    Ok(())
+}
+
+fn print_table(results: &BTreeMap<String, Value>) {
+    let columns = [
+        "collab_step_ms",
+        "unet_ms",
+        "diffuser_ms",
+        "vae_decode_ms",
+        "text_encode_ms",
+        "generate50_ms",
+        "first_preview_ms",
+        "peak_rss_mb",
+    ];
+    print!("{:<10}", "config");
+    for c in columns {
+        print!("{c:>18}");
+    }
+    println!();
+    for (name, figures) in results {
+        print!("{name:<10}");
+        for c in columns {
+            match figures.get(c).and_then(Value::as_f64) {
+                Some(v) => print!("{v:>18.1}"),
+                None => print!("{:>18}", "-"),
+            }
+        }
+        println!();
+    }
+}
+
+/// Median milliseconds of `reps` runs of `f`, after one warm-up run.
+fn time_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
+    let device = crate::model::device()?;
+    let ModelConfig::Composed(config) = ModelConfig::load(&bench.config)? else {
+        anyhow::bail!("{} is not a composed config", bench.config.display());
+    };
+    let model = match &bench.weights {
+        Some(weights) => CollaborativeModel::load(&bench.config, weights, &device)?,
+        None => {
+            // Random weights: the speed does not depend on the values.
+            let varmap = VarMap::new();
+            CollaborativeModel::build(VarBuilder::from_varmap(&varmap, DType::F32, &device), config, &device)?
+        }
+    };
+    let size = model.config.latent_size;
+    let mask_size = model.image_size();
+    let mask = Mask::filled(mask_size, mask_size, 1);
+    let caption = "This man has beard of medium length. He is in his thirties.".to_string();
+    let (contexts, _) = model.encode_conditions(&mask, std::slice::from_ref(&caption))?;
+    let x = Tensor::randn(0f32, 1f32, (1, model.config.latent_channels, size, size), &device)?;
+    let t = Tensor::full(501f32, 1, &device)?;
+    let post = PostProcess::default();
+
+    let mut figures = BTreeMap::new();
+    figures.insert("unet_ms", time_ms(reps, || Ok(model.mask_unet.forward(&x, &t, &contexts.mask).map(drop)?))?);
+    figures.insert("diffuser_ms", time_ms(reps, || Ok(model.mask_diffuser.forward(&x, &t, &contexts.mask).map(drop)?))?);
+    figures.insert("text_encode_ms", time_ms(reps, || Ok(model.encode_conditions(&mask, std::slice::from_ref(&caption)).map(drop)?))?);
+    figures.insert("vae_decode_ms", time_ms(reps, || Ok(model.decode(&x).map(drop)?))?);
+    let ddim = DdimSchedule::new(&model.schedule, 50, 1.0)?;
+    figures.insert(
+        "collab_step_ms",
+        time_ms(reps, || {
+            let step = model.predict_noise(&x, 501, &contexts, CombineMode::Collaborative, &post)?;
+            let mut noise = NoiseSource::seeded([0]);
+            ddim.step_from(&x, &step.eps, 25, &mut noise)?;
+            Ok(())
+        })?,
+    );
+    if bench.name == "default" {
+        let request = GenerateRequest { mask: mask.clone(), text: caption.clone(), ..GenerateRequest::default() };
+        let never = AtomicBool::new(false);
+        let mut first_preview_ms = None;
+        let start = Instant::now();
+        generate::run(&model, &request, &never, &mut |event| {
+            if first_preview_ms.is_none() && matches!(event, generate::Event::Step { .. }) {
+                first_preview_ms = Some(start.elapsed().as_secs_f64() * 1e3);
+            }
+        })?;
+        figures.insert("generate50_ms", start.elapsed().as_secs_f64() * 1e3);
+        figures.insert("first_preview_ms", first_preview_ms.unwrap_or(f64::NAN));
+    }
+    figures.insert("peak_rss_mb", peak_rss_mb()?);
+    Ok(json!(figures))
+}
+
+/// The process's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kb / 1024.0)
+}

@@ -1,0 +1,28 @@
+//! `codiff convert`: a Lightning checkpoint to safetensors, so later loads are a memory map.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::model::checkpoint::Weights;
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The checkpoint to read (.ckpt; only its `state_dict` tensors are read, nothing is executed).
+    pub input: PathBuf,
+    /// The safetensors file to write.
+    pub output: PathBuf,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
+    if args.output.exists() && !args.force {
+        anyhow::bail!("{} exists; pass --force to replace it", args.output.display());
+    }
+    let weights = Weights::open(&args.input)?;
+    weights.save_safetensors(&args.output)?;
+    eprintln!("wrote {} tensors to {}", weights.shapes().len(), args.output.display());
+    Ok(())
+}

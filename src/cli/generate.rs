@@ -1,0 +1,154 @@
+//! `codiff generate`: one mask and one caption to faces, as the original `generate.py`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::image::{hstack, influence_colour, save_png_with_params, upscale, vstack};
+use crate::data::mask::Mask;
+use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::model::collaborative::CollaborativeModel;
+use crate::model::defaults::ModelFiles;
+use crate::pipeline::generate::{
+    images_to_frames, sample, scalar_maps, GenerateError, GenerateRequest, RgbFrame, ScalarMap, StepOutput,
+};
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The composed model's YAML config (original format); default: the models in models/.
+    #[arg(long, requires = "ckpt")]
+    pub config: Option<PathBuf>,
+    /// Its weights: a Lightning .ckpt or a .safetensors file.
+    #[arg(long, requires = "config")]
+    pub ckpt: Option<PathBuf>,
+    /// The face mask: a palette or index PNG (pixel value = class), or RGB in the palette colours.
+    #[arg(long)]
+    pub mask: PathBuf,
+    /// The caption, e.g. "This man has beard of medium length. He is in his thirties."
+    #[arg(long)]
+    pub text: String,
+    /// Where to write the image (with --batch B > 1: OUT-0.png ... OUT-(B-1).png).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM eta (1.0 as the original generation script; 0 is deterministic).
+    #[arg(long, default_value_t = 1.0)]
+    pub eta: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = CombineMode::Collaborative)]
+    pub mode: CombineMode,
+    /// Variations to sample at once (seeds SEED, SEED + 1, ...).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Writes, per step, the decoded predicted x0 and both influence maps as image strips.
+    #[arg(long)]
+    pub intermediates: Option<PathBuf>,
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let files = match (&args.config, &args.ckpt) {
+        (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
+        _ => ModelFiles::default_models()?,
+    };
+    let mask = Mask::load(&args.mask)?;
+    mask.square_size(&args.mask.display().to_string())?;
+    let device = crate::model::device()?;
+    eprintln!("loading {}", files.weights.display());
+    let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
+    let request = GenerateRequest {
+        mask,
+        text: args.text.clone(),
+        steps: args.steps,
+        eta: args.eta,
+        seed: args.seed,
+        mode: args.mode,
+        post: PostProcess::default(),
+        batch: args.batch,
+    };
+    let images = generate_with_progress(&model, &request, args.intermediates.as_deref())?;
+
+    let model_name = files.weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for (k, image) in images.iter().enumerate() {
+        let out = output_path(&args.out, k, images.len());
+        let params = [
+            ("text", request.text.clone()),
+            ("seed", (request.seed + k as u64).to_string()),
+            ("steps", request.steps.to_string()),
+            ("eta", request.eta.to_string()),
+            ("mode", format!("{:?}", request.mode).to_lowercase()),
+            ("mask", args.mask.display().to_string()),
+            ("model", model_name.clone()),
+        ];
+        save_png_with_params(&out, image, &params)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Samples with a progress bar; optionally writes each step's strips.
+fn generate_with_progress(
+    model: &CollaborativeModel,
+    request: &GenerateRequest,
+    intermediates: Option<&Path>,
+) -> anyhow::Result<Vec<RgbFrame>> {
+    let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta)?;
+    let captions = vec![request.text.clone(); request.batch];
+    let (contexts, warnings) = model.encode_conditions(&request.mask, &captions)?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(dir) = intermediates {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let bar = ProgressBar::new(ddim.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} step {pos}/{len} (t = {msg}) {elapsed} < {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut noise = NoiseSource::seeded((0..request.batch as u64).map(|k| request.seed.wrapping_add(k)));
+    let never = AtomicBool::new(false);
+    let z0 = sample(model, &contexts, &ddim, request.mode, &request.post, &mut noise, &never, |step| {
+        bar.set_message(step.t.to_string());
+        bar.inc(1);
+        if let Some(dir) = intermediates {
+            write_step_strips(model, step, dir).map_err(|e| GenerateError::Output(format!("{e:#}")))?;
+        }
+        Ok(())
+    })?;
+    bar.finish();
+    Ok(images_to_frames(&model.decode(&z0)?)?)
+}
+
+/// One file per step: a row per batch item of [decoded pred_x0 | w_mask | w_text].
+fn write_step_strips(model: &CollaborativeModel, step: &StepOutput, dir: &Path) -> anyhow::Result<()> {
+    let decoded = images_to_frames(&model.decode(&step.pred_x0)?)?;
+    let factor = decoded.first().map_or(1, |d| d.width) / step.w_mask.dim(3)?;
+    let heatmaps = |w: &candle_core::Tensor| -> anyhow::Result<Vec<RgbFrame>> {
+        Ok(scalar_maps(w)?.iter().map(|m| upscale(&heatmap(m), factor)).collect())
+    };
+    let (w_mask, w_text) = (heatmaps(&step.w_mask)?, heatmaps(&step.w_text)?);
+    let rows: Vec<RgbFrame> =
+        decoded.into_iter().zip(w_mask).zip(w_text).map(|((x0, m), t)| hstack(&[x0, m, t])).collect();
+    let path = dir.join(format!("step_{:03}_t{:04}.png", step.index, step.t));
+    save_png_with_params(&path, &vstack(&rows), &[("columns", "pred_x0, w_mask, w_text".into())])?;
+    Ok(())
+}
+
+/// An influence map in the influence colour map.
+fn heatmap(map: &ScalarMap) -> RgbFrame {
+    RgbFrame { width: map.width, height: map.height, pixels: map.values.iter().flat_map(|&v| influence_colour(v)).collect() }
+}
+
+fn output_path(out: &Path, index: usize, count: usize) -> PathBuf {
+    if count == 1 {
+        return out.to_path_buf();
+    }
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{stem}-{index}.png"))
+}

@@ -1,0 +1,123 @@
+//! RGB images on disk: PNGs that carry the parameters that made them (as PNG
+//! text chunks), so a result can be reproduced or loaded back into the studio.
+
+use std::path::Path;
+
+use thiserror::Error;
+
+use crate::pipeline::generate::RgbFrame;
+
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+}
+
+/// Writes `frame` as an RGB PNG with one text chunk per `(keyword, value)`.
+pub fn save_png_with_params(path: impl AsRef<Path>, frame: &RgbFrame, params: &[(&str, String)]) -> Result<(), ImageError> {
+    let path = path.as_ref();
+    let err = |reason: String| ImageError::Write { path: path.display().to_string(), reason };
+    let file = std::fs::File::create(path).map_err(|e| err(e.to_string()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), frame.width as u32, frame.height as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    for (keyword, value) in params {
+        // iTXt holds UTF-8 of any length (tEXt is Latin-1 only).
+        encoder.add_itxt_chunk(keyword.to_string(), value.clone()).map_err(|e| err(e.to_string()))?;
+    }
+    let mut writer = encoder.write_header().map_err(|e| err(e.to_string()))?;
+    writer.write_image_data(&frame.pixels).map_err(|e| err(e.to_string()))?;
+    writer.finish().map_err(|e| err(e.to_string()))
+}
+
+/// The text chunks of a PNG, in file order.
+pub fn read_png_params(path: impl AsRef<Path>) -> Result<Vec<(String, String)>, ImageError> {
+    let path = path.as_ref();
+    let err = |reason: String| ImageError::Read { path: path.display().to_string(), reason };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(|e| err(e.to_string()))?;
+    let info = reader.info();
+    let latin = info.uncompressed_latin1_text.iter().map(|c| (c.keyword.clone(), c.text.clone()));
+    let utf8 = info.utf8_text.iter().filter_map(|c| Some((c.keyword.clone(), c.get_text().ok()?)));
+    Ok(latin.chain(utf8).collect())
+}
+
+/// The colour map for influence functions: a value in [0, 1] (the mask model's
+/// share) to RGB, dark blue (text model) through white-ish yellow to red (mask
+/// model), perceptually ordered so equal steps look equal.
+pub fn influence_colour(value: f32) -> [u8; 3] {
+    // Control points of a diverging map, evenly spaced over [0, 1].
+    const STOPS: [[f32; 3]; 5] =
+        [[33.0, 102.0, 172.0], [146.0, 197.0, 222.0], [247.0, 247.0, 247.0], [244.0, 165.0, 130.0], [178.0, 24.0, 43.0]];
+    let v = if value.is_finite() { value.clamp(0.0, 1.0) } else { 0.5 };
+    let pos = v * (STOPS.len() - 1) as f32;
+    let i = (pos.floor() as usize).min(STOPS.len() - 2);
+    let f = pos - i as f32;
+    let mix = |c: usize| (STOPS[i][c] + (STOPS[i + 1][c] - STOPS[i][c]) * f).round() as u8;
+    [mix(0), mix(1), mix(2)]
+}
+
+/// Nearest-neighbour upscale of a frame by an integer factor (previews and maps live at latent size).
+pub fn upscale(frame: &RgbFrame, factor: usize) -> RgbFrame {
+    let (width, height) = (frame.width * factor, frame.height * factor);
+    let mut pixels = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        for x in 0..width {
+            let i = ((y / factor) * frame.width + x / factor) * 3;
+            pixels.extend_from_slice(&frame.pixels[i..i + 3]);
+        }
+    }
+    RgbFrame { width, height, pixels }
+}
+
+/// Frames of equal height side by side.
+pub fn hstack(frames: &[RgbFrame]) -> RgbFrame {
+    let height = frames.iter().map(|f| f.height).max().unwrap_or(0);
+    let width = frames.iter().map(|f| f.width).sum();
+    let mut pixels = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        for f in frames {
+            if y < f.height {
+                pixels.extend_from_slice(&f.pixels[y * f.width * 3..(y + 1) * f.width * 3]);
+            } else {
+                pixels.extend(std::iter::repeat_n(0, f.width * 3));
+            }
+        }
+    }
+    RgbFrame { width, height, pixels }
+}
+
+/// Frames of equal width one above the other.
+pub fn vstack(frames: &[RgbFrame]) -> RgbFrame {
+    let width = frames.iter().map(|f| f.width).max().unwrap_or(0);
+    let mut pixels = Vec::new();
+    for f in frames {
+        for y in 0..f.height {
+            pixels.extend_from_slice(&f.pixels[y * f.width * 3..(y + 1) * f.width * 3]);
+            pixels.extend(std::iter::repeat_n(0, (width - f.width) * 3));
+        }
+    }
+    RgbFrame { width, height: frames.iter().map(|f| f.height).sum(), pixels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_round_trip_through_png_text_chunks() {
+        let dir = std::env::temp_dir().join(format!("codiff-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.png");
+        let frame = RgbFrame { width: 2, height: 1, pixels: vec![1, 2, 3, 4, 5, 6] };
+        let params = [("text", "Er ist in seinen Fünfzigern.".to_string()), ("seed", "7".to_string())];
+        save_png_with_params(&path, &frame, &params).unwrap();
+        let read = read_png_params(&path).unwrap();
+        assert_eq!(read, params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>());
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.into_raw(), frame.pixels);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

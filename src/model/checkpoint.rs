@@ -1,0 +1,242 @@
+//! Checkpoint files: PyTorch Lightning `.ckpt` (zip + pickle, weights under
+//! `state_dict`) and `.safetensors` (memory-mapped), with strict loading.
+//!
+//! A `.ckpt` is read by candle's own pickle reader, which interprets the
+//! pickle opcodes as data and never imports or runs anything from the file;
+//! entries other than tensors (optimizer states, callbacks, hyper-parameters)
+//! are skipped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("cannot open checkpoint {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error(
+        "{path} is neither a PyTorch checkpoint (.ckpt, a zip archive) nor a .safetensors file"
+    )]
+    UnknownFormat { path: PathBuf },
+    #[error("{path} holds no tensors under `state_dict`; is it a Lightning checkpoint of this model?")]
+    Empty { path: PathBuf },
+    #[error("{0}")]
+    Mismatch(Box<Mismatch>),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// Where a checkpoint and the architecture it is loaded into disagree.
+#[derive(Debug, Default)]
+pub struct Mismatch {
+    pub file: String,
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// (key, shape in the file, shape the architecture asks for)
+    pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 5;
+        writeln!(f, "{} does not fit the model its config describes:", self.file)?;
+        let list = |f: &mut std::fmt::Formatter<'_>, what: &str, items: Vec<String>| -> std::fmt::Result {
+            if items.is_empty() {
+                return Ok(());
+            }
+            write!(f, "  {} {what}: {}", items.len(), items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "))?;
+            if items.len() > SHOWN {
+                write!(f, ", ...")?;
+            }
+            writeln!(f)
+        };
+        list(f, "missing keys", self.missing.clone())?;
+        list(f, "unexpected keys", self.unexpected.clone())?;
+        let shapes = self
+            .wrong_shape
+            .iter()
+            .map(|(k, file, want)| format!("{k} is {file:?} in the file, the config needs {want:?}"))
+            .collect();
+        list(f, "shape mismatches", shapes)?;
+        write!(f, "Check that the config and the checkpoint belong together.")
+    }
+}
+
+enum Store {
+    Tensors(HashMap<String, Tensor>),
+    Mmap(MmapedSafetensors),
+}
+
+/// The weights of one checkpoint file.
+pub struct Weights {
+    path: PathBuf,
+    store: Store,
+    shapes: BTreeMap<String, Vec<usize>>,
+}
+
+impl Weights {
+    /// Opens a `.ckpt` (read whole) or a `.safetensors` file (memory-mapped), telling them apart by content.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |reason: String| CheckpointError::Open { path: path.clone(), reason };
+        let mut magic = [0u8; 8];
+        {
+            use std::io::Read;
+            let mut file = std::fs::File::open(&path).map_err(|e| open_err(e.to_string()))?;
+            file.read_exact(&mut magic).map_err(|e| open_err(format!("too short to be a checkpoint ({e})")))?;
+        }
+        if magic.starts_with(b"PK") {
+            let tensors = candle_core::pickle::read_all_with_key(&path, Some("state_dict"))
+                .map_err(|e| open_err(format!("not a readable PyTorch checkpoint: {e}")))?;
+            if tensors.is_empty() {
+                return Err(CheckpointError::Empty { path });
+            }
+            let shapes = tensors.iter().map(|(k, t)| (k.clone(), t.dims().to_vec())).collect();
+            return Ok(Self { path, store: Store::Tensors(tensors.into_iter().collect()), shapes });
+        }
+        // A safetensors file starts with the little-endian length of its JSON header.
+        let header_len = u64::from_le_bytes(magic);
+        if header_len > 0 && header_len < 100_000_000 {
+            // SAFETY: the file is mapped read-only; the project never writes a checkpoint it is reading.
+            let mmap = unsafe { MmapedSafetensors::new(&path) }
+                .map_err(|e| open_err(format!("not a readable safetensors file: {e}")))?;
+            let shapes = mmap.tensors().into_iter().map(|(k, v)| (k, v.shape().to_vec())).collect();
+            return Ok(Self { path, store: Store::Mmap(mmap), shapes });
+        }
+        Err(CheckpointError::UnknownFormat { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every key with its shape, sorted.
+    pub fn shapes(&self) -> &BTreeMap<String, Vec<usize>> {
+        &self.shapes
+    }
+
+    /// One tensor, as stored.
+    pub fn get(&self, name: &str) -> Option<Tensor> {
+        match &self.store {
+            Store::Tensors(map) => map.get(name).cloned(),
+            Store::Mmap(mmap) => mmap.load(name, &Device::Cpu).ok(),
+        }
+    }
+
+    /// Writes every tensor to a safetensors file (for `codiff convert`), so later loads are a memory map.
+    pub fn save_safetensors(&self, out: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let out = out.as_ref();
+        let write_err = |reason: String| CheckpointError::Write { path: out.to_path_buf(), reason };
+        let mut tensors = HashMap::with_capacity(self.shapes.len());
+        for name in self.shapes.keys() {
+            let t = self.get(name).ok_or_else(|| write_err(format!("cannot read tensor {name}")))?;
+            // Pickled tensors may be views into shared storage; safetensors needs each on its own.
+            tensors.insert(name.clone(), t.contiguous().map_err(|e| write_err(e.to_string()))?);
+        }
+        candle_core::safetensors::save(&tensors, out).map_err(|e| write_err(e.to_string()))
+    }
+}
+
+/// Builds networks from [`Weights`] while recording what they ask for, so that
+/// loading can be strict: every key the architecture needs must be in the file
+/// with the right shape, and every key in the file must be used.
+///
+/// Missing or mis-shaped tensors are replaced by zeros while building, so one
+/// pass collects every problem; [`StrictLoader::finish`] then reports them all.
+#[derive(Clone)]
+pub struct StrictLoader {
+    inner: Arc<LoaderState>,
+}
+
+struct LoaderState {
+    weights: Option<Arc<Weights>>,
+    requested: Mutex<BTreeMap<String, Vec<usize>>>,
+}
+
+impl StrictLoader {
+    pub fn new(weights: Arc<Weights>) -> Self {
+        Self { inner: Arc::new(LoaderState { weights: Some(weights), requested: Mutex::default() }) }
+    }
+
+    /// A loader without weights: builds an architecture on cheap zero tensors and
+    /// records the keys and shapes it asks for.
+    pub fn recording() -> Self {
+        Self { inner: Arc::new(LoaderState { weights: None, requested: Mutex::default() }) }
+    }
+
+    /// A `VarBuilder` whose tensors come from this loader, converted to `dtype` on `device`.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    }
+
+    /// Every key requested so far, with the shape the architecture wanted.
+    pub fn requested(&self) -> BTreeMap<String, Vec<usize>> {
+        self.inner.requested.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Compares what was requested with what the file holds. Keys for which
+    /// `unused_ok` returns true may sit in the file unrequested (schedule
+    /// buffers, layers the original keeps but never calls).
+    pub fn finish(&self, unused_ok: impl Fn(&str) -> bool) -> Result<(), CheckpointError> {
+        let Some(weights) = &self.inner.weights else { return Ok(()) };
+        let requested = self.requested();
+        let mut report = Mismatch { file: weights.path.display().to_string(), ..Default::default() };
+        for (key, want) in &requested {
+            match weights.shapes.get(key) {
+                None => report.missing.push(key.clone()),
+                Some(have) if have != want => report.wrong_shape.push((key.clone(), have.clone(), want.clone())),
+                Some(_) => {}
+            }
+        }
+        report.unexpected =
+            weights.shapes.keys().filter(|k| !requested.contains_key(*k) && !unused_ok(k)).cloned().collect();
+        if report.missing.is_empty() && report.unexpected.is_empty() && report.wrong_shape.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Mismatch(Box::new(report)))
+        }
+    }
+
+    fn fetch(&self, shape: &Shape, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if let Ok(mut requested) = self.inner.requested.lock() {
+            requested.insert(name.to_string(), shape.dims().to_vec());
+        }
+        let stored = self.inner.weights.as_ref().and_then(|w| w.get(name)).filter(|t| t.shape() == shape);
+        match stored {
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            // A stride-0 view: building a full-size architecture costs no memory.
+            None => Tensor::zeros((), dtype, dev)?.broadcast_as(shape),
+        }
+    }
+}
+
+impl SimpleBackend for StrictLoader {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.fetch(&s, name, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let shape = self.inner.weights.as_ref().and_then(|w| w.shapes.get(name).cloned());
+        match shape {
+            Some(dims) => self.fetch(&Shape::from(dims), name, dtype, dev),
+            None => candle_core::bail!("checkpoint has no tensor {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.weights.as_ref().is_some_and(|w| w.shapes.contains_key(name))
+    }
+}

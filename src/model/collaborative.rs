@@ -1,0 +1,310 @@
+//! The models as the original assembles them: a uni-modal latent diffusion
+//! model (UNet + condition encoder + autoencoder) and the composed model of
+//! Collaborative Diffusion (two uni-modal branches sharing the text model's
+//! autoencoder, plus a dynamic diffuser per modality).
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use thiserror::Error;
+
+use super::autoencoder::AutoencoderKL;
+use super::checkpoint::{CheckpointError, StrictLoader, Weights};
+use super::config::{ComposedConfig, CondStageConfig, ConfigError, LdmConfig, ModelConfig};
+use super::mask_encoder::MaskEncoder;
+use super::text_encoder::TextEncoder;
+use super::tokenizer::BertTokenizer;
+use super::unet::UNetModel;
+use super::preview::LatentPreview;
+use crate::data::mask::{Mask, MaskError};
+use crate::diffusion::collaborate::{combine, Combination, CombineMode, DiffuserMaps, PostProcess};
+use crate::diffusion::schedule::NoiseSchedule;
+use crate::pipeline::generate::RgbFrame;
+
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    #[error("{0}")]
+    Tokenizer(String),
+    #[error("{path} is a {found} config; {wanted}")]
+    WrongKind { path: String, found: &'static str, wanted: &'static str },
+    #[error("the model failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+/// What a condition encoder takes.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    /// One caption per batch item.
+    Text(Vec<String>),
+    /// One mask for the whole batch.
+    Mask(Mask),
+}
+
+/// A condition encoder as the original configures it.
+pub enum ConditionEncoder {
+    Text { encoder: TextEncoder, tokenizer: BertTokenizer },
+    Mask { encoder: MaskEncoder, mask_embed_dim: usize },
+}
+
+/// An encoded condition (the cross-attention context) and what the encoder had to say about its input.
+pub struct Encoded {
+    pub context: Tensor,
+    /// Sentences for the person, e.g. that a caption was truncated to 77 tokens.
+    pub warnings: Vec<String>,
+}
+
+impl ConditionEncoder {
+    fn new(vb: VarBuilder, cfg: &CondStageConfig) -> Result<Self, ModelError> {
+        Ok(match cfg {
+            CondStageConfig::Text(c) => Self::Text {
+                encoder: TextEncoder::new(vb, c)?,
+                tokenizer: BertTokenizer::new().map_err(|e| ModelError::Tokenizer(e.to_string()))?,
+            },
+            CondStageConfig::Mask(c) => Self::Mask { encoder: MaskEncoder::new(vb, c)?, mask_embed_dim: c.mask_embed_dim },
+        })
+    }
+
+    /// Encodes `condition` for a batch of `batch` items.
+    pub fn encode(&self, condition: &Condition, batch: usize, device: &Device) -> Result<Encoded, ModelError> {
+        match (self, condition) {
+            (Self::Text { encoder, tokenizer }, Condition::Text(captions)) => {
+                let mut ids = Vec::with_capacity(batch * super::tokenizer::MAX_TOKENS);
+                let mut warnings = Vec::new();
+                for i in 0..batch {
+                    let caption = captions.get(i).or(captions.last()).map(String::as_str).unwrap_or("");
+                    let tokens = tokenizer.encode(caption).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                    if tokens.truncated {
+                        warnings.push(format!(
+                            "the caption has {} tokens; the model reads the first {} (as the original does)",
+                            tokens.count,
+                            super::tokenizer::MAX_TOKENS
+                        ));
+                    }
+                    ids.extend(tokens.ids);
+                }
+                let ids = Tensor::from_vec(ids, (batch, super::tokenizer::MAX_TOKENS), device)?;
+                Ok(Encoded { context: encoder.forward(&ids)?, warnings })
+            }
+            (Self::Mask { encoder, mask_embed_dim }, Condition::Mask(mask)) => {
+                mask.square_size("the mask")?;
+                let one_hot = MaskEncoder::one_hot(mask, *mask_embed_dim, device)?;
+                let context = encoder.forward(&one_hot)?;
+                let context = context.repeat((batch, 1, 1))?;
+                Ok(Encoded { context, warnings: Vec::new() })
+            }
+            (Self::Text { .. }, Condition::Mask(_)) | (Self::Mask { .. }, Condition::Text(_)) => {
+                Err(candle_core::Error::Msg("condition does not match the encoder's modality".into()).into())
+            }
+        }
+    }
+}
+
+/// A uni-modal latent diffusion model, as the original releases `256_mask.ckpt` and `256_text.ckpt`.
+pub struct LatentDiffusion {
+    pub config: LdmConfig,
+    pub unet: UNetModel,
+    pub encoder: ConditionEncoder,
+    pub vae: AutoencoderKL,
+}
+
+impl LatentDiffusion {
+    /// Loads a uni-modal config and its checkpoint, strictly.
+    pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
+        let config = match ModelConfig::load(config.as_ref())? {
+            ModelConfig::Ldm(c) => c,
+            ModelConfig::Composed(_) => {
+                return Err(ModelError::WrongKind {
+                    path: config.as_ref().display().to_string(),
+                    found: "composed",
+                    wanted: "load it as a collaborative model",
+                })
+            }
+        };
+        let loader = StrictLoader::new(Arc::new(Weights::open(ckpt)?));
+        let model = Self::build(loader.var_builder(DType::F32, device), config)?;
+        loader.finish(unused_ok)?;
+        Ok(model)
+    }
+
+    /// Builds the architecture at the uni-modal checkpoint's key prefixes.
+    pub fn build(vb: VarBuilder, config: LdmConfig) -> Result<Self, ModelError> {
+        Ok(Self {
+            unet: UNetModel::new(vb.pp("model.diffusion_model"), &config.unet)?,
+            encoder: ConditionEncoder::new(vb.pp("cond_stage_model"), &config.cond_stage)?,
+            vae: AutoencoderKL::new(vb.pp("first_stage_model"), &config.first_stage)?,
+            config,
+        })
+    }
+}
+
+/// Collaborative Diffusion: the mask-driven and text-driven models, their
+/// dynamic diffusers and the shared autoencoder.
+pub struct CollaborativeModel {
+    pub config: ComposedConfig,
+    pub mask_unet: UNetModel,
+    pub text_unet: UNetModel,
+    /// The dynamic diffusers: each predicts its model's influence (before the softmax).
+    pub mask_diffuser: UNetModel,
+    pub text_diffuser: UNetModel,
+    pub mask_encoder: ConditionEncoder,
+    pub text_encoder: ConditionEncoder,
+    pub vae: AutoencoderKL,
+    pub schedule: NoiseSchedule,
+    /// Fitted on first use (loading fits it at once, so the first step is not delayed).
+    preview: OnceLock<LatentPreview>,
+    pub device: Device,
+}
+
+/// Both models' cross-attention contexts for a batch.
+pub struct Contexts {
+    pub mask: Tensor,
+    pub text: Tensor,
+}
+
+impl Contexts {
+    pub fn batch(&self) -> usize {
+        self.mask.dims().first().copied().unwrap_or(0)
+    }
+}
+
+impl CollaborativeModel {
+    /// Loads a composed config and its checkpoint, strictly.
+    pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
+        let config = match ModelConfig::load(config.as_ref())? {
+            ModelConfig::Composed(c) => c,
+            ModelConfig::Ldm(_) => {
+                return Err(ModelError::WrongKind {
+                    path: config.as_ref().display().to_string(),
+                    found: "uni-modal",
+                    wanted: "generation needs the composed config (e.g. 256_codiff_mask_text.yaml)",
+                })
+            }
+        };
+        let loader = StrictLoader::new(Arc::new(Weights::open(ckpt)?));
+        let model = Self::build(loader.var_builder(DType::F32, device), config, device)?;
+        loader.finish(unused_ok)?;
+        model.latent_preview()?;
+        Ok(model)
+    }
+
+    /// Builds the architecture at the composed checkpoint's key prefixes.
+    pub fn build(vb: VarBuilder, config: ComposedConfig, device: &Device) -> Result<Self, ModelError> {
+        let unets = vb.pp("model");
+        let conds = vb.pp("cond_stage_model");
+        let vae = AutoencoderKL::new(vb.pp("first_stage_model"), config.first_stage())?;
+        let schedule = NoiseSchedule::from_config(&config.schedule).map_err(|e| ConfigError::Invalid {
+            path: config.path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            mask_unet: UNetModel::new(unets.pp("seg_mask_unet.diffusion_model"), &config.mask.unet)?,
+            text_unet: UNetModel::new(unets.pp("text_unet.diffusion_model"), &config.text.unet)?,
+            mask_diffuser: UNetModel::new(unets.pp("seg_mask_confidence_predictor.diffusion_model"), &config.diffuser)?,
+            text_diffuser: UNetModel::new(unets.pp("text_confidence_predictor.diffusion_model"), &config.diffuser)?,
+            mask_encoder: ConditionEncoder::new(conds.pp("seg_mask_cond_stage_model"), &config.mask.cond_stage)?,
+            text_encoder: ConditionEncoder::new(conds.pp("text_cond_stage_model"), &config.text.cond_stage)?,
+            vae,
+            schedule,
+            preview: OnceLock::new(),
+            config,
+            device: device.clone(),
+        })
+    }
+
+    /// Side of the images the model makes.
+    pub fn image_size(&self) -> usize {
+        self.config.latent_size * self.vae.downsampling_factor()
+    }
+
+    /// Encodes the mask (shared by the batch) and one caption per batch item.
+    /// Returns the contexts and any warnings for the person.
+    pub fn encode_conditions(&self, mask: &Mask, captions: &[String]) -> Result<(Contexts, Vec<String>), ModelError> {
+        let batch = captions.len().max(1);
+        let mask = self.mask_encoder.encode(&Condition::Mask(mask.clone()), batch, &self.device)?;
+        let text = self.text_encoder.encode(&Condition::Text(captions.to_vec()), batch, &self.device)?;
+        let warnings = mask.warnings.into_iter().chain(text.warnings).collect();
+        Ok((Contexts { mask: mask.context, text: text.context }, warnings))
+    }
+
+    /// One collaborative step's noise prediction at timestep `t`: each
+    /// collaborator's eps, weighted per pixel by the influence functions
+    /// (which the dynamic diffusers predict from x_t, t and their own condition).
+    /// Models the mode does not use are not run.
+    pub fn predict_noise(
+        &self,
+        x: &Tensor,
+        t: usize,
+        contexts: &Contexts,
+        mode: CombineMode,
+        post: &PostProcess,
+    ) -> Result<Combination, ModelError> {
+        let batch = x.dim(0)?;
+        let t_batch = Tensor::full(t as f32, batch, x.device())?;
+        let eps_mask = (mode != CombineMode::Text).then(|| self.mask_unet.forward(x, &t_batch, &contexts.mask)).transpose()?;
+        let eps_text = (mode != CombineMode::Mask).then(|| self.text_unet.forward(x, &t_batch, &contexts.text)).transpose()?;
+        // A model with weight zero everywhere contributes nothing; stand in the other's eps.
+        let (eps_mask, eps_text) = match (eps_mask, eps_text) {
+            (Some(m), Some(x)) => (m, x),
+            (Some(m), None) => (m.clone(), m),
+            (None, Some(x)) => (x.clone(), x),
+            (None, None) => unreachable!("every mode runs at least one collaborator"),
+        };
+        let maps = if mode.uses_diffusers() {
+            Some((
+                self.mask_diffuser.forward(x, &t_batch, &contexts.mask)?,
+                self.text_diffuser.forward(x, &t_batch, &contexts.text)?,
+            ))
+        } else {
+            None
+        };
+        let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
+        Ok(combine(&eps_mask, &eps_text, maps, t, mode, post)?)
+    }
+
+    /// The cheap per-step preview of B latents (diffusion scale).
+    pub fn preview(&self, z: &Tensor) -> Result<Vec<RgbFrame>, ModelError> {
+        Ok(self.latent_preview()?.render(z)?)
+    }
+
+    fn latent_preview(&self) -> Result<&LatentPreview, ModelError> {
+        if let Some(preview) = self.preview.get() {
+            return Ok(preview);
+        }
+        let fitted = LatentPreview::fit(&self.vae, self.config.scale_factor, self.config.latent_channels, &self.device)?;
+        Ok(self.preview.get_or_init(|| fitted))
+    }
+
+    /// Decodes a latent in the diffusion's scale to an image in [-1, 1].
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.vae.decode(&(z / self.config.scale_factor)?)?)
+    }
+}
+
+/// Keys a checkpoint may hold that no network reads: the schedule buffers the
+/// original registers, and the text encoder's logits layer (unused for conditioning).
+pub fn unused_ok(key: &str) -> bool {
+    const SCHEDULE_BUFFERS: [&str; 13] = [
+        "betas",
+        "alphas_cumprod",
+        "alphas_cumprod_prev",
+        "sqrt_alphas_cumprod",
+        "sqrt_one_minus_alphas_cumprod",
+        "log_one_minus_alphas_cumprod",
+        "sqrt_recip_alphas_cumprod",
+        "sqrt_recipm1_alphas_cumprod",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "logvar",
+    ];
+    SCHEDULE_BUFFERS.contains(&key) || key.contains(".transformer.to_logits.")
+}

@@ -1,0 +1,208 @@
+//! The original YAML configs: a uni-modal `LatentDiffusion` or the composed
+//! `LatentDiffusionCompose`, which names the two uni-modal configs it builds on.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use thiserror::Error;
+
+use super::autoencoder::AutoencoderConfig;
+use super::mask_encoder::MaskEncoderConfig;
+use super::text_encoder::TextEncoderConfig;
+use super::unet::UNetConfig;
+use crate::diffusion::schedule::ScheduleConfig;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path} names {name}, which is in none of: {tried}")]
+    NotFound { path: PathBuf, name: String, tried: String },
+}
+
+/// The condition encoder of a uni-modal model.
+#[derive(Debug, Clone)]
+pub enum CondStageConfig {
+    /// `BERTEmbedder`: captions.
+    Text(TextEncoderConfig),
+    /// `SegMaskEncoder`: 19-class face masks.
+    Mask(MaskEncoderConfig),
+}
+
+/// A uni-modal latent diffusion model (`ldm.models.diffusion.ddpm.LatentDiffusion`).
+#[derive(Debug, Clone)]
+pub struct LdmConfig {
+    pub path: PathBuf,
+    pub schedule: ScheduleConfig,
+    /// Side of the latent the UNet denoises.
+    pub latent_size: usize,
+    pub latent_channels: usize,
+    pub scale_factor: f64,
+    pub unet: UNetConfig,
+    pub first_stage: AutoencoderConfig,
+    pub cond_stage: CondStageConfig,
+}
+
+/// The composed model (`LatentDiffusionCompose`): two uni-modal models and a
+/// dynamic diffuser per modality.
+#[derive(Debug, Clone)]
+pub struct ComposedConfig {
+    pub path: PathBuf,
+    pub schedule: ScheduleConfig,
+    pub latent_size: usize,
+    pub latent_channels: usize,
+    pub scale_factor: f64,
+    pub mask: LdmConfig,
+    pub text: LdmConfig,
+    /// The dynamic diffuser (one per modality, same architecture).
+    pub diffuser: UNetConfig,
+    /// The uni-modal checkpoints the config names, where they exist.
+    pub mask_ckpt: Option<PathBuf>,
+    pub text_ckpt: Option<PathBuf>,
+}
+
+impl ComposedConfig {
+    /// The autoencoder the composed model uses: the text model's, as the original does.
+    pub fn first_stage(&self) -> &AutoencoderConfig {
+        &self.text.first_stage
+    }
+}
+
+/// Either kind of config.
+#[derive(Debug, Clone)]
+pub enum ModelConfig {
+    Ldm(LdmConfig),
+    Composed(ComposedConfig),
+}
+
+impl ModelConfig {
+    /// Reads a config file and, for a composed one, the configs it names.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let root = read_yaml(path)?;
+        let doc = Doc { path, root: &root };
+        let target = doc.str_at("model.target")?;
+        if target.ends_with("LatentDiffusionCompose") {
+            ComposedConfig::from_doc(&doc).map(Self::Composed)
+        } else if target.ends_with("LatentDiffusion") {
+            LdmConfig::from_doc(&doc).map(Self::Ldm)
+        } else {
+            Err(doc.invalid(format!("model.target is {target}; expected LatentDiffusion or LatentDiffusionCompose")))
+        }
+    }
+}
+
+impl LdmConfig {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let root = read_yaml(path)?;
+        Self::from_doc(&Doc { path, root: &root })
+    }
+
+    fn from_doc(doc: &Doc) -> Result<Self, ConfigError> {
+        let cond_target = doc.str_at("model.params.cond_stage_config.target")?;
+        let cond_params = "model.params.cond_stage_config.params";
+        let cond_stage = if cond_target.ends_with("BERTEmbedder") {
+            CondStageConfig::Text(doc.typed(cond_params)?)
+        } else if cond_target.ends_with("SegMaskEncoder") {
+            CondStageConfig::Mask(doc.typed(cond_params)?)
+        } else {
+            return Err(doc.invalid(format!(
+                "cond_stage_config.target is {cond_target}; expected BERTEmbedder or SegMaskEncoder"
+            )));
+        };
+        Ok(Self {
+            path: doc.path.to_path_buf(),
+            schedule: doc.schedule()?,
+            latent_size: doc.typed("model.params.image_size")?,
+            latent_channels: doc.typed("model.params.channels")?,
+            scale_factor: doc.typed("model.params.scale_factor")?,
+            unet: doc.typed("model.params.unet_config.params")?,
+            first_stage: doc.typed("model.params.first_stage_config.params")?,
+            cond_stage,
+        })
+    }
+}
+
+impl ComposedConfig {
+    fn from_doc(doc: &Doc) -> Result<Self, ConfigError> {
+        let mask_path = doc.find_file(&doc.str_at("model.params.seg_mask_ldm_config_path")?)?;
+        let text_path = doc.find_file(&doc.str_at("model.params.text_ldm_config_path")?)?;
+        let mask = LdmConfig::load(&mask_path)?;
+        let text = LdmConfig::load(&text_path)?;
+        let ckpt = |key: &str| doc.str_at(key).ok().and_then(|name| doc.find_file(&name).ok());
+        Ok(Self {
+            path: doc.path.to_path_buf(),
+            schedule: doc.schedule()?,
+            latent_size: doc.typed("model.params.image_size")?,
+            latent_channels: doc.typed("model.params.channels")?,
+            scale_factor: doc.typed("model.params.scale_factor")?,
+            diffuser: doc.typed("model.params.compose_unet_config.params.confidence_map_predictor_config.params")?,
+            mask_ckpt: ckpt("model.params.seg_mask_ldm_ckpt_path"),
+            text_ckpt: ckpt("model.params.text_ldm_ckpt_path"),
+            mask,
+            text,
+        })
+    }
+}
+
+fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+    serde_yaml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// A parsed YAML file and where it came from, for lookups with good errors.
+struct Doc<'a> {
+    path: &'a Path,
+    root: &'a Value,
+}
+
+impl Doc<'_> {
+    fn invalid(&self, reason: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_path_buf(), reason }
+    }
+
+    fn at(&self, dotted: &str) -> Result<&Value, ConfigError> {
+        dotted
+            .split('.')
+            .try_fold(self.root, |node, key| node.get(key))
+            .ok_or_else(|| self.invalid(format!("has no `{dotted}`")))
+    }
+
+    fn str_at(&self, dotted: &str) -> Result<String, ConfigError> {
+        self.at(dotted)?.as_str().map(str::to_string).ok_or_else(|| self.invalid(format!("`{dotted}` is not text")))
+    }
+
+    fn typed<T: DeserializeOwned>(&self, dotted: &str) -> Result<T, ConfigError> {
+        serde_yaml::from_value(self.at(dotted)?.clone()).map_err(|e| self.invalid(format!("`{dotted}`: {e}")))
+    }
+
+    fn schedule(&self) -> Result<ScheduleConfig, ConfigError> {
+        self.typed("model.params")
+    }
+
+    /// Finds a file the config names: next to the config, then in its parent
+    /// folder (the original `configs/` + `pretrained/` layout), then in the
+    /// working directory; each as written and by file name alone.
+    fn find_file(&self, name: &str) -> Result<PathBuf, ConfigError> {
+        let named = Path::new(name);
+        let file_name = named.file_name().map(Path::new).unwrap_or(named);
+        let here = self.path.parent().unwrap_or(Path::new("."));
+        let mut tried = vec![here.join(file_name), here.join(named)];
+        if let Some(parent) = here.parent() {
+            tried.push(parent.join(named));
+            tried.push(parent.join(file_name));
+        }
+        tried.push(named.to_path_buf());
+        tried.dedup();
+        tried.iter().find(|p| p.is_file()).cloned().ok_or_else(|| ConfigError::NotFound {
+            path: self.path.to_path_buf(),
+            name: name.to_string(),
+            tried: tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}

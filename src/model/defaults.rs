@@ -1,0 +1,40 @@
+//! Where the models come from when the person names none: the default models
+//! this project trains (see models/README.md), shipped in `models/`.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// A composed model's config and weights on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    pub config: PathBuf,
+    pub weights: PathBuf,
+}
+
+#[derive(Debug, Error)]
+#[error(
+    "no default models yet: {dir} has no codiff.yaml with codiff.safetensors. Train them with \
+     `codiff train all --out {dir}`, or name a model with --config and --ckpt"
+)]
+pub struct NoDefaultModels {
+    dir: String,
+}
+
+impl ModelFiles {
+    /// The folder the default models live in: `models/` of this source tree.
+    pub fn default_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+    }
+
+    /// The default composed model, if it has been trained.
+    pub fn default_models() -> Result<Self, NoDefaultModels> {
+        let dir = Self::default_dir();
+        let files = Self { config: dir.join("codiff.yaml"), weights: dir.join("codiff.safetensors") };
+        if files.config.is_file() && files.weights.is_file() {
+            Ok(files)
+        } else {
+            Err(NoDefaultModels { dir: dir.display().to_string() })
+        }
+    }
+}
