@@ -7,6 +7,7 @@
 
 pub mod autosave;
 pub mod canvas;
+pub mod engine;
 pub mod frame_stats;
 pub mod gallery;
 pub mod generation;
@@ -52,6 +53,8 @@ pub struct StudioOptions {
     pub autosave_dir: Option<PathBuf>,
     /// Sample masks offered by "Open sample".
     pub samples_dir: PathBuf,
+    /// Why no model is being loaded, shown on start.
+    pub model_error: Option<String>,
 }
 
 impl Default for StudioOptions {
@@ -61,6 +64,18 @@ impl Default for StudioOptions {
             loader: None,
             autosave_dir: autosave::default_dir(),
             samples_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples"),
+            model_error: None,
+        }
+    }
+}
+
+impl StudioOptions {
+    /// The options `codiff` opens the studio with: the default models (or
+    /// `CODIFF_CONFIG` + `CODIFF_CKPT`) load in the background.
+    pub fn with_startup_model() -> Self {
+        match engine::startup_loader() {
+            Ok(loader) => Self { loader: Some(loader), ..Self::default() },
+            Err(e) => Self { model_error: Some(e), ..Self::default() },
         }
     }
 }
@@ -180,6 +195,10 @@ impl Studio {
         studio.restore_autosave(&cc.egui_ctx);
         if let Some((label, load)) = options.loader {
             studio.worker.send(Job::LoadModel { label, load });
+        }
+        if let Some(error) = options.model_error {
+            studio.inform(MessageKind::Error, format!("No model loaded: {error}. Use \"Open model…\" to pick a config and checkpoint."));
+            studio.model = ModelStatus::Failed(error);
         }
         studio
     }
@@ -303,6 +322,17 @@ impl Studio {
         }
     }
 
+    fn open_model_dialog(&mut self) {
+        let Some(config) = rfd::FileDialog::new().set_title("Model config").add_filter("config", &["yaml", "yml"]).pick_file() else { return };
+        let mut dialog = rfd::FileDialog::new().set_title("Checkpoint").add_filter("checkpoint", &["ckpt", "safetensors"]);
+        if let Some(dir) = config.parent() {
+            dialog = dialog.set_directory(dir);
+        }
+        let Some(weights) = dialog.pick_file() else { return };
+        let (label, load) = engine::loader(crate::model::defaults::ModelFiles { config, weights });
+        self.worker.send(Job::LoadModel { label, load });
+    }
+
     fn open_mask_dialog(&mut self) {
         if let Some(path) = rfd::FileDialog::new().add_filter("mask image", &["png", "jpg", "jpeg", "webp"]).pick_file() {
             self.load_mask(&path);
@@ -369,6 +399,7 @@ impl Studio {
             seed: s.seed,
             mode: s.mode,
             batch: s.batch,
+            ..GenerateRequest::default()
         };
         let cancel = Arc::new(AtomicBool::new(false));
         if !self.worker.send(Job::Generate { request, cancel: cancel.clone() }) {
@@ -397,6 +428,7 @@ impl Studio {
                     self.inform(MessageKind::Error, format!("could not load {label}: {error}"));
                     self.model = ModelStatus::Failed(error);
                 }
+                WorkerEvent::Generation(Event::Warning(text)) => self.inform(MessageKind::Info, text),
                 WorkerEvent::Generation(Event::Step { index, total, t, elapsed_secs, frames }) => {
                     let images: Vec<_> = frames.iter().map(|f| rgb_image(&f.pred_x0)).collect();
                     self.show_previews(ctx, images);
@@ -598,6 +630,10 @@ impl Studio {
                 self.canvas.redo();
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let loading = matches!(self.model, ModelStatus::Loading(_));
+                if ui.add_enabled(!loading && self.run.is_none(), egui::Button::new("Open model…")).on_hover_text("Pick an original config (YAML), then its checkpoint").clicked() {
+                    self.open_model_dialog();
+                }
                 match &self.model {
                     ModelStatus::None => ui.weak("no model loaded"),
                     ModelStatus::Loading(label) => {

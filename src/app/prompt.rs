@@ -4,13 +4,8 @@
 
 use std::sync::OnceLock;
 
-use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::BertNormalizer;
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::Tokenizer;
-
-/// The text encoder truncates and pads every caption to this many tokens, [CLS] and [SEP] included.
-pub const MAX_TOKENS: usize = 77;
+pub use crate::model::tokenizer::MAX_TOKENS;
+use crate::model::tokenizer::BertTokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Gender {
@@ -93,25 +88,12 @@ fn beard_sentence(beard: Beard, who: &str, has: &str) -> String {
     }
 }
 
-fn tokenizer() -> Option<&'static Tokenizer> {
-    static TOKENIZER: OnceLock<Option<Tokenizer>> = OnceLock::new();
-    TOKENIZER
-        .get_or_init(|| {
-            let vocab = WordPiece::read_bytes(include_bytes!("../../assets/bert-base-uncased-vocab.txt")).ok()?;
-            let model = WordPiece::builder().vocab(vocab).unk_token("[UNK]".into()).build().ok()?;
-            let mut tokenizer = Tokenizer::new(model);
-            tokenizer.with_normalizer(Some(BertNormalizer::default())).ok()?;
-            tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-            Some(tokenizer)
-        })
-        .as_ref()
-}
-
-/// WordPiece tokens the text encoder sees for `text`, [CLS] and [SEP] included
-/// (before truncation to [`MAX_TOKENS`]); `None` if the vocabulary failed to load.
+/// Tokens the text encoder needs for `text`, [CLS] and [SEP] included (before
+/// truncation to [`MAX_TOKENS`]); `None` if the built-in vocabulary failed to load.
 pub fn token_count(text: &str) -> Option<usize> {
-    let encoding = tokenizer()?.encode(text, false).ok()?;
-    Some(encoding.len() + 2)
+    static TOKENIZER: OnceLock<Option<BertTokenizer>> = OnceLock::new();
+    let tokenizer = TOKENIZER.get_or_init(|| BertTokenizer::new().ok()).as_ref()?;
+    tokenizer.encode(text).ok().map(|tokens| tokens.count)
 }
 
 /// The prompt box and its chips. Returns true when the text changed.
