@@ -456,8 +456,9 @@ impl Studio {
                 WorkerEvent::GenerationEnded(outcome) => {
                     if let Some(run) = self.run.take() {
                         self.last_first_preview_secs = run.first_preview_secs;
-                        if let (Some(_), Some(secs)) = (&self.frame_stats, run.first_preview_secs) {
-                            eprintln!("first preview {:.0} ms after Generate", secs * 1000.0);
+                        if let Some(stats) = &self.frame_stats {
+                            let first = run.first_preview_secs.map_or("none".into(), |s| format!("{:.0} ms", s * 1000.0));
+                            eprintln!("run ended ({outcome:?}): first preview {first} after Generate\n{}", stats.summary());
                         }
                         match outcome {
                             Outcome::Finished => {}
@@ -705,7 +706,7 @@ impl Studio {
         ui.horizontal(|ui| {
             let ready = matches!(self.model, ModelStatus::Ready(_));
             let generate = egui::Button::new(egui::RichText::new("Generate").strong()).min_size(Vec2::new(120.0, 28.0));
-            if ui.add_enabled(self.run.is_none() && ready, generate).on_hover_text("Ctrl+Enter").on_disabled_hover_text("load a model first").clicked() {
+            if ui.add_enabled(self.run.is_none() && ready, generate).on_hover_text("Ctrl+Enter").on_disabled_hover_text(if self.run.is_some() { "a run is in progress; Esc cancels it" } else { "load a model first" }).clicked() {
                 self.generate();
             }
             if self.run.is_some() && ui.add(egui::Button::new("Cancel").min_size(Vec2::new(90.0, 28.0))).on_hover_text("Esc").clicked() {
