@@ -18,6 +18,8 @@ use egui::{Key, Modifiers, Pos2};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
+mod common;
+
 /// Side of the scripted engine's images.
 const IMAGE: usize = 64;
 
@@ -101,7 +103,11 @@ fn studio_counting(step_delay_ms: u64, autosave_dir: Option<PathBuf>, emitted: A
 
 /// Steps the UI until `done` holds; the worker runs on its own thread meanwhile.
 fn run_until(harness: &mut Harness<'_, Studio>, what: &str, done: impl Fn(&Studio) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    run_until_within(harness, what, 20, done);
+}
+
+fn run_until_within(harness: &mut Harness<'_, Studio>, what: &str, secs: u64, done: impl Fn(&Studio) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     while !done(harness.state()) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         harness.step();
@@ -372,4 +378,53 @@ fn snapshot_after_a_generation() {
     run_until(&mut harness, "the run ends", |s| !s.is_generating());
     harness.run();
     harness.snapshot("studio_after_generation");
+}
+
+/// The real engine on the golden tiny composed model: the studio loads it on
+/// the worker, streams every DDIM step and ends with images of the model's size.
+#[test]
+fn the_real_engine_streams_into_the_studio() {
+    let Some(golden) = common::Golden::get() else { return };
+    let config = std::fs::read_dir(&golden.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .find(|p| matches!(codiff::model::config::ModelConfig::load(p), Ok(codiff::model::config::ModelConfig::Composed(_))))
+        .expect("the golden directory holds a composed config");
+    let weights = ["ckpt", "safetensors"].iter().map(|ext| config.with_extension(ext)).find(|p| p.is_file()).expect("its checkpoint");
+    let options = StudioOptions {
+        loader: Some(codiff::app::engine::loader(codiff::model::defaults::ModelFiles { config, weights })),
+        autosave_dir: None,
+        samples_dir: PathBuf::from("/nonexistent/samples"),
+        ..StudioOptions::default()
+    };
+    let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
+    run_until_within(&mut harness, "the model loads", 300, |s| matches!(s.model_status(), ModelStatus::Ready(_)));
+
+    let (batch, _, height, width) = golden.tensor("sample.image").dims4().unwrap();
+    let (steps, _, _, map_h, map_w) = golden.tensor("sample.w_mask").dims5().unwrap();
+    let ModelStatus::Ready(info) = harness.state().model_status().clone() else { unreachable!() };
+    assert_eq!(info.resolution, width);
+    assert!(info.parameters > 0);
+
+    let studio = harness.state_mut();
+    studio.canvas_mut().replace_mask(golden.mask());
+    studio.set_prompt(&golden.captions()[0]);
+    studio.settings_mut().steps = golden.meta("sample_S").parse().unwrap();
+    studio.settings_mut().batch = batch;
+    harness.get_by_label("Generate").click();
+    run_until_within(&mut harness, "the first step arrives", 300, |s| !s.timeline().steps.is_empty());
+    run_until_within(&mut harness, "the run ends", 300, |s| !s.is_generating());
+
+    let studio = harness.state();
+    assert!(studio.messages().iter().all(|m| m.kind != codiff::app::MessageKind::Error), "{:?}", studio.messages());
+    assert_eq!(studio.timeline().steps.len(), steps, "one timeline entry per DDIM step");
+    let frame = &studio.timeline().steps[steps / 2].frames[0];
+    assert_eq!((frame.w_mask.width, frame.w_mask.height), (map_w, map_h));
+    for (m, t) in frame.w_mask.values.iter().zip(&frame.w_text.values) {
+        assert!((m + t - 1.0).abs() < 1e-4, "collaborative shares sum to 1, got {m} + {t}");
+    }
+    assert!(studio.previews_final());
+    assert_eq!(studio.preview_sizes(), vec![[width, height]; batch]);
+    assert_eq!(studio.history().len(), 1);
 }
