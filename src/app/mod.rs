@@ -733,9 +733,8 @@ impl Studio {
 
     fn bottom_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Influence timeline");
-        let mut export_to = None;
-        self.timeline.ui(ui, |_| export_to = rfd::FileDialog::new().set_title("Folder for the PNG frames").pick_folder());
-        if let Some(dir) = export_to {
+        let export = self.timeline.ui(ui);
+        if let Some(dir) = export.then(|| rfd::FileDialog::new().set_title("Folder for the PNG frames").pick_folder()).flatten() {
             match self.timeline.export_frames(&dir) {
                 Ok(n) => self.inform(MessageKind::Info, format!("Wrote {n} PNG frames to {}", dir.display())),
                 Err(e) => self.inform(MessageKind::Error, e),

@@ -95,11 +95,13 @@ impl Timeline {
         self.steps.get(self.index).and_then(|s| s.frames.get(self.item))
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, export: impl FnOnce(&Self)) {
+    /// The timeline; returns true when the person asked to export the frames.
+    pub fn ui(&mut self, ui: &mut egui::Ui) -> bool {
         if self.steps.is_empty() {
             ui.weak("The influence timeline fills in as a run streams its steps: where and when the mask and the text shaped the face.");
-            return;
+            return false;
         }
+        let mut export = false;
         let last = self.steps.len() - 1;
         self.advance_playback(ui.ctx(), last);
         ui.horizontal(|ui| {
@@ -126,13 +128,11 @@ impl Timeline {
             }
             ui.checkbox(&mut self.overlay, "heatmaps over the image");
             ui.add_enabled(self.overlay, egui::Slider::new(&mut self.overlay_opacity, 0.0..=1.0).text("opacity"));
-            if ui.button("Export PNG frames…").clicked() {
-                export(self);
-            }
+            export = ui.button("Export PNG frames…").clicked();
         });
         self.index = self.index.min(last);
         self.refresh_textures(ui.ctx());
-        let Some(frame) = self.frame().cloned() else { return };
+        let Some(frame) = self.frame().cloned() else { return export };
         let side = ((ui.available_width() - 80.0) / 4.0 - 8.0).clamp(48.0, MAX_VIEW_SIDE);
         let mut readout = None;
         ui.horizontal(|ui| {
@@ -161,6 +161,7 @@ impl Timeline {
             Some((x, y, mask, text)) => ui.label(format!("at ({x}, {y}): mask {mask:.2} · text {text:.2}")),
             None => ui.weak("hover a picture to read the mask and text shares at that pixel"),
         };
+        export
     }
 
     fn advance_playback(&mut self, ctx: &egui::Context, last: usize) {
@@ -282,6 +283,25 @@ fn legend_ui(ui: &mut egui::Ui, height: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_writes_four_pngs_per_step_of_the_shown_variation() {
+        let map = |v: f32| ScalarMap { width: 2, height: 2, values: vec![v; 4] };
+        let rgb = |v: u8| RgbFrame { width: 2, height: 2, pixels: vec![v; 12] };
+        let frame = |k: u8| StepFrame { pred_x0: rgb(k), x_t: rgb(k + 100), w_mask: map(1.0), w_text: map(0.0) };
+        let mut timeline = Timeline::new();
+        for (t, k) in [(981, 1), (1, 2)] {
+            timeline.push(StepRecord { t, frames: vec![frame(k), frame(k + 10)] });
+        }
+        timeline.item = 1;
+        let dir = std::env::temp_dir().join(format!("codiff-timeline-export-{}", std::process::id()));
+        assert_eq!(timeline.export_frames(&dir), Ok(8));
+        let pred = image::open(dir.join("step_001_pred.png")).unwrap().to_rgb8();
+        assert_eq!(pred.get_pixel(0, 0).0, [12, 12, 12], "step 1 of variation 1");
+        let mask = image::open(dir.join("step_000_mask.png")).unwrap().to_rgb8();
+        assert_eq!(mask.get_pixel(1, 1).0, [253, 231, 37], "share 1 is the top of the colour map");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn colormap_ends_are_viridis_ends() {
