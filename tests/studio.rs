@@ -428,3 +428,36 @@ fn the_real_engine_streams_into_the_studio() {
     assert_eq!(studio.preview_sizes(), vec![[width, height]; batch]);
     assert_eq!(studio.history().len(), 1);
 }
+
+#[test]
+fn live_mode_regenerates_after_a_stroke_never_during_it() {
+    let mut harness = studio(20, None);
+    harness.state_mut().settings_mut().steps = 3;
+    harness.get_by_label("live").click();
+    harness.run();
+    assert!(harness.state().live);
+
+    let (from, to) = (screen(&harness, 100.0, 100.0), screen(&harness, 300.0, 100.0));
+    harness.hover_at(from);
+    harness.step();
+    harness.drag_at(from);
+    harness.step();
+    for i in 1..=4 {
+        harness.hover_at(from.lerp(to, i as f32 / 4.0));
+        harness.step();
+        std::thread::sleep(Duration::from_millis(250)); // longer than the debounce, mid-stroke
+        harness.step();
+        assert!(!harness.state().is_generating(), "no run starts mid-stroke");
+    }
+    harness.drop_at(to);
+    harness.step();
+    assert!(harness.state().mask().get(200, 100) != 0, "the stroke painted");
+    run_until(&mut harness, "live mode starts a run", |s| s.is_generating());
+    run_until(&mut harness, "the run ends", |s| !s.is_generating());
+    assert_eq!(harness.state().history().len(), 1);
+    // Nothing changed since: no further run.
+    std::thread::sleep(Duration::from_millis(800));
+    harness.run();
+    assert!(!harness.state().is_generating());
+    assert_eq!(harness.state().history().len(), 1);
+}

@@ -38,6 +38,8 @@ use crate::pipeline::generate::{Event, GenerateRequest};
 pub const DEFAULT_MASK_SIZE: usize = 512;
 /// Autosave waits this long after the last change, so a stroke is saved once, not per frame.
 const AUTOSAVE_DELAY: Duration = Duration::from_secs(2);
+/// Live mode regenerates once the inputs have been still this long (and no stroke is under way).
+const LIVE_DEBOUNCE: Duration = Duration::from_millis(600);
 
 const GENERATE_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
 const UNDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
@@ -159,6 +161,11 @@ pub struct Studio {
     autosave: Option<Autosave>,
     saved_fingerprint: u64,
     changed_at: Option<Instant>,
+    /// Live mode: regenerate when a stroke ends or typing pauses.
+    pub live: bool,
+    /// Inputs of the newest run, and the newest inputs seen with when they were first seen.
+    run_inputs: u64,
+    seen_inputs: (u64, Instant),
     /// Seconds from Generate to the first preview, of the last run.
     pub last_first_preview_secs: Option<f64>,
     frame_stats: Option<FrameStats>,
@@ -189,6 +196,9 @@ impl Studio {
             autosave: options.autosave_dir.map(Autosave::new),
             saved_fingerprint: 0,
             changed_at: None,
+            live: false,
+            run_inputs: 0,
+            seen_inputs: (0, Instant::now()),
             last_first_preview_secs: None,
             frame_stats: FrameStats::from_env(),
         };
@@ -408,6 +418,7 @@ impl Studio {
         }
         self.timeline.clear();
         self.previews_final = false;
+        self.run_inputs = self.inputs_fingerprint();
         let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes.clone(), settings: self.settings.clone() };
         self.run = Some(ActiveRun { cancel, progress: Progress::new(s.steps), params, mask: self.canvas.mask().clone(), first_preview_secs: None });
     }
@@ -510,11 +521,45 @@ impl Studio {
     fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.canvas.revision.hash(&mut h);
-        self.prompt.hash(&mut h);
-        serde_json::to_string(&(&self.settings, &self.attributes)).unwrap_or_default().hash(&mut h);
+        self.inputs_fingerprint().hash(&mut h);
+        serde_json::to_string(&self.attributes).unwrap_or_default().hash(&mut h);
         self.history.iter().map(|e| e.id).collect::<Vec<_>>().hash(&mut h);
         h.finish()
+    }
+
+    /// Changes whenever what a run would be asked to do changes.
+    fn inputs_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.canvas.revision.hash(&mut h);
+        self.prompt.hash(&mut h);
+        serde_json::to_string(&self.settings).unwrap_or_default().hash(&mut h);
+        h.finish()
+    }
+
+    /// Live mode: once the inputs differ from the newest run's and have been
+    /// still for [`LIVE_DEBOUNCE`] outside a stroke, cancel any run and start a new one.
+    fn live_if_due(&mut self, ctx: &egui::Context) {
+        if !self.live || !matches!(self.model, ModelStatus::Ready(_)) {
+            return;
+        }
+        let inputs = self.inputs_fingerprint();
+        if inputs == self.run_inputs {
+            return;
+        }
+        if self.seen_inputs.0 != inputs {
+            self.seen_inputs = (inputs, Instant::now());
+        }
+        let still = self.seen_inputs.1.elapsed();
+        if still < LIVE_DEBOUNCE || self.canvas.stroke_active() {
+            ctx.request_repaint_after(LIVE_DEBOUNCE.saturating_sub(still));
+            return;
+        }
+        if self.run.is_some() {
+            self.cancel(); // the next run starts once this one has stopped
+        } else {
+            self.generate();
+        }
     }
 
     fn autosave_if_due(&mut self, force: bool) {
@@ -709,6 +754,7 @@ impl Studio {
             if ui.add_enabled(self.run.is_none() && ready, generate).on_hover_text("Ctrl+Enter").on_disabled_hover_text(if self.run.is_some() { "a run is in progress; Esc cancels it" } else { "load a model first" }).clicked() {
                 self.generate();
             }
+            ui.checkbox(&mut self.live, "live").on_hover_text("Regenerate when a stroke ends or typing pauses");
             if self.run.is_some() && ui.add(egui::Button::new("Cancel").min_size(Vec2::new(90.0, 28.0))).on_hover_text("Esc").clicked() {
                 self.cancel();
             }
@@ -804,6 +850,7 @@ impl eframe::App for Studio {
         });
         self.overwrite_ui(&ctx);
 
+        self.live_if_due(&ctx);
         self.autosave_if_due(false);
         if self.changed_at.is_some() {
             ctx.request_repaint_after(AUTOSAVE_DELAY);
