@@ -461,3 +461,21 @@ fn live_mode_regenerates_after_a_stroke_never_during_it() {
     assert!(!harness.state().is_generating());
     assert_eq!(harness.state().history().len(), 1);
 }
+
+#[test]
+fn open_sample_lists_the_samples_folder_and_copes_without_one() {
+    let mut harness = studio(0, None);
+    harness.get_by_label("Open sample").click();
+    harness.run();
+    harness.get_by_label_contains("No sample masks in /nonexistent/samples");
+
+    let dir = temp_dir("samples");
+    Mask::filled(64, 64, 13).save(dir.join("all_hair.png")).unwrap();
+    let options = StudioOptions { autosave_dir: None, samples_dir: dir, ..StudioOptions::default() };
+    let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
+    harness.get_by_label("Open sample").click();
+    harness.run();
+    harness.get_by_label("all_hair").click();
+    harness.run();
+    assert_eq!(harness.state().mask(), &Mask::filled(64, 64, 13));
+}

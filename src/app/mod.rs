@@ -649,8 +649,8 @@ impl Studio {
                 let (w, h) = (self.canvas.mask().width(), self.canvas.mask().height());
                 self.canvas.replace_mask(Mask::filled(w, h, 0));
             }
-            let samples = self.samples();
             ui.menu_button("Open sample", |ui| {
+                let samples = self.samples(); // read only while the menu is open
                 if samples.is_empty() {
                     ui.weak(format!("No sample masks in {}", self.samples_dir.display()));
                 }
