@@ -5,6 +5,7 @@
 //! (schedule, DDIM and the collaborative combination, no I/O), [`pipeline`]
 //! (long-running jobs that report progress) and [`app`] (the egui studio).
 
+pub mod app;
 pub mod cli;
 pub mod data;
 pub mod diffusion;

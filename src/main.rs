@@ -5,6 +5,6 @@ fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
     match args.command {
         Some(command) => cli::run(command),
-        None => anyhow::bail!("the studio is not built yet; run `codiff --help` for the commands"),
+        None => codiff::app::run(codiff::app::StudioOptions::with_startup_model()).map_err(anyhow::Error::msg),
     }
 }

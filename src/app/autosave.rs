@@ -1,0 +1,172 @@
+//! No lost work: the open mask, prompt, settings and history are written to a
+//! folder in the user's data directory and read back on start.
+//!
+//! Layout: `work.json` (prompt, settings, history parameters), `mask.png`, and
+//! per history entry `history/ID-mask.png` plus `history/ID-K.png` (result
+//! PNGs with their parameters embedded, written once).
+
+use std::path::{Path, PathBuf};
+
+use super::gallery::{decode_result_png, encode_result_png, HistoryEntry, RunParams};
+use super::generation::Settings;
+use super::prompt::Attributes;
+use crate::data::mask::Mask;
+
+/// At most this many results are kept; the oldest go first.
+pub const HISTORY_LIMIT: usize = 48;
+
+/// The work the studio restores on start.
+pub struct Work {
+    pub mask: Mask,
+    pub prompt: String,
+    pub attributes: Attributes,
+    pub settings: Settings,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WorkFile {
+    prompt: String,
+    attributes: Attributes,
+    settings: Settings,
+    history: Vec<HistoryFile>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HistoryFile {
+    id: u64,
+    params: RunParams,
+    images: usize,
+}
+
+/// Where the studio keeps its work: `$CODIFF_DATA_DIR`, else
+/// `$XDG_DATA_HOME/codiff`, else `~/.local/share/codiff`.
+pub fn default_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("CODIFF_DATA_DIR")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("codiff")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/codiff")))
+        .map(|d| d.join("autosave"))
+}
+
+pub struct Autosave {
+    dir: PathBuf,
+}
+
+impl Autosave {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The saved work, `Ok(None)` when nothing was saved yet.
+    pub fn load(&self) -> Result<Option<Work>, String> {
+        let json_path = self.dir.join("work.json");
+        let json = match std::fs::read_to_string(&json_path) {
+            Ok(json) => json,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", json_path.display())),
+        };
+        let file: WorkFile = serde_json::from_str(&json).map_err(|e| format!("{} is damaged ({e}); it will be replaced at the next autosave", json_path.display()))?;
+        let mask = Mask::load(self.dir.join("mask.png")).map_err(|e| e.to_string())?;
+        // A history entry whose files went missing is dropped, not fatal.
+        let history = file.history.into_iter().filter_map(|h| self.load_entry(h)).collect();
+        Ok(Some(Work { mask, prompt: file.prompt, attributes: file.attributes, settings: file.settings, history }))
+    }
+
+    fn load_entry(&self, h: HistoryFile) -> Option<HistoryEntry> {
+        let mask = Mask::load(self.history_path(h.id, "mask")).ok()?;
+        let images = (0..h.images)
+            .map(|k| {
+                let bytes = std::fs::read(self.history_path(h.id, &k.to_string())).ok()?;
+                decode_result_png(&bytes).ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(HistoryEntry::new(h.id, h.params, mask, images))
+    }
+
+    fn history_path(&self, id: u64, what: &str) -> PathBuf {
+        self.dir.join("history").join(format!("{id:06}-{what}.png"))
+    }
+
+    /// Writes the work; history files already on disk are kept, dropped entries' files removed.
+    pub fn save(&self, mask: &Mask, prompt: &str, attributes: &Attributes, settings: &Settings, history: &[HistoryEntry]) -> Result<(), String> {
+        let history_dir = self.dir.join("history");
+        std::fs::create_dir_all(&history_dir).map_err(|e| format!("cannot create {}: {e}", history_dir.display()))?;
+        for entry in history {
+            let mask_path = self.history_path(entry.id, "mask");
+            if !mask_path.exists() {
+                entry.mask.save(&mask_path).map_err(|e| e.to_string())?;
+                for (k, image) in entry.images.iter().enumerate() {
+                    let bytes = encode_result_png(image, &entry.params)?;
+                    write_atomic(&self.history_path(entry.id, &k.to_string()), &bytes)?;
+                }
+            }
+        }
+        self.remove_dropped(history);
+        let bytes = mask.encode_png()?;
+        write_atomic(&self.dir.join("mask.png"), &bytes)?;
+        let file = WorkFile {
+            prompt: prompt.to_string(),
+            attributes: attributes.clone(),
+            settings: settings.clone(),
+            history: history.iter().map(|e| HistoryFile { id: e.id, params: e.params.clone(), images: e.images.len() }).collect(),
+        };
+        let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
+        write_atomic(&self.dir.join("work.json"), json.as_bytes())
+    }
+
+    fn remove_dropped(&self, history: &[HistoryEntry]) {
+        let Ok(files) = std::fs::read_dir(self.dir.join("history")) else { return };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let id = name.split('-').next().and_then(|id| id.parse::<u64>().ok());
+            if id.is_some_and(|id| !history.iter().any(|e| e.id == id)) {
+                let _ = std::fs::remove_file(file.path());
+            }
+        }
+    }
+}
+
+/// Writes through a temporary file so a crash mid-write never leaves half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::generate::RgbFrame;
+
+    #[test]
+    fn work_round_trips_through_the_folder() {
+        let dir = std::env::temp_dir().join(format!("codiff-autosave-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Autosave::new(dir.clone());
+        assert!(store.load().unwrap().is_none());
+
+        let mut mask = Mask::filled(8, 8, 0);
+        mask.set(3, 4, 13);
+        let settings = Settings { seed: 99, steps: 12, ..Settings::default() };
+        let params = RunParams { prompt: "She is a teen.".into(), attributes: Attributes::default(), settings: settings.clone() };
+        let image = RgbFrame { width: 2, height: 2, pixels: (0..12).collect() };
+        let history = vec![HistoryEntry::new(5, params.clone(), mask.clone(), vec![image.clone()])];
+        store.save(&mask, "She is a teen.", &Attributes::default(), &settings, &history).unwrap();
+
+        let work = store.load().unwrap().unwrap();
+        assert_eq!(work.mask, mask);
+        assert_eq!(work.prompt, "She is a teen.");
+        assert_eq!(work.settings, settings);
+        assert_eq!(work.history.len(), 1);
+        assert_eq!(work.history[0].params, params);
+        assert_eq!(work.history[0].images, vec![image]);
+
+        store.save(&mask, "", &Attributes::default(), &settings, &[]).unwrap();
+        assert!(std::fs::read_dir(dir.join("history")).unwrap().next().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

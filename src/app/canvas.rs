@@ -1,0 +1,412 @@
+//! The mask canvas: brush, eraser, bucket fill, eyedropper, mirror painting,
+//! per-stroke undo and redo, zoom and pan, the mask over the current image,
+//! and "what the model sees" at the mask encoder's 32 x 32.
+
+use egui::{Color32, ColorImage, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2};
+
+use crate::data::mask::{mirrored_class, Mask, CLASSES, NUM_CLASSES};
+
+/// The mask encoder reads masks at this size (FACTS: nearest resize to 32 x 32).
+pub const MODEL_MASK_SIZE: usize = 32;
+/// Undo keeps this many strokes; older ones are dropped.
+const UNDO_DEPTH: usize = 100;
+pub const BRUSH_RADIUS_RANGE: std::ops::RangeInclusive<f32> = 1.0..=128.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Tool {
+    Brush,
+    Eraser,
+    Fill,
+    Eyedropper,
+}
+
+impl Tool {
+    pub const ALL: [Tool; 4] = [Tool::Brush, Tool::Eraser, Tool::Fill, Tool::Eyedropper];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Tool::Brush => "Brush (B)",
+            Tool::Eraser => "Eraser (E)",
+            Tool::Fill => "Fill (F)",
+            Tool::Eyedropper => "Pick (I)",
+        }
+    }
+}
+
+/// The mask being painted and everything about how it is painted.
+pub struct Canvas {
+    mask: Mask,
+    pub class: u8,
+    pub tool: Tool,
+    /// Brush radius in mask pixels.
+    pub brush_radius: f32,
+    /// Paint the mirror image too, swapping left/right classes.
+    pub mirror: bool,
+    /// Mask opacity over the image underneath (1 shows the mask alone).
+    pub opacity: f32,
+    /// Show the mask as the model sees it (32 x 32).
+    pub model_view: bool,
+    /// 1 fits the canvas area; larger zooms in.
+    pub zoom: f32,
+    pub pan: Vec2,
+    undo: Vec<Mask>,
+    redo: Vec<Mask>,
+    /// Mask position of the pointer during a stroke, to draw continuous lines.
+    last_paint: Option<Pos2>,
+    texture: Option<TextureHandle>,
+    texture_dirty: bool,
+    /// Where the mask was drawn last frame, in screen points.
+    screen_rect: Option<Rect>,
+    /// Bumped on every change, so others (autosave) notice edits.
+    pub revision: u64,
+}
+
+impl Canvas {
+    pub fn new(mask: Mask) -> Self {
+        Self {
+            mask,
+            class: 1,
+            tool: Tool::Brush,
+            brush_radius: 12.0,
+            mirror: false,
+            opacity: 1.0,
+            model_view: false,
+            zoom: 1.0,
+            pan: Vec2::ZERO,
+            undo: Vec::new(),
+            redo: Vec::new(),
+            last_paint: None,
+            texture: None,
+            texture_dirty: true,
+            screen_rect: None,
+            revision: 0,
+        }
+    }
+
+    pub fn mask(&self) -> &Mask {
+        &self.mask
+    }
+
+    /// Replaces the whole mask as one undoable edit (new, clear, open).
+    pub fn replace_mask(&mut self, mask: Mask) {
+        self.begin_edit();
+        self.mask = mask;
+        self.changed();
+    }
+
+    pub fn can_undo(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    pub fn can_redo(&self) -> bool {
+        !self.redo.is_empty()
+    }
+
+    pub fn undo(&mut self) {
+        if let Some(previous) = self.undo.pop() {
+            self.redo.push(std::mem::replace(&mut self.mask, previous));
+            self.changed();
+        }
+    }
+
+    pub fn redo(&mut self) {
+        if let Some(next) = self.redo.pop() {
+            self.undo.push(std::mem::replace(&mut self.mask, next));
+            self.changed();
+        }
+    }
+
+    pub fn grow_brush(&mut self, factor: f32) {
+        self.brush_radius = (self.brush_radius * factor).round().clamp(*BRUSH_RADIUS_RANGE.start(), *BRUSH_RADIUS_RANGE.end());
+    }
+
+    /// Classes present in the mask that vanish at the model's 32 x 32.
+    pub fn classes_lost_at_model_size(&self) -> Vec<u8> {
+        let full = self.mask.class_histogram();
+        let small = self.mask.resize_nearest(MODEL_MASK_SIZE, MODEL_MASK_SIZE).class_histogram();
+        (0..NUM_CLASSES).filter(|&c| full[c] > 0 && small[c] == 0).map(|c| c as u8).collect()
+    }
+
+    /// Starts a stroke at mask position `at`; the state before it becomes one undo step.
+    pub fn stroke_begin(&mut self, at: Pos2) {
+        match self.tool {
+            Tool::Brush | Tool::Eraser => {
+                self.begin_edit();
+                self.stamp_line(at, at);
+                self.last_paint = Some(at);
+            }
+            Tool::Fill => {
+                if let Some((x, y)) = self.pixel_at(at) {
+                    self.begin_edit();
+                    let class = self.class;
+                    flood_fill(&mut self.mask, x, y, class);
+                    if self.mirror {
+                        let mirror_x = self.mask.width() - 1 - x;
+                        flood_fill(&mut self.mask, mirror_x, y, mirrored_class(class));
+                    }
+                    self.changed();
+                }
+            }
+            Tool::Eyedropper => {
+                if let Some((x, y)) = self.pixel_at(at) {
+                    self.class = self.mask.get(x, y);
+                    self.tool = Tool::Brush;
+                }
+            }
+        }
+    }
+
+    /// Continues a brush or eraser stroke to mask position `to`.
+    pub fn stroke_to(&mut self, to: Pos2) {
+        if let Some(from) = self.last_paint {
+            self.stamp_line(from, to);
+            self.last_paint = Some(to);
+        }
+    }
+
+    pub fn stroke_end(&mut self) {
+        self.last_paint = None;
+    }
+
+    /// Whether a brush or eraser stroke is under way.
+    pub fn stroke_active(&self) -> bool {
+        self.last_paint.is_some()
+    }
+
+    fn begin_edit(&mut self) {
+        if self.undo.len() == UNDO_DEPTH {
+            self.undo.remove(0);
+        }
+        self.undo.push(self.mask.clone());
+        self.redo.clear();
+    }
+
+    fn changed(&mut self) {
+        self.texture_dirty = true;
+        self.revision += 1;
+    }
+
+    fn pixel_at(&self, at: Pos2) -> Option<(usize, usize)> {
+        let inside = at.x >= 0.0 && at.y >= 0.0 && (at.x as usize) < self.mask.width() && (at.y as usize) < self.mask.height();
+        inside.then(|| (at.x as usize, at.y as usize))
+    }
+
+    fn stamp_line(&mut self, from: Pos2, to: Pos2) {
+        let class = if self.tool == Tool::Eraser { 0 } else { self.class };
+        let spacing = (self.brush_radius * 0.5).max(0.5);
+        let stamps = ((to - from).length() / spacing).ceil().max(1.0) as usize;
+        let width = self.mask.width() as f32;
+        for i in 0..=stamps {
+            let at = from.lerp(to, i as f32 / stamps as f32);
+            stamp_disc(&mut self.mask, at, self.brush_radius, class);
+            if self.mirror {
+                stamp_disc(&mut self.mask, Pos2::new(width - at.x, at.y), self.brush_radius, mirrored_class(class));
+            }
+        }
+        self.changed();
+    }
+
+    /// The canvas widget: paints with the primary button, pans with the
+    /// secondary or middle button, zooms with the scroll wheel around the pointer.
+    pub fn ui(&mut self, ui: &mut egui::Ui, underlay: Option<&TextureHandle>) -> egui::Response {
+        let (area, response) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
+        let image_rect = self.image_rect(area);
+        self.screen_rect = Some(image_rect);
+        let mask_size = Vec2::new(self.mask.width() as f32, self.mask.height() as f32);
+        let to_mask = move |p: Pos2| Pos2::ZERO + (p - image_rect.min) / image_rect.size() * mask_size;
+
+        if let Some(pointer) = response.hover_pos() {
+            let scroll = ui.input(|i| i.smooth_scroll_delta.y);
+            if scroll != 0.0 {
+                let factor = (scroll / 200.0).exp();
+                let new_zoom = (self.zoom * factor).clamp(0.25, 32.0);
+                // Keep the mask point under the pointer fixed while zooming.
+                let center = area.center() + self.pan;
+                self.pan += (pointer - center) * (1.0 - new_zoom / self.zoom);
+                self.zoom = new_zoom;
+            }
+        }
+        use egui::PointerButton::{Middle, Primary, Secondary};
+        if response.dragged_by(Secondary) || response.dragged_by(Middle) {
+            self.pan += response.drag_delta();
+        }
+        if response.drag_started_by(Primary) {
+            // Start where the button went down, not where the drag was recognised.
+            if let Some(origin) = ui.input(|i| i.pointer.press_origin()) {
+                self.stroke_begin(to_mask(origin));
+            }
+        }
+        if let (true, Some(pointer)) = (response.dragged_by(Primary), response.interact_pointer_pos()) {
+            self.stroke_to(to_mask(pointer));
+        }
+        if response.drag_stopped_by(Primary) {
+            self.stroke_end();
+        }
+        if let (true, Some(pointer)) = (response.clicked(), response.interact_pointer_pos()) {
+            self.stroke_begin(to_mask(pointer));
+            self.stroke_end();
+        }
+
+        self.paint(ui, area, image_rect, underlay);
+        if let (Some(pointer), Tool::Brush | Tool::Eraser) = (response.hover_pos(), self.tool) {
+            let radius = self.brush_radius * image_rect.width() / self.mask.width() as f32;
+            ui.painter_at(area).circle_stroke(pointer, radius, (1.0, Color32::WHITE));
+            ui.ctx().set_cursor_icon(egui::CursorIcon::Crosshair);
+        }
+        response
+    }
+
+    /// The screen position of mask position `at`, as drawn last frame.
+    pub fn mask_to_screen(&self, at: Pos2) -> Option<Pos2> {
+        let rect = self.screen_rect?;
+        Some(rect.min + Vec2::new(at.x / self.mask.width() as f32, at.y / self.mask.height() as f32) * rect.size())
+    }
+
+    /// Where the mask lies on screen: fitted into `area`, then zoomed and panned.
+    fn image_rect(&self, area: Rect) -> Rect {
+        let side = area.width().min(area.height()) * self.zoom;
+        let aspect = self.mask.width() as f32 / self.mask.height() as f32;
+        let size = if aspect >= 1.0 { Vec2::new(side, side / aspect) } else { Vec2::new(side * aspect, side) };
+        Rect::from_center_size(area.center() + self.pan, size)
+    }
+
+    fn paint(&mut self, ui: &egui::Ui, area: Rect, image_rect: Rect, underlay: Option<&TextureHandle>) {
+        if self.texture_dirty || self.texture.is_none() {
+            let shown = if self.model_view { self.mask.resize_nearest(MODEL_MASK_SIZE, MODEL_MASK_SIZE) } else { self.mask.clone() };
+            let image = ColorImage::from_rgb([shown.width(), shown.height()], &shown.to_rgb());
+            match &mut self.texture {
+                Some(texture) => texture.set(image, TextureOptions::NEAREST),
+                None => self.texture = Some(ui.ctx().load_texture("mask", image, TextureOptions::NEAREST)),
+            }
+            self.texture_dirty = false;
+        }
+        let painter = ui.painter_at(area);
+        painter.rect_filled(area, 0.0, ui.visuals().extreme_bg_color);
+        let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+        let opacity = match underlay {
+            Some(texture) => {
+                painter.image(texture.id(), image_rect, uv, Color32::WHITE);
+                self.opacity
+            }
+            None => 1.0,
+        };
+        if let Some(texture) = &self.texture {
+            painter.image(texture.id(), image_rect, uv, Color32::WHITE.gamma_multiply(opacity));
+        }
+        // The mask's edge, visible even where the mask is background black.
+        painter.rect_stroke(image_rect, 0.0, (1.0, ui.visuals().weak_text_color()), egui::StrokeKind::Outside);
+    }
+
+    pub fn set_model_view(&mut self, on: bool) {
+        if self.model_view != on {
+            self.model_view = on;
+            self.texture_dirty = true;
+        }
+    }
+}
+
+/// Sets every pixel within `radius` of `center` (mask coordinates, pixel centres at +0.5).
+pub fn stamp_disc(mask: &mut Mask, center: Pos2, radius: f32, class: u8) {
+    let (w, h) = (mask.width() as i64, mask.height() as i64);
+    let r2 = radius * radius;
+    let x0 = ((center.x - radius).floor() as i64).max(0);
+    let x1 = ((center.x + radius).ceil() as i64).min(w - 1);
+    let y0 = ((center.y - radius).floor() as i64).max(0);
+    let y1 = ((center.y + radius).ceil() as i64).min(h - 1);
+    for y in y0..=y1 {
+        for x in x0..=x1 {
+            let d = Vec2::new(x as f32 + 0.5 - center.x, y as f32 + 0.5 - center.y);
+            if d.length_sq() <= r2.max(0.25) {
+                mask.set(x as usize, y as usize, class);
+            }
+        }
+    }
+}
+
+/// Fills the 4-connected region of equal class around (x, y) with `class`.
+pub fn flood_fill(mask: &mut Mask, x: usize, y: usize, class: u8) {
+    let target = mask.get(x, y);
+    if target == class {
+        return;
+    }
+    let (w, h) = (mask.width(), mask.height());
+    let mut stack = vec![(x, y)];
+    while let Some((x, y)) = stack.pop() {
+        if mask.get(x, y) != target {
+            continue;
+        }
+        mask.set(x, y, class);
+        if x > 0 {
+            stack.push((x - 1, y));
+        }
+        if x + 1 < w {
+            stack.push((x + 1, y));
+        }
+        if y > 0 {
+            stack.push((x, y - 1));
+        }
+        if y + 1 < h {
+            stack.push((x, y + 1));
+        }
+    }
+}
+
+/// A class's palette colour as an egui colour.
+pub fn class_color(class: u8) -> Color32 {
+    let [r, g, b] = CLASSES[class as usize].rgb;
+    Color32::from_rgb(r, g, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_fill_stays_inside_the_region() {
+        let mut mask = Mask::filled(5, 5, 0);
+        for y in 0..5 {
+            mask.set(2, y, 13); // a wall of hair
+        }
+        flood_fill(&mut mask, 0, 0, 1);
+        let filled: usize = mask.classes().iter().filter(|&&c| c == 1).count();
+        assert_eq!(filled, 10);
+        assert_eq!(mask.get(4, 4), 0);
+    }
+
+    #[test]
+    fn mirror_paints_the_swapped_class_on_the_other_side() {
+        let mut canvas = Canvas::new(Mask::filled(16, 16, 0));
+        canvas.mirror = true;
+        canvas.class = 4; // l_eye
+        canvas.brush_radius = 1.0;
+        canvas.stroke_begin(Pos2::new(3.5, 8.5));
+        canvas.stroke_end();
+        assert_eq!(canvas.mask().get(3, 8), 4);
+        assert_eq!(canvas.mask().get(12, 8), 5);
+        assert_eq!(canvas.mask().class_histogram()[4], canvas.mask().class_histogram()[5]);
+    }
+
+    #[test]
+    fn one_stroke_is_one_undo_step() {
+        let mut canvas = Canvas::new(Mask::filled(32, 32, 0));
+        canvas.brush_radius = 2.0;
+        canvas.stroke_begin(Pos2::new(4.0, 4.0));
+        canvas.stroke_to(Pos2::new(20.0, 4.0));
+        canvas.stroke_to(Pos2::new(20.0, 20.0));
+        canvas.stroke_end();
+        let painted = canvas.mask().clone();
+        assert!(painted.class_histogram()[1] > 60);
+        canvas.undo();
+        assert_eq!(canvas.mask(), &Mask::filled(32, 32, 0));
+        canvas.redo();
+        assert_eq!(canvas.mask(), &painted);
+    }
+
+    #[test]
+    fn small_classes_vanish_at_model_size() {
+        let mut mask = Mask::filled(512, 512, 1);
+        mask.set(0, 0, 15); // one earring pixel, not on the 32 x 32 sampling grid
+        let canvas = Canvas::new(mask);
+        assert_eq!(canvas.classes_lost_at_model_size(), vec![15]);
+    }
+}

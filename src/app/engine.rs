@@ -1,0 +1,68 @@
+//! The real engine behind the studio: a loaded [`CollaborativeModel`] running
+//! `pipeline::generate::run`.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::worker::{Engine, EngineLoader, ModelInfo};
+use crate::model::checkpoint::Weights;
+use crate::model::collaborative::{unused_ok, CollaborativeModel};
+use crate::model::defaults::ModelFiles;
+use crate::pipeline::generate::{self, Event, GenerateError, GenerateRequest};
+
+pub struct CollaborativeEngine {
+    model: CollaborativeModel,
+    info: ModelInfo,
+}
+
+impl CollaborativeEngine {
+    /// Loads a composed config and checkpoint (seconds: run it on the worker).
+    pub fn load(files: &ModelFiles) -> Result<Self, String> {
+        let device = crate::model::device().map_err(|e| format!("no device to run on: {e}"))?;
+        let model = CollaborativeModel::load(&files.config, &files.weights, &device).map_err(|e| e.to_string())?;
+        // The checkpoint's own tensor shapes give the parameter count, minus the buffers no network reads.
+        let parameters = Weights::open(&files.weights)
+            .map(|w| w.shapes().iter().filter(|(k, _)| !unused_ok(k)).map(|(_, s)| s.iter().product::<usize>()).sum())
+            .unwrap_or(0);
+        let name = files.weights.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+        let info = ModelInfo { name, resolution: model.image_size(), parameters };
+        Ok(Self { model, info })
+    }
+}
+
+impl Engine for CollaborativeEngine {
+    fn generate(&self, request: &GenerateRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(Event)) -> Result<(), String> {
+        match generate::run(&self.model, request, cancel, sink) {
+            Ok(_) | Err(GenerateError::Cancelled) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn describe(&self) -> ModelInfo {
+        self.info.clone()
+    }
+}
+
+/// A worker job that loads `files`, labelled with the weights' file name.
+pub fn loader(files: ModelFiles) -> (String, EngineLoader) {
+    let label = files.weights.file_name().map_or_else(|| files.weights.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let load: EngineLoader = Box::new(move || CollaborativeEngine::load(&files).map(|e| Arc::new(e) as Arc<dyn super::worker::Engine>));
+    (label, load)
+}
+
+/// The loader for the models the studio opens with: `CODIFF_CONFIG` + `CODIFF_CKPT`
+/// when both are set, else the default models; the error says how to get some.
+pub fn startup_loader() -> Result<(String, EngineLoader), String> {
+    let from_env = |k: &str| std::env::var_os(k).map(std::path::PathBuf::from);
+    let files = match (from_env("CODIFF_CONFIG"), from_env("CODIFF_CKPT")) {
+        (Some(config), Some(weights)) => ModelFiles { config, weights },
+        _ => ModelFiles::default_models().map_err(|e| e.to_string())?,
+    };
+    for path in [&files.config, &files.weights] {
+        if !Path::new(path).is_file() {
+            return Err(format!("{} does not exist; check CODIFF_CONFIG and CODIFF_CKPT", path.display()));
+        }
+    }
+    Ok(loader(files))
+}

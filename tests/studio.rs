@@ -1,0 +1,481 @@
+//! Interaction tests of the studio, driven through egui_kittest on a software
+//! Vulkan renderer. A scripted engine stands in for the diffusion engine: it
+//! emits events of the real shapes at a fixed pace, so the UI's handling of
+//! streaming, completion and cancellation is what is tested.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use codiff::app::canvas::{stamp_disc, Tool};
+use codiff::app::palette::CLASS_KEYS;
+use codiff::app::worker::{Engine, ModelInfo};
+use codiff::app::{ModelStatus, Studio, StudioOptions};
+use codiff::data::mask::{Mask, NUM_CLASSES};
+use codiff::pipeline::generate::{Event, GenerateRequest, RgbFrame, ScalarMap, StepFrame};
+use egui::{Key, Modifiers, Pos2};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+mod common;
+
+/// Side of the scripted engine's images.
+const IMAGE: usize = 64;
+
+/// Emits one step every `step_delay`, checking the cancel flag before each step as the real engine does.
+struct ScriptedEngine {
+    step_delay: Duration,
+    /// Step events emitted so far, over all runs.
+    emitted: Arc<AtomicUsize>,
+}
+
+fn ramp(width: usize, height: usize, f: impl Fn(usize, usize) -> f32) -> ScalarMap {
+    let values = (0..width * height).map(|i| f(i % width, i / width)).collect();
+    ScalarMap { width, height, values }
+}
+
+fn rgb(f: impl Fn(usize, usize) -> [u8; 3]) -> RgbFrame {
+    let pixels = (0..IMAGE * IMAGE).flat_map(|i| f(i % IMAGE, i / IMAGE)).collect();
+    RgbFrame { width: IMAGE, height: IMAGE, pixels }
+}
+
+impl Engine for ScriptedEngine {
+    fn generate(&self, request: &GenerateRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(Event)) -> Result<(), String> {
+        let started = Instant::now();
+        let total = request.steps;
+        for index in 0..total {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(self.step_delay);
+            let progress = (index + 1) as f32 / total as f32;
+            let frames = (0..request.batch)
+                .map(|b| {
+                    let w_mask = ramp(IMAGE / 2, IMAGE / 2, |x, y| ((x + y) as f32 / IMAGE as f32 * (1.0 - progress)).clamp(0.0, 1.0));
+                    let w_text = ScalarMap { values: w_mask.values.iter().map(|v| 1.0 - v).collect(), ..w_mask.clone() };
+                    StepFrame {
+                        pred_x0: rgb(|x, y| [(x * 4) as u8, (y * 4) as u8, (progress * 255.0) as u8 ^ b as u8]),
+                        x_t: rgb(|x, y| [((x * 37 + y * 11 + index * 5) % 256) as u8; 3]),
+                        w_mask,
+                        w_text,
+                    }
+                })
+                .collect();
+            let t = 1000 - 1000 * (index + 1) / total;
+            sink(Event::Step { index, total, t, elapsed_secs: started.elapsed().as_secs_f64(), frames });
+            self.emitted.fetch_add(1, Ordering::SeqCst);
+        }
+        let images = (0..request.batch).map(|b| rgb(|x, y| [200, (x * 4) as u8, (y * 4 + b) as u8])).collect();
+        sink(Event::Done { images, elapsed_secs: started.elapsed().as_secs_f64() });
+        Ok(())
+    }
+
+    fn describe(&self) -> ModelInfo {
+        ModelInfo { name: "scripted test engine".into(), resolution: IMAGE, parameters: 0 }
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("codiff-studio-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn studio(step_delay_ms: u64, autosave_dir: Option<PathBuf>) -> Harness<'static, Studio> {
+    studio_counting(step_delay_ms, autosave_dir, Arc::default())
+}
+
+fn studio_counting(step_delay_ms: u64, autosave_dir: Option<PathBuf>, emitted: Arc<AtomicUsize>) -> Harness<'static, Studio> {
+    let engine = ScriptedEngine { step_delay: Duration::from_millis(step_delay_ms), emitted };
+    let options = StudioOptions {
+        engine: Some(Arc::new(engine)),
+        loader: None,
+        autosave_dir,
+        samples_dir: PathBuf::from("/nonexistent/samples"),
+        model_error: None,
+    };
+    let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
+    run_until(&mut harness, "the engine reports its model", |s| matches!(s.model_status(), ModelStatus::Ready(_)));
+    harness
+}
+
+/// Steps the UI until `done` holds; the worker runs on its own thread meanwhile.
+fn run_until(harness: &mut Harness<'_, Studio>, what: &str, done: impl Fn(&Studio) -> bool) {
+    run_until_within(harness, what, 20, done);
+}
+
+fn run_until_within(harness: &mut Harness<'_, Studio>, what: &str, secs: u64, done: impl Fn(&Studio) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done(harness.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        harness.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    harness.step();
+}
+
+fn screen(harness: &Harness<'_, Studio>, x: f32, y: f32) -> Pos2 {
+    harness.state().canvas().mask_to_screen(Pos2::new(x, y)).expect("the canvas was drawn")
+}
+
+/// A horizontal brush stroke across the canvas from mask x = 100 to 400 at y = 256.
+fn drag_stroke(harness: &mut Harness<'_, Studio>) {
+    let (from, to) = (screen(harness, 100.0, 256.0), screen(harness, 400.0, 256.0));
+    harness.hover_at(from);
+    harness.step();
+    harness.drag_at(from);
+    harness.step();
+    for i in 1..=10 {
+        harness.hover_at(from.lerp(to, i as f32 / 10.0));
+        harness.step();
+    }
+    harness.drop_at(to);
+    harness.run();
+}
+
+#[test]
+fn drag_paints_the_selected_class_and_undo_redo_restore_it_exactly() {
+    let mut harness = studio(0, None);
+    harness.key_press(Key::H);
+    harness.run();
+    assert_eq!(harness.state().canvas().class, 13, "H selects hair");
+    let blank = harness.state().mask().clone();
+
+    drag_stroke(&mut harness);
+    let painted = harness.state().mask().clone();
+    for x in [100, 180, 256, 330, 400] {
+        assert_eq!(painted.get(x, 256), 13, "hair along the stroke at x = {x}");
+    }
+    assert_eq!(painted.get(256, 100), 0, "nothing painted away from the stroke");
+    let radius = harness.state().canvas().brush_radius as usize;
+    assert_eq!(painted.get(256, 256 + radius + 2), 0, "the stroke is as wide as the brush");
+
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.run();
+    assert_eq!(harness.state().mask(), &blank, "one undo removes the whole stroke");
+    harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    harness.run();
+    assert_eq!(harness.state().mask(), &painted, "redo restores it exactly");
+}
+
+#[test]
+fn eraser_and_fill_tools_follow_their_hotkeys() {
+    let mut harness = studio(0, None);
+    harness.key_press(Key::F);
+    harness.run();
+    assert_eq!(harness.state().canvas().tool, Tool::Fill);
+    harness.key_press(Key::Num1);
+    harness.run();
+    let at = screen(&harness, 10.0, 10.0);
+    harness.hover_at(at);
+    harness.step();
+    harness.drag_at(at);
+    harness.step();
+    harness.drop_at(at);
+    harness.run();
+    assert_eq!(harness.state().mask().class_histogram()[1], 512 * 512, "the fill covers the connected background");
+}
+
+#[test]
+fn hotkeys_select_every_class() {
+    let mut harness = studio(0, None);
+    for class in (0..NUM_CLASSES).rev() {
+        harness.key_press(CLASS_KEYS[class]);
+        harness.run();
+        assert_eq!(harness.state().canvas().class as usize, class, "key {:?}", CLASS_KEYS[class]);
+    }
+}
+
+#[test]
+fn generate_streams_step_previews_and_ends_with_an_image() {
+    let mut harness = studio(60, None);
+    harness.state_mut().settings_mut().steps = 6;
+    harness.state_mut().settings_mut().batch = 2;
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Enter);
+    harness.step();
+    assert!(harness.state().is_generating());
+
+    run_until(&mut harness, "the first step arrives", |s| !s.timeline().steps.is_empty());
+    assert!(harness.state().is_generating());
+    assert!(!harness.state().previews_final(), "a step shows a preview, not a result");
+    assert_eq!(harness.state().preview_sizes(), vec![[IMAGE, IMAGE]; 2]);
+    assert!(harness.query_by_label_contains("of 6").is_some(), "the progress bar reads step k of 6");
+
+    run_until(&mut harness, "the run ends", |s| !s.is_generating());
+    let studio = harness.state();
+    assert!(studio.previews_final());
+    assert_eq!(studio.preview_sizes(), vec![[IMAGE, IMAGE]; 2]);
+    assert_eq!(studio.timeline().steps.len(), 6);
+    assert_eq!(studio.timeline().steps.last().unwrap().t, 0);
+    assert_eq!(studio.history().len(), 1);
+    assert_eq!(studio.history()[0].images.len(), 2);
+    assert_eq!(studio.history()[0].images[0].pixels[0], 200);
+    assert!(studio.last_first_preview_secs.is_some_and(|s| s < 1.0));
+}
+
+#[test]
+fn cancel_stops_a_run_within_one_step() {
+    let emitted = Arc::new(AtomicUsize::new(0));
+    let mut harness = studio_counting(80, None, emitted.clone());
+    harness.state_mut().settings_mut().steps = 40;
+    harness.get_by_label("Generate").click();
+    run_until(&mut harness, "two steps arrive", |s| s.timeline().steps.len() >= 2);
+    harness.get_by_label("Cancel").click();
+    run_until(&mut harness, "the Cancel click registers", |s| s.cancel_requested());
+    // Read after the flag was set, so this is at least the count at that moment.
+    let steps_at_cancel = emitted.load(Ordering::SeqCst);
+    run_until(&mut harness, "the run ends", |s| !s.is_generating());
+    let steps = harness.state().timeline().steps.len();
+    assert!(steps <= steps_at_cancel + 1, "{steps} steps arrived after cancelling at {steps_at_cancel}");
+    assert!(steps < 40);
+    assert!(harness.state().history().is_empty(), "a cancelled run leaves no result");
+    assert!(!harness.state().previews_final(), "the last preview stays");
+    harness.get_by_label_contains("Cancelled after step");
+
+    // A new run is not affected by the old cancel.
+    harness.state_mut().settings_mut().steps = 3;
+    harness.state_mut().generate();
+    run_until(&mut harness, "the second run ends", |s| !s.is_generating());
+    assert_eq!(harness.state().timeline().steps.len(), 3);
+
+    // Esc cancels too.
+    harness.state_mut().settings_mut().steps = 40;
+    let before = emitted.load(Ordering::SeqCst);
+    harness.state_mut().generate();
+    run_until(&mut harness, "a step arrives", |s| !s.timeline().steps.is_empty());
+    harness.key_press(Key::Escape);
+    harness.step();
+    // The flag is set within this frame; the run may even end within it.
+    let steps_at_cancel = emitted.load(Ordering::SeqCst) - before;
+    run_until(&mut harness, "the third run ends", |s| !s.is_generating());
+    let steps = harness.state().timeline().steps.len();
+    assert!(steps <= steps_at_cancel + 1 && steps < 40, "Esc: {steps} steps after cancelling at {steps_at_cancel}");
+    assert!(harness.state().messages().last().is_some_and(|m| m.text.starts_with("Cancelled after step")));
+}
+
+#[derive(Debug)]
+struct DroppedPath(PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn loading_a_bad_mask_shows_a_message_and_keeps_the_current_mask() {
+    let dir = temp_dir("bad-mask");
+    let mut harness = studio(0, None);
+    drag_stroke(&mut harness);
+    let painted = harness.state().mask().clone();
+
+    let not_png = dir.join("notes.png");
+    std::fs::write(&not_png, b"this is not an image").unwrap();
+    harness.input_mut().dropped_files.push(Arc::new(DroppedPath(not_png)));
+    harness.run();
+    assert_eq!(harness.state().mask(), &painted);
+    harness.get_by_label_contains("notes.png is not a readable image");
+
+    let grey = dir.join("grey.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([128, 128, 128])).save(&grey).unwrap();
+    harness.input_mut().dropped_files.push(Arc::new(DroppedPath(grey)));
+    harness.run();
+    assert_eq!(harness.state().mask(), &painted);
+    harness.get_by_label_contains("is not one of the 19 mask colours");
+
+    let good = dir.join("good.png");
+    Mask::filled(256, 256, 17).save(&good).unwrap();
+    harness.input_mut().dropped_files.push(Arc::new(DroppedPath(good)));
+    harness.run();
+    assert_eq!(harness.state().mask(), &Mask::filled(256, 256, 17), "a good mask replaces it");
+}
+
+#[test]
+fn saving_never_replaces_a_file_without_asking() {
+    let dir = temp_dir("save");
+    let existing = dir.join("mask.png");
+    std::fs::write(&existing, b"precious").unwrap();
+    let mut harness = studio(0, None);
+    drag_stroke(&mut harness);
+
+    harness.state_mut().save_mask(&existing);
+    harness.run();
+    assert_eq!(harness.state().pending_overwrite(), Some(existing.as_path()));
+    harness.get_by_label("Keep the file").click();
+    harness.run();
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+
+    harness.state_mut().save_mask(&existing);
+    harness.run();
+    harness.get_by_label("Replace").click();
+    harness.run();
+    assert_eq!(&Mask::load(&existing).unwrap(), harness.state().mask());
+}
+
+#[test]
+fn open_work_is_restored_on_start() {
+    let dir = temp_dir("autosave");
+    let mut harness = studio(0, Some(dir.clone()));
+    drag_stroke(&mut harness);
+    harness.state_mut().set_prompt("This woman is in her forties.");
+    harness.state_mut().settings_mut().seed = 1234;
+    eframe::App::on_exit(harness.state_mut());
+    let mask = harness.state().mask().clone();
+    drop(harness);
+
+    let harness = studio(0, Some(dir));
+    assert_eq!(harness.state().mask(), &mask);
+    assert_eq!(harness.state().prompt(), "This woman is in her forties.");
+    assert!(harness.query_all_by_value("This woman is in her forties.").next().is_some(), "the prompt box shows it");
+    assert_eq!(harness.state().history().len(), 0);
+}
+
+/// Paints a rough frontal face: hair, skin, ears, brows, eyes, nose, lips, neck and cloth.
+fn paint_face(mask: &mut Mask) {
+    let disc = |m: &mut Mask, x: f32, y: f32, r: f32, c: u8| stamp_disc(m, Pos2::new(x, y), r, c);
+    for y in 380..512 {
+        for x in 60..452 {
+            mask.set(x, y, 18);
+        }
+    }
+    for y in 300..430 {
+        for x in 200..312 {
+            mask.set(x, y, 17);
+        }
+    }
+    disc(mask, 256.0, 210.0, 175.0, 13);
+    disc(mask, 256.0, 250.0, 135.0, 1);
+    disc(mask, 256.0, 300.0, 110.0, 1);
+    disc(mask, 118.0, 260.0, 24.0, 9);
+    disc(mask, 394.0, 260.0, 24.0, 8);
+    for (x, c) in [(200.0, 5), (312.0, 4)] {
+        disc(mask, x, 240.0, 16.0, c);
+        for dx in -24..=24 {
+            disc(mask, x + dx as f32, 212.0 - (dx as f32 / 10.0).powi(2), 5.0, if c == 5 { 7 } else { 6 });
+        }
+    }
+    disc(mask, 256.0, 290.0, 20.0, 2);
+    for dx in -40..=40 {
+        disc(mask, 256.0 + dx as f32, 342.0, 7.0, 11);
+        disc(mask, 256.0 + dx as f32, 356.0, 8.0, 12);
+    }
+}
+
+#[test]
+fn snapshot_after_a_generation() {
+    let mut harness = studio(10, None);
+    let mut mask = Mask::filled(512, 512, 0);
+    paint_face(&mut mask);
+    harness.state_mut().canvas_mut().replace_mask(mask);
+    harness.state_mut().set_prompt("This man has beard of medium length. He is in his thirties.");
+    harness.state_mut().settings_mut().steps = 8;
+    harness.state_mut().generate();
+    run_until(&mut harness, "the run ends", |s| !s.is_generating());
+    harness.run();
+    harness.snapshot("studio_after_generation");
+}
+
+/// The real engine on the golden tiny composed model: the studio loads it on
+/// the worker, streams every DDIM step and ends with images of the model's size.
+#[test]
+fn the_real_engine_streams_into_the_studio() {
+    let Some(golden) = common::Golden::get() else { return };
+    let config = std::fs::read_dir(&golden.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .find(|p| matches!(codiff::model::config::ModelConfig::load(p), Ok(codiff::model::config::ModelConfig::Composed(_))))
+        .expect("the golden directory holds a composed config");
+    let weights = ["ckpt", "safetensors"].iter().map(|ext| config.with_extension(ext)).find(|p| p.is_file()).expect("its checkpoint");
+    let options = StudioOptions {
+        loader: Some(codiff::app::engine::loader(codiff::model::defaults::ModelFiles { config, weights })),
+        autosave_dir: None,
+        samples_dir: PathBuf::from("/nonexistent/samples"),
+        ..StudioOptions::default()
+    };
+    let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
+    run_until_within(&mut harness, "the model loads", 300, |s| matches!(s.model_status(), ModelStatus::Ready(_)));
+
+    let (batch, _, height, width) = golden.tensor("sample.image").dims4().unwrap();
+    let (steps, _, _, map_h, map_w) = golden.tensor("sample.w_mask").dims5().unwrap();
+    let ModelStatus::Ready(info) = harness.state().model_status().clone() else { unreachable!() };
+    assert_eq!(info.resolution, width);
+    assert!(info.parameters > 0);
+
+    let studio = harness.state_mut();
+    studio.canvas_mut().replace_mask(golden.mask());
+    studio.set_prompt(&golden.captions()[0]);
+    studio.settings_mut().steps = golden.meta("sample_S").parse().unwrap();
+    studio.settings_mut().batch = batch;
+    harness.get_by_label("Generate").click();
+    run_until_within(&mut harness, "the first step arrives", 300, |s| !s.timeline().steps.is_empty());
+    run_until_within(&mut harness, "the run ends", 300, |s| !s.is_generating());
+
+    let studio = harness.state();
+    assert!(studio.messages().iter().all(|m| m.kind != codiff::app::MessageKind::Error), "{:?}", studio.messages());
+    assert_eq!(studio.timeline().steps.len(), steps, "one timeline entry per DDIM step");
+    let frame = &studio.timeline().steps[steps / 2].frames[0];
+    assert_eq!((frame.w_mask.width, frame.w_mask.height), (map_w, map_h));
+    for (m, t) in frame.w_mask.values.iter().zip(&frame.w_text.values) {
+        assert!((m + t - 1.0).abs() < 1e-4, "collaborative shares sum to 1, got {m} + {t}");
+    }
+    assert!(studio.previews_final());
+    assert_eq!(studio.preview_sizes(), vec![[width, height]; batch]);
+    assert_eq!(studio.history().len(), 1);
+}
+
+#[test]
+fn live_mode_regenerates_after_a_stroke_never_during_it() {
+    let mut harness = studio(20, None);
+    harness.state_mut().settings_mut().steps = 3;
+    harness.get_by_label("live").click();
+    harness.run();
+    assert!(harness.state().live);
+
+    let (from, to) = (screen(&harness, 100.0, 100.0), screen(&harness, 300.0, 100.0));
+    harness.hover_at(from);
+    harness.step();
+    harness.drag_at(from);
+    harness.step();
+    for i in 1..=4 {
+        harness.hover_at(from.lerp(to, i as f32 / 4.0));
+        harness.step();
+        std::thread::sleep(Duration::from_millis(250)); // longer than the debounce, mid-stroke
+        harness.step();
+        assert!(!harness.state().is_generating(), "no run starts mid-stroke");
+    }
+    harness.drop_at(to);
+    harness.step();
+    assert!(harness.state().mask().get(200, 100) != 0, "the stroke painted");
+    run_until(&mut harness, "live mode starts a run", |s| s.is_generating());
+    run_until(&mut harness, "the run ends", |s| !s.is_generating());
+    assert_eq!(harness.state().history().len(), 1);
+    // Nothing changed since: no further run.
+    std::thread::sleep(Duration::from_millis(800));
+    harness.run();
+    assert!(!harness.state().is_generating());
+    assert_eq!(harness.state().history().len(), 1);
+}
+
+#[test]
+fn open_sample_lists_the_samples_folder_and_copes_without_one() {
+    let mut harness = studio(0, None);
+    harness.get_by_label("Open sample").click();
+    harness.run();
+    harness.get_by_label_contains("No sample masks in /nonexistent/samples");
+
+    let dir = temp_dir("samples");
+    Mask::filled(64, 64, 13).save(dir.join("all_hair.png")).unwrap();
+    let options = StudioOptions { autosave_dir: None, samples_dir: dir, ..StudioOptions::default() };
+    let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
+    harness.get_by_label("Open sample").click();
+    harness.run();
+    harness.get_by_label("all_hair").click();
+    harness.run();
+    assert_eq!(harness.state().mask(), &Mask::filled(64, 64, 13));
+}
