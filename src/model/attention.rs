@@ -5,16 +5,22 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 
-use super::layers::{group_norm32, Conv2d, LayerNorm};
+use super::layers::{group_norm32, Conv2d, GroupNorm32, LayerNorm};
 
 /// softmax(q k^T / sqrt(d)) v for q: B x H x Lq x d, k and v: B x H x Lk x d;
 /// returns B x H x Lq x d. Differentiable (`ops::softmax`, not the fused
 /// last-dim softmax, which has no backward).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    // Scaling q (L x d) rather than the scores (L x L) saves a pass over the largest tensor.
-    let q = (q * (q.dim(D::Minus1)? as f64).powf(-0.5))?;
-    let scores = q.matmul(&k.t()?)?;
-    candle_nn::ops::softmax(&scores, D::Minus1)?.matmul(v)
+    let (b, h, lq, d) = q.dims4()?;
+    let lk = k.dim(2)?;
+    // Tiled online-softmax kernel: the Lq x Lk scores never exist whole at inference.
+    let out = crate::kernels::attention(
+        &q.reshape((b * h, lq, d))?,
+        &k.reshape((b * h, lk, d))?,
+        &v.reshape((b * h, lk, d))?,
+        (d as f64).powf(-0.5),
+    )?;
+    out.reshape((b, h, lq, d))
 }
 
 /// B x L x (H d) -> B x H x L x d.
@@ -143,7 +149,7 @@ impl BasicTransformerBlock {
 /// condition, 1x1 projection back, plus the input.
 #[derive(Debug, Clone)]
 pub struct SpatialTransformer {
-    norm: candle_nn::GroupNorm,
+    norm: GroupNorm32,
     proj_in: Conv2d,
     transformer_blocks: Vec<BasicTransformerBlock>,
     proj_out: Conv2d,

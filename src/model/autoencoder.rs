@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::attention;
-use super::layers::{group_norm32, silu, Conv2d};
+use super::layers::{group_norm32, Conv2d, GroupNorm32};
 
 /// The YAML `params` of `AutoencoderKL` (monitor, lossconfig, ckpt_path are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -34,16 +34,16 @@ pub struct DdConfig {
 }
 
 /// Group norm of the VAE: 32 groups, eps 1e-6.
-fn normalize(vb: VarBuilder, channels: usize) -> Result<candle_nn::GroupNorm> {
+fn normalize(vb: VarBuilder, channels: usize) -> Result<GroupNorm32> {
     group_norm32(vb, channels, 1e-6)
 }
 
 /// The VAE's residual block (no time embedding).
 #[derive(Debug, Clone)]
 struct ResnetBlock {
-    norm1: candle_nn::GroupNorm,
+    norm1: GroupNorm32,
     conv1: Conv2d,
-    norm2: candle_nn::GroupNorm,
+    norm2: GroupNorm32,
     conv2: Conv2d,
     nin_shortcut: Option<Conv2d>,
 }
@@ -71,8 +71,8 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
-        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.nin_shortcut {
             Some(shortcut) => shortcut.forward(x)? + h,
             None => x + h,
@@ -83,7 +83,7 @@ impl Module for ResnetBlock {
 /// Single-head self-attention over the pixels, with 1x1-conv projections.
 #[derive(Debug, Clone)]
 struct AttnBlock {
-    norm: candle_nn::GroupNorm,
+    norm: GroupNorm32,
     q: Conv2d,
     k: Conv2d,
     v: Conv2d,
@@ -197,7 +197,7 @@ struct Encoder {
     /// Each level and, except at the last, its stride-2 downsampling conv.
     down: Vec<(Level, Option<Conv2d>)>,
     mid: MidBlock,
-    norm_out: candle_nn::GroupNorm,
+    norm_out: GroupNorm32,
     conv_out: Conv2d,
 }
 
@@ -260,7 +260,7 @@ impl Module for Encoder {
             }
         }
         let h = self.mid.forward(&h)?;
-        self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -272,7 +272,7 @@ struct Decoder {
     /// Levels from the lowest resolution up, each but the last followed by
     /// nearest x2 + conv; `up.{i}` in the checkpoint counts the other way.
     up: Vec<(Level, Option<Conv2d>)>,
-    norm_out: candle_nn::GroupNorm,
+    norm_out: GroupNorm32,
     conv_out: Conv2d,
 }
 
@@ -324,7 +324,7 @@ impl Module for Decoder {
                 h = conv.forward(&h.upsample_nearest2d(2 * height, 2 * width)?)?;
             }
         }
-        self.conv_out.forward(&silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

@@ -16,13 +16,9 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    // candle 0.11 computes wrong results for non-contiguous kernels (e.g. slices);
-    // a checkpoint's kernels are contiguous already, so this costs nothing there.
-    let out = x.conv2d(&weight.contiguous()?, padding, stride, 1, 1)?;
-    match bias {
-        Some(bias) => out.broadcast_add(&bias.reshape((1, (), 1, 1))?),
-        None => Ok(out),
-    }
+    // im2col + GEMM with GEMM gradients on the CPU (candle's own elsewhere);
+    // it makes the kernel contiguous, which candle 0.11 needs for correct results.
+    crate::kernels::conv2d(x, weight, bias, stride, padding)
 }
 
 /// A convolution layer with its checkpoint weights (`weight`, `bias`). Built
@@ -104,10 +100,37 @@ impl Module for Conv2d {
 
 /// Group normalisation with 32 groups, as the original's `normalization` /
 /// `Normalize`; `eps` differs by network (1e-5 in UNet ResBlocks, 1e-6 in
-/// SpatialTransformer and the VAE). candle's version is built from
-/// differentiable primitives.
-pub fn group_norm32(vb: VarBuilder, channels: usize, eps: f64) -> Result<candle_nn::GroupNorm> {
-    candle_nn::group_norm(32, channels, eps, vb)
+/// SpatialTransformer and the VAE). Inference takes the fused kernel (with the
+/// SiLU that usually follows folded in); training takes differentiable ops.
+#[derive(Debug, Clone)]
+pub struct GroupNorm32 {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl GroupNorm32 {
+    /// GroupNorm followed by SiLU, in one pass.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        crate::kernels::group_norm(x, 32, &self.weight, &self.bias, self.eps, true)
+    }
+}
+
+impl Module for GroupNorm32 {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::kernels::group_norm(x, 32, &self.weight, &self.bias, self.eps, false)
+    }
+}
+
+pub fn group_norm32(vb: VarBuilder, channels: usize, eps: f64) -> Result<GroupNorm32> {
+    if channels % 32 != 0 {
+        candle_core::bail!("group norm over {channels} channels: the original's 32 groups need a multiple of 32");
+    }
+    Ok(GroupNorm32 {
+        weight: vb.get_with_hints(channels, "weight", candle_nn::init::ONE)?,
+        bias: vb.get_with_hints(channels, "bias", candle_nn::init::ZERO)?,
+        eps,
+    })
 }
 
 /// Layer normalisation over the last dimension, written from primitives so that

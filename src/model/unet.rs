@@ -8,7 +8,7 @@ use candle_nn::{linear, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::attention::SpatialTransformer;
-use super::layers::{group_norm32, silu, Conv2d};
+use super::layers::{group_norm32, silu, Conv2d, GroupNorm32};
 
 /// The YAML `params` of `ldm.modules.diffusionmodules.openaimodel.UNetModel`,
 /// with the original's defaults for the optional ones. Options the released
@@ -141,10 +141,10 @@ pub fn timestep_embedding(timesteps: &Tensor, dim: usize) -> Result<Tensor> {
 /// Residual block conditioned on the time embedding (added as a per-channel bias).
 #[derive(Debug, Clone)]
 struct ResBlock {
-    in_norm: candle_nn::GroupNorm,
+    in_norm: GroupNorm32,
     in_conv: Conv2d,
     emb_proj: Linear,
-    out_norm: candle_nn::GroupNorm,
+    out_norm: GroupNorm32,
     out_conv: Conv2d,
     skip_connection: Option<Conv2d>,
 }
@@ -176,7 +176,7 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.in_conv.forward(&silu(&self.in_norm.forward(x)?)?)?;
+        let h = self.in_conv.forward(&self.in_norm.forward_silu(x)?)?;
         let emb_bias = self
             .emb_proj
             .forward(&silu(emb)?)?
@@ -184,7 +184,7 @@ impl ResBlock {
             .unsqueeze(3)?;
         let h = h.broadcast_add(&emb_bias)?;
         // Dropout is the identity at inference.
-        let h = self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)?;
+        let h = self.out_conv.forward(&self.out_norm.forward_silu(&h)?)?;
         match &self.skip_connection {
             Some(skip) => skip.forward(x)? + h,
             None => x + h,
@@ -238,7 +238,7 @@ pub struct UNetModel {
     input_blocks: Vec<Stage>,
     middle_block: Stage,
     output_blocks: Vec<Stage>,
-    out_norm: candle_nn::GroupNorm,
+    out_norm: GroupNorm32,
     out_conv: Conv2d,
 }
 
@@ -355,7 +355,7 @@ impl UNetModel {
         for (stage, skip) in self.output_blocks.iter().zip(skips.iter().rev()) {
             h = stage.forward(&Tensor::cat(&[&h, skip], 1)?, &emb, context)?;
         }
-        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }
 }
 
