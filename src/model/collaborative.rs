@@ -128,10 +128,7 @@ impl LatentDiffusion {
                 })
             }
         };
-        let loader = StrictLoader::new(Arc::new(Weights::open(ckpt)?));
-        let model = Self::build(loader.var_builder(DType::F32, device), config)?;
-        loader.finish(unused_ok)?;
-        Ok(model)
+        load_strictly(ckpt.as_ref(), device, |vb| Self::build(vb, config))
     }
 
     /// Builds the architecture at the uni-modal checkpoint's key prefixes.
@@ -188,9 +185,7 @@ impl CollaborativeModel {
                 })
             }
         };
-        let loader = StrictLoader::new(Arc::new(Weights::open(ckpt)?));
-        let model = Self::build(loader.var_builder(DType::F32, device), config, device)?;
-        loader.finish(unused_ok)?;
+        let model = load_strictly(ckpt.as_ref(), device, |vb| Self::build(vb, config, device))?;
         model.latent_preview()?;
         Ok(model)
     }
@@ -286,6 +281,19 @@ impl CollaborativeModel {
     pub fn decode(&self, z: &Tensor) -> Result<Tensor, ModelError> {
         Ok(self.vae.decode(&(z / self.config.scale_factor)?)?)
     }
+}
+
+/// Builds a network from a checkpoint, refusing the file unless it holds
+/// exactly what the network asks for (see [`StrictLoader`]).
+fn load_strictly<T>(
+    ckpt: &Path,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> Result<T, ModelError>,
+) -> Result<T, ModelError> {
+    let loader = StrictLoader::new(Arc::new(Weights::open(ckpt)?));
+    let model = build(loader.var_builder(DType::F32, device))?;
+    loader.finish(unused_ok)?;
+    Ok(model)
 }
 
 /// Keys a checkpoint may hold that no network reads: the schedule buffers the
