@@ -249,16 +249,10 @@ fn heatmap_image(map: &ScalarMap) -> ColorImage {
     ColorImage::new([map.width, map.height], pixels)
 }
 
-/// Anchors of the viridis colour map (perceptually uniform, readable in grey and by colour-blind eyes).
-const VIRIDIS: [[u8; 3]; 6] = [[68, 1, 84], [65, 68, 135], [42, 120, 142], [34, 168, 132], [122, 209, 81], [253, 231, 37]];
-
 /// Colour of a share in [0, 1] (values outside are clamped).
 pub fn colormap(value: f32) -> Color32 {
-    let x = value.clamp(0.0, 1.0) * (VIRIDIS.len() - 1) as f32;
-    let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
-    let f = x - i as f32;
-    let mix = |k: usize| (VIRIDIS[i][k] as f32 * (1.0 - f) + VIRIDIS[i + 1][k] as f32 * f).round() as u8;
-    Color32::from_rgb(mix(0), mix(1), mix(2))
+    let [r, g, b] = crate::data::image::influence_colour(value);
+    Color32::from_rgb(r, g, b)
 }
 
 fn legend_ui(ui: &mut egui::Ui, height: f32) {
@@ -301,14 +295,5 @@ mod tests {
         let mask = image::open(dir.join("step_000_mask.png")).unwrap().to_rgb8();
         assert_eq!(mask.get_pixel(1, 1).0, [253, 231, 37], "share 1 is the top of the colour map");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn colormap_ends_are_viridis_ends() {
-        assert_eq!(colormap(0.0), Color32::from_rgb(68, 1, 84));
-        assert_eq!(colormap(1.0), Color32::from_rgb(253, 231, 37));
-        assert_eq!(colormap(2.0), colormap(1.0));
-        // Halfway between anchors 2 and 3.
-        assert_eq!(colormap(0.5), Color32::from_rgb(38, 144, 137));
     }
 }

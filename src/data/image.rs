@@ -44,18 +44,18 @@ pub fn read_png_params(path: impl AsRef<Path>) -> Result<Vec<(String, String)>, 
     Ok(latin.chain(utf8).collect())
 }
 
-/// The colour map for influence functions: a value in [0, 1] (the mask model's
-/// share) to RGB, dark blue (text model) through white-ish yellow to red (mask
-/// model), perceptually ordered so equal steps look equal.
+/// Anchors of the viridis colour map (perceptually uniform, readable in grey and by colour-blind eyes).
+const VIRIDIS: [[u8; 3]; 6] = [[68, 1, 84], [65, 68, 135], [42, 120, 142], [34, 168, 132], [122, 209, 81], [253, 231, 37]];
+
+/// The colour map of influence functions, shared by the studio and the command
+/// line: the mask model's share in [0, 1] (clamped) to RGB, dark purple (the
+/// text model counts) to yellow (the mask model counts).
 pub fn influence_colour(value: f32) -> [u8; 3] {
-    // Control points of a diverging map, evenly spaced over [0, 1].
-    const STOPS: [[f32; 3]; 5] =
-        [[33.0, 102.0, 172.0], [146.0, 197.0, 222.0], [247.0, 247.0, 247.0], [244.0, 165.0, 130.0], [178.0, 24.0, 43.0]];
-    let v = if value.is_finite() { value.clamp(0.0, 1.0) } else { 0.5 };
-    let pos = v * (STOPS.len() - 1) as f32;
-    let i = (pos.floor() as usize).min(STOPS.len() - 2);
-    let f = pos - i as f32;
-    let mix = |c: usize| (STOPS[i][c] + (STOPS[i + 1][c] - STOPS[i][c]) * f).round() as u8;
+    let v = if value.is_finite() { value.clamp(0.0, 1.0) } else { 0.0 };
+    let x = v * (VIRIDIS.len() - 1) as f32;
+    let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = x - i as f32;
+    let mix = |k: usize| (VIRIDIS[i][k] as f32 * (1.0 - f) + VIRIDIS[i + 1][k] as f32 * f).round() as u8;
     [mix(0), mix(1), mix(2)]
 }
 
@@ -105,6 +105,15 @@ pub fn vstack(frames: &[RgbFrame]) -> RgbFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn influence_colours_are_viridis() {
+        assert_eq!(influence_colour(0.0), [68, 1, 84]);
+        assert_eq!(influence_colour(1.0), [253, 231, 37]);
+        assert_eq!(influence_colour(2.0), influence_colour(1.0));
+        // Halfway between anchors 2 and 3.
+        assert_eq!(influence_colour(0.5), [38, 144, 137]);
+    }
 
     #[test]
     fn parameters_round_trip_through_png_text_chunks() {
