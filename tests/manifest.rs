@@ -53,3 +53,19 @@ fn released_256_architecture_matches_the_manifest() {
 fn released_512_architecture_matches_the_manifest() {
     check_release("512_codiff_mask_text");
 }
+
+/// Every original config parses: composed, uni-modal and autoencoder alike.
+#[test]
+fn every_original_config_parses() {
+    let Some(dir) = reference_dir() else { return };
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(dir.join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let config = ModelConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            kinds.push(config.kind());
+        }
+    }
+    kinds.sort_unstable();
+    assert!(kinds.contains(&"autoencoder") && kinds.contains(&"composed") && kinds.contains(&"uni-modal"), "{kinds:?}");
+}

@@ -120,11 +120,11 @@ impl LatentDiffusion {
     pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
         let config = match ModelConfig::load(config.as_ref())? {
             ModelConfig::Ldm(c) => c,
-            ModelConfig::Composed(_) => {
+            other => {
                 return Err(ModelError::WrongKind {
                     path: config.as_ref().display().to_string(),
-                    found: "composed",
-                    wanted: "load it as a collaborative model",
+                    found: other.kind(),
+                    wanted: "a uni-modal model needs its LatentDiffusion config (e.g. 256_text.yaml)",
                 })
             }
         };
@@ -177,10 +177,10 @@ impl CollaborativeModel {
     pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
         let config = match ModelConfig::load(config.as_ref())? {
             ModelConfig::Composed(c) => c,
-            ModelConfig::Ldm(_) => {
+            other => {
                 return Err(ModelError::WrongKind {
                     path: config.as_ref().display().to_string(),
-                    found: "uni-modal",
+                    found: other.kind(),
                     wanted: "generation needs the composed config (e.g. 256_codiff_mask_text.yaml)",
                 })
             }

@@ -71,14 +71,25 @@ impl ComposedConfig {
     }
 }
 
-/// Either kind of config.
+/// Any of the original model configs.
 #[derive(Debug, Clone)]
 pub enum ModelConfig {
     Ldm(LdmConfig),
     Composed(ComposedConfig),
+    /// A first-stage autoencoder on its own (`256_vae.yaml`, `512_vae.yaml`).
+    Autoencoder(AutoencoderConfig),
 }
 
 impl ModelConfig {
+    /// What kind of config this is, in words.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ldm(_) => "uni-modal",
+            Self::Composed(_) => "composed",
+            Self::Autoencoder(_) => "autoencoder",
+        }
+    }
+
     /// Reads a config file and, for a composed one, the configs it names.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
@@ -89,8 +100,12 @@ impl ModelConfig {
             ComposedConfig::from_doc(&doc).map(Self::Composed)
         } else if target.ends_with("LatentDiffusion") {
             LdmConfig::from_doc(&doc).map(Self::Ldm)
+        } else if target.ends_with("AutoencoderKL") {
+            doc.typed("model.params").map(Self::Autoencoder)
         } else {
-            Err(doc.invalid(format!("model.target is {target}; expected LatentDiffusion or LatentDiffusionCompose")))
+            Err(doc.invalid(format!(
+                "model.target is {target}; expected LatentDiffusion, LatentDiffusionCompose or AutoencoderKL"
+            )))
         }
     }
 }
