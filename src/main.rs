@@ -1,10 +1,20 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 use codiff::cli::{self, Cli};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Cli::parse();
-    match args.command {
+    let result = match args.command {
         Some(command) => cli::run(command),
         None => codiff::app::run(codiff::app::StudioOptions::with_startup_model()).map_err(anyhow::Error::msg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The sentence and its causes, not a backtrace: errors here are meant for the person.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

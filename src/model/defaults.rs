@@ -14,8 +14,8 @@ pub struct ModelFiles {
 
 #[derive(Debug, Error)]
 #[error(
-    "no default models yet: {dir} has no codiff.yaml with codiff.safetensors. Train them with \
-     `codiff train all --out {dir}`, or name a model with --config and --ckpt"
+    "no default models yet: {dir} has no codiff.yaml with codiff.safetensors (this project has not \
+     trained them yet); name a model with --config and --ckpt, e.g. the released 256_codiff_mask_text"
 )]
 pub struct NoDefaultModels {
     dir: String,
