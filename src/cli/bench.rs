@@ -147,12 +147,12 @@ fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
             CollaborativeModel::build(VarBuilder::from_varmap(&varmap, DType::F32, &device), config, &device)?
         }
     };
-    let size = model.config.latent_size;
+    let size = model.config.diffusion.latent_size;
     let mask_size = model.image_size();
     let mask = Mask::filled(mask_size, mask_size, 1);
     let caption = "This man has beard of medium length. He is in his thirties.".to_string();
     let (contexts, _) = model.encode_conditions(&mask, std::slice::from_ref(&caption))?;
-    let x = Tensor::randn(0f32, 1f32, (1, model.config.latent_channels, size, size), &device)?;
+    let x = Tensor::randn(0f32, 1f32, (1, model.config.diffusion.latent_channels, size, size), &device)?;
     let t = Tensor::full(501f32, 1, &device)?;
     let post = PostProcess::default();
 

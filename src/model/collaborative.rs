@@ -195,7 +195,7 @@ impl CollaborativeModel {
         let unets = vb.pp("model");
         let conds = vb.pp("cond_stage_model");
         let vae = AutoencoderKL::new(vb.pp("first_stage_model"), config.first_stage())?;
-        let schedule = NoiseSchedule::from_config(&config.schedule).map_err(|e| ConfigError::Invalid {
+        let schedule = NoiseSchedule::from_config(&config.diffusion.schedule).map_err(|e| ConfigError::Invalid {
             path: config.path.clone(),
             reason: e.to_string(),
         })?;
@@ -216,7 +216,7 @@ impl CollaborativeModel {
 
     /// Side of the images the model makes.
     pub fn image_size(&self) -> usize {
-        self.config.latent_size * self.vae.downsampling_factor()
+        self.config.diffusion.latent_size * self.vae.downsampling_factor()
     }
 
     /// Encodes the mask (shared by the batch) and one caption per batch item.
@@ -273,13 +273,14 @@ impl CollaborativeModel {
         if let Some(preview) = self.preview.get() {
             return Ok(preview);
         }
-        let fitted = LatentPreview::fit(&self.vae, self.config.scale_factor, self.config.latent_channels, &self.device)?;
+        let settings = &self.config.diffusion;
+        let fitted = LatentPreview::fit(&self.vae, settings.scale_factor, settings.latent_channels, &self.device)?;
         Ok(self.preview.get_or_init(|| fitted))
     }
 
     /// Decodes a latent in the diffusion's scale to an image in [-1, 1].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.vae.decode(&(z / self.config.scale_factor)?)?)
+        Ok(self.vae.decode(&(z / self.config.diffusion.scale_factor)?)?)
     }
 }
 

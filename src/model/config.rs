@@ -32,15 +32,22 @@ pub enum CondStageConfig {
     Mask(MaskEncoderConfig),
 }
 
-/// A uni-modal latent diffusion model (`ldm.models.diffusion.ddpm.LatentDiffusion`).
+/// What every latent diffusion config sets about the diffusion itself.
 #[derive(Debug, Clone)]
-pub struct LdmConfig {
-    pub path: PathBuf,
+pub struct DiffusionSettings {
     pub schedule: ScheduleConfig,
     /// Side of the latent the UNet denoises.
     pub latent_size: usize,
     pub latent_channels: usize,
+    /// The latent is multiplied by this after encoding and divided by it before decoding.
     pub scale_factor: f64,
+}
+
+/// A uni-modal latent diffusion model (`ldm.models.diffusion.ddpm.LatentDiffusion`).
+#[derive(Debug, Clone)]
+pub struct LdmConfig {
+    pub path: PathBuf,
+    pub diffusion: DiffusionSettings,
     pub unet: UNetConfig,
     pub first_stage: AutoencoderConfig,
     pub cond_stage: CondStageConfig,
@@ -51,10 +58,7 @@ pub struct LdmConfig {
 #[derive(Debug, Clone)]
 pub struct ComposedConfig {
     pub path: PathBuf,
-    pub schedule: ScheduleConfig,
-    pub latent_size: usize,
-    pub latent_channels: usize,
-    pub scale_factor: f64,
+    pub diffusion: DiffusionSettings,
     pub mask: LdmConfig,
     pub text: LdmConfig,
     /// The dynamic diffuser (one per modality, same architecture).
@@ -131,10 +135,7 @@ impl LdmConfig {
         };
         Ok(Self {
             path: doc.path.to_path_buf(),
-            schedule: doc.schedule()?,
-            latent_size: doc.typed("model.params.image_size")?,
-            latent_channels: doc.typed("model.params.channels")?,
-            scale_factor: doc.typed("model.params.scale_factor")?,
+            diffusion: doc.diffusion()?,
             unet: doc.typed("model.params.unet_config.params")?,
             first_stage: doc.typed("model.params.first_stage_config.params")?,
             cond_stage,
@@ -151,10 +152,7 @@ impl ComposedConfig {
         let ckpt = |key: &str| doc.str_at(key).ok().and_then(|name| doc.find_file(&name).ok());
         Ok(Self {
             path: doc.path.to_path_buf(),
-            schedule: doc.schedule()?,
-            latent_size: doc.typed("model.params.image_size")?,
-            latent_channels: doc.typed("model.params.channels")?,
-            scale_factor: doc.typed("model.params.scale_factor")?,
+            diffusion: doc.diffusion()?,
             diffuser: doc.typed("model.params.compose_unet_config.params.confidence_map_predictor_config.params")?,
             mask_ckpt: ckpt("model.params.seg_mask_ldm_ckpt_path"),
             text_ckpt: ckpt("model.params.text_ldm_ckpt_path"),
@@ -196,8 +194,13 @@ impl Doc<'_> {
         serde_yaml::from_value(self.at(dotted)?.clone()).map_err(|e| self.invalid(format!("`{dotted}`: {e}")))
     }
 
-    fn schedule(&self) -> Result<ScheduleConfig, ConfigError> {
-        self.typed("model.params")
+    fn diffusion(&self) -> Result<DiffusionSettings, ConfigError> {
+        Ok(DiffusionSettings {
+            schedule: self.typed("model.params")?,
+            latent_size: self.typed("model.params.image_size")?,
+            latent_channels: self.typed("model.params.channels")?,
+            scale_factor: self.typed("model.params.scale_factor")?,
+        })
     }
 
     /// Finds a file the config names: next to the config, then in its parent

@@ -127,8 +127,8 @@ pub fn sample(
     mut on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
 ) -> Result<Tensor, GenerateError> {
     let batch = contexts.batch();
-    let size = model.config.latent_size;
-    let shape = [batch, model.config.latent_channels, size, size];
+    let size = model.config.diffusion.latent_size;
+    let shape = [batch, model.config.diffusion.latent_channels, size, size];
     let mut x = noise.start_latent(&shape, &model.device)?;
     for index in 0..ddim.len() {
         if cancel.load(Ordering::Relaxed) {
