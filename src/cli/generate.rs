@@ -10,11 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::image::{hstack, influence_colour, save_png_with_params, upscale, vstack};
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
-use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::model::collaborative::CollaborativeModel;
 use crate::model::defaults::ModelFiles;
 use crate::pipeline::generate::{
-    images_to_frames, sample, scalar_maps, GenerateError, GenerateRequest, RgbFrame, ScalarMap, StepOutput,
+    images_to_frames, scalar_maps, Prepared, GenerateError, GenerateRequest, RgbFrame, ScalarMap, StepOutput,
 };
 
 #[derive(Debug, Args)]
@@ -98,22 +97,19 @@ fn generate_with_progress(
     request: &GenerateRequest,
     intermediates: Option<&Path>,
 ) -> anyhow::Result<Vec<RgbFrame>> {
-    let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta)?;
-    let captions = vec![request.text.clone(); request.batch];
-    let (contexts, warnings) = model.encode_conditions(&request.mask, &captions)?;
-    for warning in warnings {
+    let mut prepared = Prepared::new(model, request)?;
+    for warning in std::mem::take(&mut prepared.warnings) {
         eprintln!("warning: {warning}");
     }
     if let Some(dir) = intermediates {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let bar = ProgressBar::new(ddim.len() as u64).with_style(
+    let bar = ProgressBar::new(prepared.ddim.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} step {pos}/{len} (t = {msg}) {elapsed} < {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut noise = NoiseSource::seeded((0..request.batch as u64).map(|k| request.seed.wrapping_add(k)));
     let never = AtomicBool::new(false);
-    let z0 = sample(model, &contexts, &ddim, request.mode, &request.post, &mut noise, &never, |step| {
+    let z0 = prepared.sample(model, request, &never, |step| {
         bar.set_message(step.t.to_string());
         bar.inc(1);
         if let Some(dir) = intermediates {

@@ -151,6 +151,41 @@ pub fn sample(
     Ok(x)
 }
 
+/// A request made ready to sample: the one path from a request to the DDIM loop.
+pub struct Prepared {
+    pub ddim: DdimSchedule,
+    pub contexts: Contexts,
+    pub noise: NoiseSource,
+    /// Sentences for the person (e.g. a caption truncated to 77 tokens).
+    pub warnings: Vec<String>,
+}
+
+impl Prepared {
+    /// Checks the request, encodes its conditions and seeds its noise.
+    pub fn new(model: &CollaborativeModel, request: &GenerateRequest) -> Result<Self, GenerateError> {
+        if request.batch == 0 {
+            return Err(GenerateError::Request("the batch must hold at least one image".into()));
+        }
+        let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta)
+            .map_err(|e| GenerateError::Request(e.to_string()))?;
+        let captions = vec![request.text.clone(); request.batch];
+        let (contexts, warnings) = model.encode_conditions(&request.mask, &captions)?;
+        let noise = NoiseSource::seeded((0..request.batch as u64).map(|k| request.seed.wrapping_add(k)));
+        Ok(Self { ddim, contexts, noise, warnings })
+    }
+
+    /// Runs the DDIM loop to z0 (see [`sample`]).
+    pub fn sample(
+        mut self,
+        model: &CollaborativeModel,
+        request: &GenerateRequest,
+        cancel: &AtomicBool,
+        on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
+    ) -> Result<Tensor, GenerateError> {
+        sample(model, &self.contexts, &self.ddim, request.mode, &request.post, &mut self.noise, cancel, on_step)
+    }
+}
+
 /// Runs a whole generation: conditions, sampling with a preview per step, final decode.
 pub fn run(
     model: &CollaborativeModel,
@@ -159,18 +194,11 @@ pub fn run(
     sink: &mut dyn FnMut(Event),
 ) -> Result<Vec<RgbFrame>, GenerateError> {
     let started = Instant::now();
-    if request.batch == 0 {
-        return Err(GenerateError::Request("the batch must hold at least one image".into()));
-    }
-    let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta)
-        .map_err(|e| GenerateError::Request(e.to_string()))?;
-    let captions = vec![request.text.clone(); request.batch];
-    let (contexts, warnings) = model.encode_conditions(&request.mask, &captions)?;
-    for warning in warnings {
+    let mut prepared = Prepared::new(model, request)?;
+    for warning in std::mem::take(&mut prepared.warnings) {
         sink(Event::Warning(warning));
     }
-    let mut noise = NoiseSource::seeded((0..request.batch as u64).map(|k| request.seed.wrapping_add(k)));
-    let z0 = sample(model, &contexts, &ddim, request.mode, &request.post, &mut noise, cancel, |step| {
+    let z0 = prepared.sample(model, request, cancel, |step| {
         let pred = model.preview(&step.pred_x0)?;
         let noisy = model.preview(&step.x_prev)?;
         let w_mask = scalar_maps(&step.w_mask)?;
