@@ -17,7 +17,7 @@ use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::model::collaborative::CollaborativeModel;
-use crate::model::config::ModelConfig;
+use crate::model::config::ComposedConfig;
 use crate::model::defaults::ModelFiles;
 use crate::pipeline::generate::{self, GenerateRequest};
 
@@ -136,9 +136,7 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Re
 
 fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
     let device = crate::model::device()?;
-    let ModelConfig::Composed(config) = ModelConfig::load(&bench.config)? else {
-        anyhow::bail!("{} is not a composed config", bench.config.display());
-    };
+    let config = ComposedConfig::load(&bench.config)?;
     let model = match &bench.weights {
         Some(weights) => CollaborativeModel::load(&bench.config, weights, &device)?,
         None => {

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::autoencoder::AutoencoderKL;
 use super::checkpoint::{CheckpointError, StrictLoader, Weights};
-use super::config::{ComposedConfig, CondStageConfig, ConfigError, LdmConfig, ModelConfig};
+use super::config::{ComposedConfig, CondStageConfig, ConfigError, LdmConfig};
 use super::mask_encoder::MaskEncoder;
 use super::text_encoder::TextEncoder;
 use super::tokenizer::BertTokenizer;
@@ -33,8 +33,6 @@ pub enum ModelError {
     Mask(#[from] MaskError),
     #[error("{0}")]
     Tokenizer(String),
-    #[error("{path} is a {found} config; {wanted}")]
-    WrongKind { path: String, found: &'static str, wanted: &'static str },
     #[error("the model failed: {0}")]
     Tensor(#[from] candle_core::Error),
 }
@@ -118,16 +116,7 @@ pub struct LatentDiffusion {
 impl LatentDiffusion {
     /// Loads a uni-modal config and its checkpoint, strictly.
     pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
-        let config = match ModelConfig::load(config.as_ref())? {
-            ModelConfig::Ldm(c) => c,
-            other => {
-                return Err(ModelError::WrongKind {
-                    path: config.as_ref().display().to_string(),
-                    found: other.kind(),
-                    wanted: "a uni-modal model needs its LatentDiffusion config (e.g. 256_text.yaml)",
-                })
-            }
-        };
+        let config = LdmConfig::load(config)?;
         load_strictly(ckpt.as_ref(), device, |vb| Self::build(vb, config))
     }
 
@@ -175,16 +164,7 @@ impl Contexts {
 impl CollaborativeModel {
     /// Loads a composed config and its checkpoint, strictly.
     pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
-        let config = match ModelConfig::load(config.as_ref())? {
-            ModelConfig::Composed(c) => c,
-            other => {
-                return Err(ModelError::WrongKind {
-                    path: config.as_ref().display().to_string(),
-                    found: other.kind(),
-                    wanted: "generation needs the composed config (e.g. 256_codiff_mask_text.yaml)",
-                })
-            }
-        };
+        let config = ComposedConfig::load(config)?;
         let model = load_strictly(ckpt.as_ref(), device, |vb| Self::build(vb, config, device))?;
         model.latent_preview()?;
         Ok(model)

@@ -21,6 +21,8 @@ pub enum ConfigError {
     Invalid { path: PathBuf, reason: String },
     #[error("{path} names {name}, which is in none of: {tried}")]
     NotFound { path: PathBuf, name: String, tried: String },
+    #[error("{path} is a {found} config; {wanted}")]
+    WrongKind { path: PathBuf, found: &'static str, wanted: &'static str },
 }
 
 /// The condition encoder of a uni-modal model.
@@ -115,10 +117,16 @@ impl ModelConfig {
 }
 
 impl LdmConfig {
+    /// Reads a uni-modal config; any other kind is refused.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let root = read_yaml(path)?;
-        Self::from_doc(&Doc { path, root: &root })
+        match ModelConfig::load(path.as_ref())? {
+            ModelConfig::Ldm(c) => Ok(c),
+            other => Err(ConfigError::WrongKind {
+                path: path.as_ref().to_path_buf(),
+                found: other.kind(),
+                wanted: "a uni-modal model needs its LatentDiffusion config (e.g. 256_text.yaml)",
+            }),
+        }
     }
 
     fn from_doc(doc: &Doc) -> Result<Self, ConfigError> {
@@ -144,6 +152,18 @@ impl LdmConfig {
 }
 
 impl ComposedConfig {
+    /// Reads a composed config and the uni-modal configs it names; any other kind is refused.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        match ModelConfig::load(path.as_ref())? {
+            ModelConfig::Composed(c) => Ok(c),
+            other => Err(ConfigError::WrongKind {
+                path: path.as_ref().to_path_buf(),
+                found: other.kind(),
+                wanted: "generation needs the composed config (e.g. 256_codiff_mask_text.yaml)",
+            }),
+        }
+    }
+
     fn from_doc(doc: &Doc) -> Result<Self, ConfigError> {
         let mask_path = doc.find_file(&doc.str_at("model.params.seg_mask_ldm_config_path")?)?;
         let text_path = doc.find_file(&doc.str_at("model.params.text_ldm_config_path")?)?;
