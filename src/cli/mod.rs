@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod generate;
 mod synth;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Generate a synthetic face data set (masks, photos, captions, attributes).
     Synth(synth::SynthArgs),
+    /// Train the default models on the synthetic face world (stage by stage, resumable).
+    Train(train::TrainArgs),
 }
 
 /// Runs one subcommand.
@@ -33,5 +36,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

@@ -1,11 +1,11 @@
 //! Group normalisation with its per-channel affine map and, optionally, SiLU,
 //! in one pass over the output (two over the input, for the mean and the
 //! centred variance), instead of candle's eight or so tensor-wide passes.
-//! Forward only: training goes through the differentiable candle ops.
+//! The backward is one fused pass too (see [`GroupNormGradOp`]).
 
 use super::vector::{exp_approx, madd};
 use super::{f32_slice, SendPtr};
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 const LANES: usize = 8;
@@ -103,6 +103,125 @@ impl CustomOp3 for GroupNormOp {
         });
         Ok((CpuStorage::F32(y), lx.shape().clone()))
     }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let channels = gamma.elem_count();
+        let affine = Tensor::cat(&[gamma, beta], 0)?;
+        let grad_op = GroupNormGradOp { groups: self.groups, eps: self.eps, silu: self.silu };
+        let flat = x.apply_op3_no_bwd(&affine, &grad.contiguous()?, &grad_op)?;
+        let n = x.elem_count();
+        let dx = flat.narrow(0, 0, n)?.reshape(x.shape())?;
+        Ok((Some(dx), Some(flat.narrow(0, n, channels)?), Some(flat.narrow(0, n + channels, channels)?)))
+    }
+}
+
+/// The gradients of [`GroupNormOp`] from (x, gamma ++ beta, dL/dy), as one flat
+/// buffer: dL/dx (shaped like x, flattened), then dL/dgamma, then dL/dbeta.
+/// With x^ = (x - mean) / std per group and dx^ = dL/dy' * gamma (y' before
+/// the SiLU): dL/dx = (dx^ - mean(dx^) - x^ mean(dx^ x^)) / std.
+struct GroupNormGradOp {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl CustomOp3 for GroupNormGradOp {
+    fn name(&self) -> &'static str {
+        "fast-group-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sa: &CpuStorage,
+        la: &Layout,
+        sg: &CpuStorage,
+        lg: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = lx.dims();
+        let (batch, channels) = (dims[0], dims[1]);
+        let x = f32_slice(sx, lx, "group norm input")?;
+        let affine = f32_slice(sa, la, "group norm weight and bias")?;
+        let grad = f32_slice(sg, lg, "group norm output gradient")?;
+        let (gamma, beta) = affine.split_at(channels);
+        let plane: usize = dims[2..].iter().product();
+        let per_group = channels / self.groups;
+        let group_len = per_group * plane;
+        let mut out = vec![0f32; x.len() + 2 * channels];
+        // Per-image partial sums for dgamma and dbeta, reduced after the parallel pass.
+        let mut partial = vec![0f64; batch * 2 * channels];
+        let (op, pp) = (SendPtr(out.as_mut_ptr()), SendPtrF64(partial.as_mut_ptr()));
+        (0..batch * self.groups).into_par_iter().for_each(|item| {
+            let (image, c0) = (item / self.groups, (item % self.groups) * per_group);
+            let range = item * group_len..(item + 1) * group_len;
+            // SAFETY: each item owns one group of one image in the output, and
+            // channels c0..c0 + per_group of its image in the partial sums.
+            let dx = unsafe { std::slice::from_raw_parts_mut(op.get().add(range.start), group_len) };
+            let sums = unsafe { std::slice::from_raw_parts_mut(pp.get().add(image * 2 * channels), 2 * channels) };
+            let (xs, gs) = (&x[range.clone()], &grad[range]);
+            let count = group_len as f64;
+            let mean = (lane_sum(xs, |v| v) / count) as f32;
+            let inv = (1.0 / (lane_sum(xs, |v| (v - mean) * (v - mean)) / count + self.eps).sqrt()) as f32;
+            let (mut sum_dxh, mut sum_dxh_xh) = (0f64, 0f64);
+            for c in 0..per_group {
+                let ch = c0 + c;
+                let rows = c * plane..(c + 1) * plane;
+                let (mut dgamma, mut dbeta, mut s1, mut s2) = (0f32, 0f32, 0f32, 0f32);
+                for ((d, &xv), &g) in dx[rows.clone()].iter_mut().zip(&xs[rows.clone()]).zip(&gs[rows]) {
+                    let xh = (xv - mean) * inv;
+                    let dy = if self.silu {
+                        let y = gamma[ch] * xh + beta[ch];
+                        let s = 1.0 / (1.0 + (-y).exp());
+                        g * s * (1.0 + y * (1.0 - s))
+                    } else {
+                        g
+                    };
+                    dgamma += dy * xh;
+                    dbeta += dy;
+                    let dxh = dy * gamma[ch];
+                    s1 += dxh;
+                    s2 += dxh * xh;
+                    *d = dxh;
+                }
+                sums[ch] += dgamma as f64;
+                sums[channels + ch] += dbeta as f64;
+                sum_dxh += s1 as f64;
+                sum_dxh_xh += s2 as f64;
+            }
+            let (m1, m2) = ((sum_dxh / count) as f32, (sum_dxh_xh / count) as f32);
+            for (d, &xv) in dx.iter_mut().zip(xs) {
+                let xh = (xv - mean) * inv;
+                *d = inv * (*d - m1 - xh * m2);
+            }
+        });
+        let n = x.len();
+        for image in partial.chunks_exact(2 * channels) {
+            for (o, &p) in out[n..].iter_mut().zip(image) {
+                *o += p as f32;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + 2 * channels)))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtrF64(*mut f64);
+// SAFETY: work items write disjoint parts (see the use above).
+unsafe impl Send for SendPtrF64 {}
+unsafe impl Sync for SendPtrF64 {}
+
+impl SendPtrF64 {
+    fn get(self) -> *mut f64 {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +241,28 @@ mod tests {
             assert_close(&ours, &reference, 1e-5, &format!("case {i} group norm"))?;
             let ours = group_norm(&x, groups, &gamma, &beta, 1e-5, true)?;
             assert_close(&ours, &reference.silu()?, 1e-5, &format!("case {i} group norm + SiLU"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_candle_group_norm() -> candle_core::Result<()> {
+        use candle_core::Var;
+        for (i, &(n, c, h, w, groups, silu)) in [(2, 64, 6, 5, 32, true), (3, 6, 4, 4, 3, false)].iter().enumerate() {
+            let seed = 40 + i as u64 * 5;
+            let x = Var::from_tensor(&((random(&[n, c, h, w], seed)? * 2.0)? + 0.3)?)?;
+            let gamma = Var::from_tensor(&random(&[c], seed + 1)?)?;
+            let beta = Var::from_tensor(&random(&[c], seed + 2)?)?;
+            let weight = random(&[n, c, h, w], seed + 3)?;
+            let reference = candle_nn::GroupNorm::new(gamma.as_tensor().clone(), beta.as_tensor().clone(), c, groups, 1e-5)?.forward(&x)?;
+            let reference = if silu { reference.silu()? } else { reference };
+            let want = (reference * &weight)?.sum_all()?.backward()?;
+            let ours = group_norm(&x, groups, &gamma, &beta, 1e-5, silu)?;
+            let got = (ours * &weight)?.sum_all()?.backward()?;
+            for (var, name) in [(&x, "x"), (&gamma, "gamma"), (&beta, "beta")] {
+                let (g, r) = (got.get(var).expect("our gradient"), want.get(var).expect("candle's gradient"));
+                assert_close(g, r, 1e-4, &format!("case {i}: d/d{name}"))?;
+            }
         }
         Ok(())
     }

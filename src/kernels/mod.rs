@@ -8,8 +8,7 @@
 //! - [`attention`]: online-softmax attention that holds one tile of scores at
 //!   a time; its backward recomputes the probabilities;
 //! - [`group_norm`]: group normalisation, affine map and optional SiLU fused
-//!   into one pass (inference only: tensors that need gradients take candle's
-//!   differentiable ops).
+//!   into one pass, and its backward into one more.
 
 mod attention;
 mod conv;
@@ -65,15 +64,14 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> candle_core::Result<Tensor> {
-    let tracked = x.track_op() || gamma.track_op() || beta.track_op();
-    if tracked || !handled(&[Some(x), Some(gamma), Some(beta)]) {
+    if !handled(&[Some(x), Some(gamma), Some(beta)]) {
         let channels = x.dim(1)?;
         let y = candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), channels, groups, eps)?;
         let y = candle_core::Module::forward(&y, x)?;
         return if silu { y.silu() } else { Ok(y) };
     }
     let op = group_norm::GroupNormOp { groups, eps, silu };
-    x.contiguous()?.apply_op3_no_bwd(&gamma.contiguous()?, &beta.contiguous()?, &op)
+    x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
 }
 
 /// Whether every present tensor is an f32 CPU tensor.

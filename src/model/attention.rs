@@ -128,9 +128,9 @@ impl BasicTransformerBlock {
             attn1: CrossAttention::new(vb.pp("attn1"), dim, dim, heads, dim_head)?,
             attn2: CrossAttention::new(vb.pp("attn2"), dim, context_dim, heads, dim_head)?,
             ff: FeedForward::new(vb.pp("ff"), dim)?,
-            norm1: LayerNorm::new(vb.pp("norm1"), dim)?,
-            norm2: LayerNorm::new(vb.pp("norm2"), dim)?,
-            norm3: LayerNorm::new(vb.pp("norm3"), dim)?,
+            norm1: LayerNorm::new(vb.pp("norm1"), dim, 1e-5)?,
+            norm2: LayerNorm::new(vb.pp("norm2"), dim, 1e-5)?,
+            norm3: LayerNorm::new(vb.pp("norm3"), dim, 1e-5)?,
         })
     }
 

@@ -60,7 +60,7 @@ pub struct Encoded {
 }
 
 impl ConditionEncoder {
-    fn new(vb: VarBuilder, cfg: &CondStageConfig) -> Result<Self, ModelError> {
+    pub fn new(vb: VarBuilder, cfg: &CondStageConfig) -> Result<Self, ModelError> {
         Ok(match cfg {
             CondStageConfig::Text(c) => Self::Text {
                 encoder: TextEncoder::new(vb, c)?,

@@ -100,8 +100,8 @@ impl Module for Conv2d {
 
 /// Group normalisation with 32 groups, as the original's `normalization` /
 /// `Normalize`; `eps` differs by network (1e-5 in UNet ResBlocks, 1e-6 in
-/// SpatialTransformer and the VAE). Inference takes the fused kernel (with the
-/// SiLU that usually follows folded in); training takes differentiable ops.
+/// SpatialTransformer and the VAE), through the fused kernel (with the SiLU
+/// that usually follows folded in), which has a backward for training.
 #[derive(Debug, Clone)]
 pub struct GroupNorm32 {
     weight: Tensor,
@@ -143,12 +143,12 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// torch.nn.LayerNorm(dim) with its default eps 1e-5.
-    pub fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+    /// torch.nn.LayerNorm(dim, eps).
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: vb.get_with_hints(dim, "weight", candle_nn::init::ONE)?,
             bias: vb.get_with_hints(dim, "bias", candle_nn::init::ZERO)?,
-            eps: 1e-5,
+            eps,
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod collaborative;
 pub mod config;
 pub mod defaults;
+pub mod judges;
 pub mod layers;
 pub mod mask_encoder;
 pub mod preview;

@@ -6,7 +6,9 @@
 //! **no attention mask**: padding tokens are attended to, as in the original.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
+
+use super::layers::LayerNorm;
 use serde::Deserialize;
 
 /// x-transformers' defaults, which `BERTEmbedder` never overrides.
@@ -63,12 +65,12 @@ impl SelfAttention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let heads = |proj: &Linear| -> Result<Tensor> {
-            proj.forward(x)?.reshape((b, n, HEADS, DIM_HEAD))?.transpose(1, 2)?.contiguous()
+            proj.forward(x)?.reshape((b, n, HEADS, DIM_HEAD))?.transpose(1, 2)?.reshape((b * HEADS, n, DIM_HEAD))
         };
         let (q, k, v) = (heads(&self.to_q)?, heads(&self.to_k)?, heads(&self.to_v)?);
-        let scores = (q.matmul(&k.t()?)? * (DIM_HEAD as f64).powf(-0.5))?;
-        let attn = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, HEADS * DIM_HEAD))?;
+        // The shared kernel has a backward, so the encoder trains jointly with the UNet.
+        let out = crate::kernels::attention(&q, &k, &v, (DIM_HEAD as f64).powf(-0.5))?;
+        let out = out.reshape((b, HEADS, n, DIM_HEAD))?.transpose(1, 2)?.reshape((b, n, HEADS * DIM_HEAD))?;
         self.to_out.forward(&out)
     }
 }
@@ -106,9 +108,9 @@ impl EncoderLayer {
     fn new(layers: &VarBuilder, index: usize, dim: usize) -> Result<Self> {
         let (attn_vb, ff_vb) = (layers.pp(2 * index), layers.pp(2 * index + 1));
         Ok(Self {
-            attn_norm: layer_norm(dim, LN_EPS, attn_vb.pp("0"))?,
+            attn_norm: LayerNorm::new(attn_vb.pp("0"), dim, LN_EPS)?,
             attn: SelfAttention::new(attn_vb.pp("1"), dim)?,
-            ff_norm: layer_norm(dim, LN_EPS, ff_vb.pp("0"))?,
+            ff_norm: LayerNorm::new(ff_vb.pp("0"), dim, LN_EPS)?,
             ff: FeedForward::new(ff_vb.pp("1"), dim)?,
         })
     }
@@ -139,9 +141,9 @@ impl TextEncoder {
         let layers = (0..config.n_layer).map(|i| EncoderLayer::new(&layers_vb, i, dim)).collect::<Result<_>>()?;
         Ok(Self {
             token_emb: embedding(config.vocab_size, dim, vb.pp("token_emb"))?,
-            pos_emb: vb.get((config.max_seq_len, dim), "pos_emb.emb.weight")?,
+            pos_emb: vb.get_with_hints((config.max_seq_len, dim), "pos_emb.emb.weight", candle_nn::Init::Randn { mean: 0., stdev: 0.02 })?,
             layers,
-            norm: layer_norm(dim, LN_EPS, vb.pp("norm"))?,
+            norm: LayerNorm::new(vb.pp("norm"), dim, LN_EPS)?,
             config: config.clone(),
         })
     }

@@ -2,3 +2,4 @@
 //! cancel flag and an event sink, and returns a result.
 
 pub mod generate;
+pub mod train;

@@ -1,0 +1,91 @@
+//! `codiff train`: trains the default models on the synthetic face world.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::pipeline::train::{self, Stage, TrainEvent, TrainRequest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StageArg {
+    Vae,
+    Mask,
+    Text,
+    Diffusers,
+    Judges,
+    /// Every stage whose output is missing, in order.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// What to train.
+    #[arg(value_enum)]
+    stage: StageArg,
+    /// The model directory: configs, stage outputs, and checkpoints, logs and sample grids under train/.
+    #[arg(long, default_value = "models")]
+    out: PathBuf,
+    /// Optimiser steps per network (each stage has a default sized for the 2-hour budget).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Continue from the stage's last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed };
+    let cancel = AtomicBool::new(false);
+    let style = ProgressStyle::with_template("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut bar: Option<ProgressBar> = None;
+    let mut smoothed = None::<f32>;
+    let mut sink = |event: TrainEvent| match event {
+        TrainEvent::Started { stage, total_steps, first_step } => {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+            let b = ProgressBar::new(total_steps as u64).with_style(style.clone()).with_prefix(stage.name());
+            b.set_position(first_step as u64);
+            b.reset_eta();
+            bar = Some(b);
+            smoothed = None;
+        }
+        TrainEvent::Step { step, loss, .. } => {
+            let s = smoothed.map_or(loss, |s| 0.98 * s + 0.02 * loss);
+            smoothed = Some(s);
+            if let Some(b) = &bar {
+                b.set_position(step as u64);
+                b.set_message(format!("{s:.4}"));
+            }
+        }
+        TrainEvent::Note(note) => match &bar {
+            Some(b) => b.println(note),
+            None => eprintln!("{note}"),
+        },
+    };
+    let result = match stage_of(args.stage) {
+        None => train::run_all(&request, &cancel, &mut sink),
+        Some(stage) => train::run(stage, &request, &cancel, &mut sink),
+    };
+    if let Some(b) = bar.take() {
+        b.finish();
+    }
+    Ok(result?)
+}
+
+/// The one stage asked for, or `None` for all.
+fn stage_of(arg: StageArg) -> Option<Stage> {
+    Some(match arg {
+        StageArg::Vae => Stage::Vae,
+        StageArg::Mask => Stage::Mask,
+        StageArg::Text => Stage::Text,
+        StageArg::Diffusers => Stage::Diffusers,
+        StageArg::Judges => Stage::Judges,
+        StageArg::All => return None,
+    })
+}

@@ -1,0 +1,87 @@
+//! The synthetic face world held in memory for training: photos, masks,
+//! captions and attributes, made in parallel from one seed, and batches of them
+//! as tensors.
+
+use candle_core::{Device, Result, Tensor};
+use rand::seq::index::sample;
+use rand::Rng;
+use rayon::prelude::*;
+
+use crate::data::mask::Mask;
+use crate::data::synth::{self, Attributes};
+use crate::model::mask_encoder::MaskEncoder;
+use crate::model::tokenizer::{BertTokenizer, MAX_TOKENS};
+
+/// The world seed of training data; evaluation draws from [`HELD_OUT_SEED`], which shares no sample.
+pub const TRAIN_SEED: u64 = 1;
+pub const HELD_OUT_SEED: u64 = 2;
+
+/// `count` synthetic faces at `size` x `size` pixels.
+pub struct FaceSet {
+    pub size: usize,
+    /// RGB bytes, sample after sample (HWC).
+    photos: Vec<u8>,
+    pub masks: Vec<Mask>,
+    pub captions: Vec<String>,
+    pub attributes: Vec<Attributes>,
+}
+
+impl FaceSet {
+    /// Samples 0..count of the world of `seed`.
+    pub fn generate(seed: u64, count: usize, size: usize) -> Self {
+        let samples: Vec<synth::Sample> = (0..count as u64).into_par_iter().map(|i| synth::generate(seed, i, size)).collect();
+        let mut set = Self { size, photos: Vec::with_capacity(count * size * size * 3), masks: Vec::new(), captions: Vec::new(), attributes: Vec::new() };
+        for s in samples {
+            set.photos.extend_from_slice(s.image.as_raw());
+            set.masks.push(s.mask);
+            set.captions.push(s.caption);
+            set.attributes.push(s.attributes);
+        }
+        set
+    }
+
+    pub fn len(&self) -> usize {
+        self.masks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.masks.is_empty()
+    }
+
+    /// `batch` distinct sample indices drawn from `rng`.
+    pub fn draw(&self, rng: &mut impl Rng, batch: usize) -> Vec<usize> {
+        sample(rng, self.len(), batch.min(self.len())).into_vec()
+    }
+
+    /// The photos of `indices` as B x 3 x H x W in [-1, 1].
+    pub fn photos(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
+        let plane = self.size * self.size * 3;
+        let mut data = Vec::with_capacity(indices.len() * plane);
+        for &i in indices {
+            data.extend(self.photos[i * plane..(i + 1) * plane].iter().map(|&v| v as f32 / 127.5 - 1.0));
+        }
+        Tensor::from_vec(data, (indices.len(), self.size, self.size, 3), device)?.permute((0, 3, 1, 2))?.contiguous()
+    }
+
+    /// The class maps of `indices` as B x H x W u32 (for cross-entropy).
+    pub fn class_maps(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
+        let data: Vec<u32> = indices.iter().flat_map(|&i| self.masks[i].classes().iter().map(|&c| c as u32)).collect();
+        Tensor::from_vec(data, (indices.len(), self.size, self.size), device)
+    }
+
+    /// The mask encoder's input for `indices`: B x 19 x `mask_embed_dim`.
+    pub fn mask_one_hots(&self, indices: &[usize], mask_embed_dim: usize, device: &Device) -> Result<Tensor> {
+        let rows = indices.iter().map(|&i| MaskEncoder::one_hot(&self.masks[i], mask_embed_dim, device)).collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&rows, 0)
+    }
+
+    /// The captions of `indices` as token ids, B x 77.
+    pub fn token_ids(&self, indices: &[usize], tokenizer: &BertTokenizer, device: &Device) -> Result<Tensor> {
+        let mut ids = Vec::with_capacity(indices.len() * MAX_TOKENS);
+        for &i in indices {
+            let tokens = tokenizer.encode(&self.captions[i]).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            ids.extend(tokens.ids);
+        }
+        Tensor::from_vec(ids, (indices.len(), MAX_TOKENS), device)
+    }
+}

@@ -1,0 +1,138 @@
+//! The dynamic diffusers stage, the paper's Algorithm 1: both latent diffusion
+//! models (UNets, condition encoders, autoencoder) frozen, only the two
+//! diffusers train. Each predicts a map from x_t, t and its own condition; a
+//! plain softmax over the two maps weights the two noise predictions per
+//! pixel; the loss is the MSE between that combination and the true noise,
+//! with t uniform over 0..T. The stage ends by assembling the composed
+//! checkpoint the studio opens.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::latents::{noised, LatentSet};
+use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
+use super::{fit, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::schedule::NoiseSchedule;
+use crate::model::collaborative::{CollaborativeModel, ConditionEncoder, Contexts};
+use crate::model::config::ComposedConfig;
+use crate::model::unet::UNetModel;
+use crate::pipeline::generate::{GenerateRequest, Prepared};
+
+const BATCH: usize = 8;
+const SAMPLES: usize = 8;
+
+/// Where each uni-modal checkpoint's parts go in the composed one.
+const MASK_PREFIXES: [(&str, &str); 2] =
+    [("model.diffusion_model.", "model.seg_mask_unet.diffusion_model."), ("cond_stage_model.", "cond_stage_model.seg_mask_cond_stage_model.")];
+const TEXT_PREFIXES: [(&str, &str); 3] = [
+    ("model.diffusion_model.", "model.text_unet.diffusion_model."),
+    ("cond_stage_model.", "cond_stage_model.text_cond_stage_model."),
+    ("first_stage_model.", "first_stage_model."),
+];
+
+pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
+    let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
+    let mut composed = renamed(load_weights(ctx, Modality::Mask)?, &MASK_PREFIXES);
+    composed.extend(renamed(load_weights(ctx, Modality::Text)?, &TEXT_PREFIXES));
+    let set = LatentSet::load(ctx, &config, sink)?;
+    let frozen = VarBuilder::from_tensors(composed.clone(), DType::F32, &ctx.device);
+    let mask_unet = UNetModel::new(frozen.pp("model.seg_mask_unet.diffusion_model"), &config.mask.unet)?;
+    let text_unet = UNetModel::new(frozen.pp("model.text_unet.diffusion_model"), &config.text.unet)?;
+    let mask_encoder = ConditionEncoder::new(frozen.pp("cond_stage_model.seg_mask_cond_stage_model"), &config.mask.cond_stage)?;
+    let text_encoder = ConditionEncoder::new(frozen.pp("cond_stage_model.text_cond_stage_model"), &config.text.cond_stage)?;
+    let schedule = NoiseSchedule::from_config(&config.diffusion.schedule).map_err(|e| TrainError::Io(e.to_string()))?;
+
+    let vars = VarMap::new();
+    let vb = ctx.var_builder(&vars, "diffusers").pp("model");
+    let mask_diffuser = UNetModel::new(vb.pp("seg_mask_confidence_predictor.diffusion_model"), &config.diffuser)?;
+    let text_diffuser = UNetModel::new(vb.pp("text_confidence_predictor.diffusion_model"), &config.diffuser)?;
+    let parameters = parameter_count(&vars);
+    sink(TrainEvent::Note(format!("diffusers: {parameters} trainable parameters (both dynamic diffusers)")));
+    let held_out = FaceSet::generate(HELD_OUT_SEED, SAMPLES, set.faces.size);
+    let device = ctx.device.clone();
+    let plan = Schedule { steps: 600, lr: 2e-4, ema_decay: Some(0.99), sample_every: usize::MAX };
+    let opt = fit(
+        ctx,
+        Stage::Diffusers,
+        "diffusers",
+        &vars,
+        &plan,
+        sink,
+        |rng| {
+            let indices = set.faces.draw(rng, BATCH);
+            let z0 = set.latents(&indices, rng)?;
+            let contexts = Contexts {
+                mask: encode_batch(&mask_encoder, &set.faces, &indices, &device)?,
+                text: encode_batch(&text_encoder, &set.faces, &indices, &device)?,
+            };
+            loss(Pair { mask: &mask_unet, text: &text_unet }, Pair { mask: &mask_diffuser, text: &text_diffuser }, &z0, &contexts, &schedule, rng)
+        },
+        |_, _| Ok(()),
+    )?;
+    composed.extend(opt.final_weights());
+    let out = ctx.path(Stage::Diffusers.output());
+    save_weights(&composed, &out)?;
+    // Loads through the studio's own strict path, then samples a grid with it.
+    let model = CollaborativeModel::load(&config.path, &out, &ctx.device)?;
+    let sheet_path = ctx.work_dir(Stage::Diffusers)?.join("samples").join("collaborative.png");
+    let mut z0 = Vec::new();
+    for i in 0..SAMPLES {
+        let request = GenerateRequest {
+            mask: held_out.masks[i].clone(),
+            text: held_out.captions[i].clone(),
+            steps: 50,
+            eta: 0.0,
+            seed: i as u64,
+            mode: CombineMode::Collaborative,
+            post: PostProcess::default(),
+            batch: 1,
+        };
+        let prepared = Prepared::new(&model, &request).map_err(|e| TrainError::Io(e.to_string()))?;
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        z0.push(prepared.sample(&model, &request, &cancel, |_| Ok(())).map_err(|e| TrainError::Io(e.to_string()))?);
+    }
+    let sheet = samples_sheet(&model.vae, &Tensor::cat(&z0, 0)?, &config, &held_out)?;
+    sheet.save(&sheet_path).map_err(|e| io_error("write", &sheet_path, e))?;
+    write_metrics(ctx, Stage::Diffusers, &serde_json::json!({ "parameters": parameters, "steps": opt.step, "batch": BATCH, "lr": plan.lr }))?;
+    Ok(())
+}
+
+/// One network per modality.
+#[derive(Clone, Copy)]
+pub(crate) struct Pair<'a> {
+    pub mask: &'a UNetModel,
+    pub text: &'a UNetModel,
+}
+
+/// Algorithm 1's loss: the frozen collaborators' noise predictions weighted
+/// per pixel by the softmax over the two diffusers' maps, against the true noise.
+pub(crate) fn loss(
+    collaborators: Pair,
+    diffusers: Pair,
+    z0: &Tensor,
+    contexts: &Contexts,
+    schedule: &NoiseSchedule,
+    rng: &mut impl rand::Rng,
+) -> candle_core::Result<Tensor> {
+    let (x_t, t, eps) = noised(z0, schedule.alphas_cumprod(), rng)?;
+    let eps_mask = collaborators.mask.forward(&x_t, &t, &contexts.mask)?;
+    let eps_text = collaborators.text.forward(&x_t, &t, &contexts.text)?;
+    let influence = Tensor::cat(&[diffusers.mask.forward(&x_t, &t, &contexts.mask)?, diffusers.text.forward(&x_t, &t, &contexts.text)?], 1)?;
+    // The differentiable softmax (the fused last-dim one has no backward).
+    let weights = candle_nn::ops::softmax(&influence, 1)?;
+    let combined = (eps_mask.broadcast_mul(&weights.narrow(1, 0, 1)?)? + eps_text.broadcast_mul(&weights.narrow(1, 1, 1)?)?)?;
+    mse(&combined, &eps)
+}
+
+/// `weights` with each key's prefix replaced by its place in the composed checkpoint; keys under no listed prefix are dropped.
+fn renamed(weights: HashMap<String, Tensor>, prefixes: &[(&str, &str)]) -> HashMap<String, Tensor> {
+    weights
+        .into_iter()
+        .filter_map(|(key, tensor)| {
+            prefixes.iter().find_map(|(from, to)| key.strip_prefix(from).map(|rest| (format!("{to}{rest}"), tensor.clone())))
+        })
+        .collect()
+}

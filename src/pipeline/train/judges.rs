@@ -1,0 +1,139 @@
+//! The judges stage: the face parser and the attribute classifier, trained on
+//! synthetic photos with their ground-truth masks and attributes. Photos are
+//! randomly softened and noised so that the judges also read generated images,
+//! which come out of the autoencoder a little blurred.
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::loss::cross_entropy;
+use candle_nn::{VarBuilder, VarMap};
+use rand::Rng;
+
+use super::latents::gaussian_like;
+use super::{fit, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use crate::model::judges::{AttributeJudge, FaceParser, JUDGE_SIZE};
+
+const PARSER_BATCH: usize = 16;
+const ATTRIBUTE_BATCH: usize = 32;
+const HELD_OUT: usize = 512;
+
+pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
+    sink(TrainEvent::Note(format!("judges: making {} synthetic faces", super::vae::TRAIN_COUNT)));
+    let faces = FaceSet::generate(TRAIN_SEED, super::vae::TRAIN_COUNT, JUDGE_SIZE);
+    let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, JUDGE_SIZE);
+    let device = ctx.device.clone();
+    let vars = VarMap::new();
+    let vb = ctx.var_builder(&vars, "parser");
+    let parser = FaceParser::new(vb.pp("parser"))?;
+    let plan = Schedule { steps: 400, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let parser_opt = fit(
+        ctx,
+        Stage::Judges,
+        "parser",
+        &vars,
+        &plan,
+        sink,
+        |rng| {
+            let indices = faces.draw(rng, PARSER_BATCH);
+            parser_loss(&parser, &faces, &indices, &device, rng)
+        },
+        |_, _| Ok(()),
+    )?;
+
+    let attribute_vars = VarMap::new();
+    let vb = ctx.var_builder(&attribute_vars, "attributes");
+    let judge = AttributeJudge::new(vb.pp("attributes"))?;
+    let plan = Schedule { steps: 600, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let attribute_opt = fit(
+        ctx,
+        Stage::Judges,
+        "attributes",
+        &attribute_vars,
+        &plan,
+        sink,
+        |rng| {
+            let indices = faces.draw(rng, ATTRIBUTE_BATCH);
+            attribute_loss(&judge, &faces, &indices, &device, rng)
+        },
+        |_, _| Ok(()),
+    )?;
+
+    let mut weights = parser_opt.final_weights();
+    weights.extend(attribute_opt.final_weights());
+    let judges = crate::model::judges::Judges::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device))?;
+    let metrics = measure(&judges, &held_out, &device)?;
+    sink(TrainEvent::Note(format!("judges: held-out {metrics}")));
+    write_metrics(ctx, Stage::Judges, &metrics)?;
+    save_weights(&weights, &ctx.path(Stage::Judges.output()))
+}
+
+/// Per-pixel cross-entropy of the parser on (augmented) photos `indices`.
+pub(crate) fn parser_loss(parser: &FaceParser, faces: &FaceSet, indices: &[usize], device: &Device, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+    let photos = augment(&faces.photos(indices, device)?, rng)?;
+    let logits = parser.forward(&photos)?.permute((0, 2, 3, 1))?.reshape(((), crate::data::mask::NUM_CLASSES))?;
+    cross_entropy(&logits, &faces.class_maps(indices, device)?.flatten_all()?)
+}
+
+/// The summed cross-entropies of the three attribute heads on (augmented) photos `indices`.
+pub(crate) fn attribute_loss(judge: &AttributeJudge, faces: &FaceSet, indices: &[usize], device: &Device, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+    let logits = judge.forward(&augment(&faces.photos(indices, device)?, rng)?)?;
+    let [gender, decade, beard] = truth(faces, indices, device)?;
+    (cross_entropy(&logits.gender, &gender)? + cross_entropy(&logits.decade, &decade)?)? + cross_entropy(&logits.beard, &beard)?
+}
+
+/// The ground-truth gender, age decade and beard level of `indices` (u32 class ids).
+fn truth(faces: &FaceSet, indices: &[usize], device: &Device) -> candle_core::Result<[Tensor; 3]> {
+    let column = |f: &dyn Fn(usize) -> u32| Tensor::from_vec(indices.iter().map(|&i| f(i)).collect::<Vec<u32>>(), indices.len(), device);
+    Ok([
+        column(&|i| faces.attributes[i].gender as u32)?,
+        column(&|i| faces.attributes[i].age_decade() as u32)?,
+        column(&|i| faces.attributes[i].beard.level() as u32)?,
+    ])
+}
+
+/// Half the batches softened (2x down and up again), and noise of a random strength on all.
+fn augment(photos: &Tensor, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = photos.dims4()?;
+    let photos = if rng.random_bool(0.5) {
+        let small = photos.avg_pool2d(2)?;
+        let up = small.upsample_nearest2d(h, w)?;
+        ((photos + up)? * 0.5)?
+    } else {
+        photos.clone()
+    };
+    let strength = rng.random_range(0.0..0.06);
+    &photos + (gaussian_like(&photos, rng)? * strength)?
+}
+
+/// Held-out accuracies: parser pixel accuracy; attribute accuracy per head (decade also within one).
+fn measure(judges: &crate::model::judges::Judges, held_out: &FaceSet, device: &Device) -> Result<serde_json::Value, TrainError> {
+    let (mut pixels_right, mut pixels) = (0f64, 0f64);
+    let (mut gender, mut decade, mut decade_near, mut beard) = (0f64, 0f64, 0f64, 0f64);
+    let indices: Vec<usize> = (0..held_out.len()).collect();
+    for chunk in indices.chunks(64) {
+        let photos = held_out.photos(chunk, device)?;
+        let parsed = judges.parser.parse(&photos)?;
+        let truth_map = held_out.class_maps(chunk, device)?;
+        pixels_right += parsed.eq(&truth_map)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64;
+        pixels += truth_map.elem_count() as f64;
+        let logits = judges.attributes.forward(&photos)?;
+        let [g, d, b] = truth(held_out, chunk, device)?;
+        let right = |logits: &Tensor, truth: &Tensor| -> candle_core::Result<f64> {
+            Ok(logits.argmax(D::Minus1)?.eq(truth)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64)
+        };
+        gender += right(&logits.gender, &g)?;
+        decade += right(&logits.decade, &d)?;
+        beard += right(&logits.beard, &b)?;
+        let predicted = logits.decade.argmax(D::Minus1)?.to_dtype(DType::F32)?;
+        let off = (predicted - d.to_dtype(DType::F32)?)?.abs()?;
+        decade_near += off.le(1f32)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    let n = held_out.len() as f64;
+    Ok(serde_json::json!({
+        "held_out_count": held_out.len(),
+        "parser_pixel_accuracy": pixels_right / pixels,
+        "gender_accuracy": gender / n,
+        "decade_accuracy": decade / n,
+        "decade_within_one_accuracy": decade_near / n,
+        "beard_accuracy": beard / n,
+    }))
+}

@@ -1,0 +1,93 @@
+//! The training set as the diffusion stages see it: each photo's posterior
+//! (mean and standard deviation) under the trained autoencoder, computed once
+//! and cached, since the autoencoder is frozen from here on.
+
+use candle_core::{Result, Tensor};
+use rand::Rng;
+
+use super::{io_error, Context, FaceSet, TrainError, TrainEvent, TRAIN_SEED};
+use crate::model::config::ComposedConfig;
+
+/// The conditions and latents of the training set.
+pub struct LatentSet {
+    pub faces: FaceSet,
+    mean: Tensor,
+    std: Tensor,
+    scale_factor: f64,
+}
+
+const CACHE: &str = "train/latents.safetensors";
+
+impl LatentSet {
+    /// Makes the training faces and their latents (from the cache when it matches).
+    pub fn load(ctx: &Context, config: &ComposedConfig, sink: &mut dyn FnMut(TrainEvent)) -> std::result::Result<Self, TrainError> {
+        let size = config.first_stage().ddconfig.resolution;
+        let faces = FaceSet::generate(TRAIN_SEED, super::vae::TRAIN_COUNT, size);
+        let cache = ctx.path(CACHE);
+        let vae_time = std::fs::metadata(ctx.path(super::Stage::Vae.output())).and_then(|m| m.modified()).ok();
+        let cache_time = std::fs::metadata(&cache).and_then(|m| m.modified()).ok();
+        let fresh = matches!((vae_time, cache_time), (Some(v), Some(c)) if c >= v);
+        let (mean, std) = if fresh {
+            let saved = candle_core::safetensors::load(&cache, &ctx.device)?;
+            match (saved.get("mean"), saved.get("std")) {
+                (Some(m), Some(s)) if m.dim(0)? == faces.len() => (m.clone(), s.clone()),
+                _ => Self::encode(ctx, config, &faces, &cache, sink)?,
+            }
+        } else {
+            Self::encode(ctx, config, &faces, &cache, sink)?
+        };
+        Ok(Self { faces, mean, std, scale_factor: config.diffusion.scale_factor })
+    }
+
+    fn encode(
+        ctx: &Context,
+        config: &ComposedConfig,
+        faces: &FaceSet,
+        cache: &std::path::Path,
+        sink: &mut dyn FnMut(TrainEvent),
+    ) -> std::result::Result<(Tensor, Tensor), TrainError> {
+        sink(TrainEvent::Note(format!("encoding {} training photos with the autoencoder (once)", faces.len())));
+        let (vae, _) = super::vae::load(ctx, config)?;
+        let (mut means, mut stds) = (Vec::new(), Vec::new());
+        let indices: Vec<usize> = (0..faces.len()).collect();
+        for chunk in indices.chunks(128) {
+            let posterior = vae.encode(&faces.photos(chunk, &ctx.device)?)?;
+            stds.push((&posterior.logvar * 0.5)?.exp()?);
+            means.push(posterior.mean);
+        }
+        let (mean, std) = (Tensor::cat(&means, 0)?, Tensor::cat(&stds, 0)?);
+        let tensors = [("mean".to_string(), mean.clone()), ("std".to_string(), std.clone())].into_iter().collect();
+        super::save_weights(&tensors, cache).map_err(|e| io_error("write", cache, e))?;
+        Ok((mean, std))
+    }
+
+    /// Latents of `indices` in the diffusion's scale, sampled from their posteriors.
+    pub fn latents(&self, indices: &[usize], rng: &mut impl Rng) -> Result<Tensor> {
+        let ids = Tensor::from_vec(indices.iter().map(|&i| i as u32).collect::<Vec<_>>(), indices.len(), self.mean.device())?;
+        let mean = self.mean.index_select(&ids, 0)?;
+        let std = self.std.index_select(&ids, 0)?;
+        let noise = gaussian_like(&mean, rng)?;
+        (mean + (std * noise)?)? * self.scale_factor
+    }
+}
+
+/// Draws timesteps uniformly from 0..`timesteps` and noises `z0` to them:
+/// x_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps. Returns (x_t, t as f32, eps).
+pub fn noised(z0: &Tensor, alphas_cumprod: &[f64], rng: &mut impl Rng) -> Result<(Tensor, Tensor, Tensor)> {
+    let batch = z0.dim(0)?;
+    let ts: Vec<usize> = (0..batch).map(|_| rng.random_range(0..alphas_cumprod.len())).collect();
+    let signal: Vec<f32> = ts.iter().map(|&t| alphas_cumprod[t].sqrt() as f32).collect();
+    let noise_scale: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas_cumprod[t]).sqrt() as f32).collect();
+    let device = z0.device();
+    let column = |v: Vec<f32>| Tensor::from_vec(v, (batch, 1, 1, 1), device);
+    let eps = gaussian_like(z0, rng)?;
+    let x_t = (z0.broadcast_mul(&column(signal)?)? + eps.broadcast_mul(&column(noise_scale)?)?)?;
+    let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), batch, device)?;
+    Ok((x_t, t, eps))
+}
+
+/// Standard normal noise shaped like `x`, drawn from `rng` (so a resumed run draws the same).
+pub fn gaussian_like(x: &Tensor, rng: &mut impl Rng) -> Result<Tensor> {
+    let values: Vec<f32> = (0..x.elem_count()).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
+    Tensor::from_vec(values, x.shape(), x.device())
+}

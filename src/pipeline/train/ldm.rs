@@ -1,0 +1,149 @@
+//! The mask-driven and text-driven latent diffusion stages: the original
+//! LatentDiffusion recipe (eps prediction, linear schedule, cross-attention
+//! context from a condition encoder trained jointly with the UNet), on the
+//! cached latents of the synthetic faces, with the autoencoder frozen.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+
+use super::latents::{noised, LatentSet};
+use super::{fit, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use crate::data::synth::sheet::{contact_sheet, SheetEntry};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::diffusion::schedule::NoiseSchedule;
+use crate::model::autoencoder::AutoencoderKL;
+use crate::model::collaborative::{ConditionEncoder, LatentDiffusion, ModelError};
+use crate::model::config::{ComposedConfig, LdmConfig};
+use crate::model::unet::UNetModel;
+use crate::pipeline::generate::images_to_frames;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    Mask,
+    Text,
+}
+
+impl Modality {
+    fn stage(self) -> Stage {
+        match self {
+            Modality::Mask => Stage::Mask,
+            Modality::Text => Stage::Text,
+        }
+    }
+
+    pub fn config(self, config: &ComposedConfig) -> &LdmConfig {
+        match self {
+            Modality::Mask => &config.mask,
+            Modality::Text => &config.text,
+        }
+    }
+}
+
+const BATCH: usize = 16;
+const SAMPLES: usize = 8;
+const SAMPLE_STEPS: usize = 25;
+
+pub fn train(ctx: &Context, modality: Modality, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
+    let stage = modality.stage();
+    let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
+    let ldm = modality.config(&config);
+    let set = LatentSet::load(ctx, &config, sink)?;
+    let (vae, vae_weights) = super::vae::load(ctx, &config)?;
+    let held_out = FaceSet::generate(HELD_OUT_SEED, SAMPLES, set.faces.size);
+    let schedule = NoiseSchedule::from_config(&config.diffusion.schedule).map_err(|e| TrainError::Io(e.to_string()))?;
+    let vars = VarMap::new();
+    let vb = ctx.var_builder(&vars, stage.name());
+    let unet = UNetModel::new(vb.pp("model.diffusion_model"), &ldm.unet)?;
+    let encoder = ConditionEncoder::new(vb.pp("cond_stage_model"), &ldm.cond_stage)?;
+    let parameters = parameter_count(&vars);
+    sink(TrainEvent::Note(format!("{}: {parameters} trainable parameters (UNet and condition encoder)", stage.name())));
+    let device = ctx.device.clone();
+    let plan = Schedule { steps: 1500, lr: 3e-4, ema_decay: Some(0.995), sample_every: 500 };
+    let held: Vec<usize> = (0..SAMPLES).collect();
+    let opt = fit(
+        ctx,
+        stage,
+        stage.name(),
+        &vars,
+        &plan,
+        sink,
+        |rng| {
+            let indices = set.faces.draw(rng, BATCH);
+            let z0 = set.latents(&indices, rng)?;
+            let context = encode_batch(&encoder, &set.faces, &indices, &device)?;
+            loss(&unet, &z0, &context, &schedule, rng)
+        },
+        |step, samples| {
+            let context = encode_batch(&encoder, &held_out, &held, &device)?;
+            let z0 = sample(&unet, &context, &schedule, &config, step as u64)?;
+            let path = samples.join(format!("step{step:06}.png"));
+            samples_sheet(&vae, &z0, &config, &held_out).and_then(|s| s.save(&path).map_err(|e| io_error("write", &path, e)))
+        },
+    )?;
+    let mut weights = opt.final_weights();
+    weights.extend(vae_weights);
+    let out = ctx.path(stage.output());
+    save_weights(&weights, &out)?;
+    // The file must load with the same strict loader users' checkpoints go through.
+    LatentDiffusion::load(&ldm.path, &out, &ctx.device)?;
+    write_metrics(ctx, stage, &serde_json::json!({ "parameters": parameters, "steps": opt.step, "batch": BATCH, "lr": plan.lr }))?;
+    Ok(())
+}
+
+/// The LatentDiffusion loss: noise latents `z0` to uniform timesteps, MSE of the predicted noise.
+pub(crate) fn loss(unet: &UNetModel, z0: &Tensor, context: &Tensor, schedule: &NoiseSchedule, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
+    let (x_t, t, eps) = noised(z0, schedule.alphas_cumprod(), rng)?;
+    mse(&unet.forward(&x_t, &t, context)?, &eps)
+}
+
+/// The cross-attention context of a batch of training items.
+pub(crate) fn encode_batch(encoder: &ConditionEncoder, faces: &FaceSet, indices: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+    match encoder {
+        ConditionEncoder::Mask { encoder, mask_embed_dim } => encoder.forward(&faces.mask_one_hots(indices, *mask_embed_dim, device)?),
+        ConditionEncoder::Text { encoder, tokenizer } => encoder.forward(&faces.token_ids(indices, tokenizer, device)?),
+    }
+}
+
+/// Deterministic DDIM sampling (eta 0) with one UNet, for the stage's sample grids.
+fn sample(unet: &UNetModel, context: &Tensor, schedule: &NoiseSchedule, config: &ComposedConfig, seed: u64) -> candle_core::Result<Tensor> {
+    let ddim = DdimSchedule::new(schedule, SAMPLE_STEPS, 0.0).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let batch = context.dim(0)?;
+    let d = &config.diffusion;
+    let mut noise = NoiseSource::seeded((0..batch as u64).map(|k| seed * 1000 + k));
+    let mut x = noise.start_latent(&[batch, d.latent_channels, d.latent_size, d.latent_size], context.device())?;
+    for step in 0..ddim.len() {
+        let t = Tensor::full(ddim.timestep(step) as f32, batch, context.device())?;
+        let eps = unet.forward(&x, &t, context)?;
+        x = ddim.step(&x, &eps, step, None)?.0;
+    }
+    Ok(x)
+}
+
+/// Decoded samples beside the masks and captions they were asked for.
+pub(crate) fn samples_sheet(vae: &AutoencoderKL, z0: &Tensor, config: &ComposedConfig, faces: &FaceSet) -> Result<image::RgbImage, TrainError> {
+    let images = vae.decode(&(z0 / config.diffusion.scale_factor)?)?;
+    let frames = images_to_frames(&images).map_err(|e| TrainError::Io(e.to_string()))?;
+    let photos: Vec<image::RgbImage> = frames
+        .into_iter()
+        .map(|f| image::RgbImage::from_raw(f.width as u32, f.height as u32, f.pixels).ok_or_else(|| TrainError::Io("bad frame".into())))
+        .collect::<Result<_, _>>()?;
+    let names: Vec<String> = (0..photos.len()).map(|i| format!("held-out {i}")).collect();
+    let entries: Vec<SheetEntry> = photos
+        .iter()
+        .enumerate()
+        .map(|(i, image)| SheetEntry { name: &names[i], image, mask: &faces.masks[i], caption: &faces.captions[i] })
+        .collect();
+    Ok(contact_sheet(&entries))
+}
+
+pub(crate) fn parameter_count(vars: &VarMap) -> usize {
+    vars.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+/// A trained uni-modal model's weights from its stage output.
+pub(crate) fn load_weights(ctx: &Context, modality: Modality) -> Result<HashMap<String, Tensor>, TrainError> {
+    let path = ctx.require(modality.stage(), "this")?;
+    Ok(candle_core::safetensors::load(&path, &ctx.device).map_err(ModelError::Tensor)?)
+}

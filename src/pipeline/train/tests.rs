@@ -1,0 +1,142 @@
+//! The training stages' losses on the default architectures: every trainable
+//! variable receives a gradient (candle has ops whose gradient silently stops),
+//! and a small UNet overfits one batch.
+
+use candle_core::{Device, Result, Tensor};
+use candle_nn::VarMap;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::diffusers::{self, Pair};
+use super::init::seeded_var_builder;
+use super::{judges, ldm, vae, AdamW, FaceSet, TRAIN_SEED};
+use crate::diffusion::schedule::NoiseSchedule;
+use crate::model::autoencoder::AutoencoderKL;
+use crate::model::collaborative::{ConditionEncoder, Contexts};
+use crate::model::config::ComposedConfig;
+use crate::model::judges::{AttributeJudge, FaceParser};
+use crate::model::unet::{UNetConfig, UNetModel};
+
+fn default_config() -> ComposedConfig {
+    ComposedConfig::load(concat!(env!("CARGO_MANIFEST_DIR"), "/models/codiff.yaml")).expect("the default configs parse")
+}
+
+/// Moves every variable off its initial value, so that zero-initialised
+/// output layers (the original's `zero_module`) do not block the gradient.
+fn perturb(vars: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
+    for var in vars.all_vars() {
+        var.set(&(var.as_tensor() + (super::latents::gaussian_like(var.as_tensor(), rng)? * 0.05)?)?)?;
+    }
+    Ok(())
+}
+
+/// Asserts that `loss` has a non-zero gradient for every variable of `vars`.
+fn assert_every_variable_learns(vars: &VarMap, loss: &Tensor, what: &str) -> Result<()> {
+    let grads = loss.backward()?;
+    let data = vars.data().lock().expect("unpoisoned");
+    let mut silent: Vec<&String> = Vec::new();
+    for (name, var) in data.iter() {
+        let moved = match grads.get(var.as_tensor()) {
+            Some(g) => g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0,
+            None => false,
+        };
+        if !moved {
+            silent.push(name);
+        }
+    }
+    silent.sort();
+    assert!(silent.is_empty(), "{what}: {} of {} variables get no gradient, e.g. {:?}", silent.len(), data.len(), &silent[..silent.len().min(5)]);
+    Ok(())
+}
+
+#[test]
+fn every_trainable_variable_of_every_stage_gets_a_gradient() -> Result<()> {
+    let config = default_config();
+    let dev = Device::Cpu;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let faces = FaceSet::generate(TRAIN_SEED, 2, config.first_stage().ddconfig.resolution);
+    let indices = [0, 1];
+    let schedule = NoiseSchedule::from_config(&config.diffusion.schedule).expect("valid schedule");
+    let d = &config.diffusion;
+    let z0 = Tensor::randn(0f32, 1.0, (2, d.latent_channels, d.latent_size, d.latent_size), &dev)?;
+
+    let vars = VarMap::new();
+    let autoencoder = AutoencoderKL::new(seeded_var_builder(&vars, 1, &dev).pp("first_stage_model"), config.first_stage())?;
+    perturb(&vars, &mut rng)?;
+    assert_every_variable_learns(&vars, &vae::loss(&autoencoder, &faces.photos(&indices, &dev)?, &mut rng)?, "autoencoder")?;
+
+    let mut collaborators = Vec::new();
+    for (ldm_config, what) in [(&config.mask, "mask-driven LDM"), (&config.text, "text-driven LDM")] {
+        let vars = VarMap::new();
+        let vb = seeded_var_builder(&vars, 2, &dev);
+        let unet = UNetModel::new(vb.pp("model.diffusion_model"), &ldm_config.unet)?;
+        let encoder = ConditionEncoder::new(vb.pp("cond_stage_model"), &ldm_config.cond_stage).expect("encoder");
+        perturb(&vars, &mut rng)?;
+        let context = ldm::encode_batch(&encoder, &faces, &indices, &dev)?;
+        assert_every_variable_learns(&vars, &ldm::loss(&unet, &z0, &context, &schedule, &mut rng)?, what)?;
+        collaborators.push((unet, context.detach()));
+    }
+
+    let vars = VarMap::new();
+    let vb = seeded_var_builder(&vars, 3, &dev);
+    let mask_diffuser = UNetModel::new(vb.pp("mask"), &config.diffuser)?;
+    let text_diffuser = UNetModel::new(vb.pp("text"), &config.diffuser)?;
+    perturb(&vars, &mut rng)?;
+    let contexts = Contexts { mask: collaborators[0].1.clone(), text: collaborators[1].1.clone() };
+    let loss = diffusers::loss(
+        Pair { mask: &collaborators[0].0, text: &collaborators[1].0 },
+        Pair { mask: &mask_diffuser, text: &text_diffuser },
+        &z0,
+        &contexts,
+        &schedule,
+        &mut rng,
+    )?;
+    assert_every_variable_learns(&vars, &loss, "dynamic diffusers")?;
+
+    let vars = VarMap::new();
+    let parser = FaceParser::new(seeded_var_builder(&vars, 4, &dev))?;
+    assert_every_variable_learns(&vars, &judges::parser_loss(&parser, &faces, &indices, &dev, &mut rng)?, "face parser")?;
+    let vars = VarMap::new();
+    let judge = AttributeJudge::new(seeded_var_builder(&vars, 5, &dev))?;
+    assert_every_variable_learns(&vars, &judges::attribute_loss(&judge, &faces, &indices, &dev, &mut rng)?, "attribute judge")
+}
+
+#[test]
+fn a_small_unet_overfits_one_batch() -> Result<()> {
+    let config: UNetConfig = serde_yaml::from_str(
+        "image_size: 8\nin_channels: 3\nout_channels: 3\nmodel_channels: 32\nattention_resolutions: [2]\nnum_res_blocks: 1\n\
+         channel_mult: [1, 2]\nnum_head_channels: 32\nuse_spatial_transformer: true\ntransformer_depth: 1\ncontext_dim: 16\nlegacy: false\n",
+    )
+    .expect("valid UNet config");
+    let dev = Device::Cpu;
+    let vars = VarMap::new();
+    let unet = UNetModel::new(seeded_var_builder(&vars, 11, &dev), &config)?;
+    let x_t = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev)?;
+    let eps = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev)?;
+    let t = Tensor::new(&[100f32, 700.], &dev)?;
+    let context = Tensor::randn(0f32, 1.0, (2, 5, 16), &dev)?;
+    let mut opt = AdamW::new(&vars, 3e-3, None)?;
+    opt.warmup_steps = 1;
+    let loss = || super::mse(&unet.forward(&x_t, &t, &context)?, &eps);
+    let first = loss()?.to_scalar::<f32>()?;
+    for _ in 0..60 {
+        opt.backward_step(&loss()?)?;
+    }
+    let last = loss()?.to_scalar::<f32>()?;
+    assert!(last < 0.2 * first, "the loss went from {first} to {last} on one repeated batch");
+    Ok(())
+}
+
+#[test]
+fn seeded_initialisation_is_reproducible() -> Result<()> {
+    let config = default_config();
+    let values = |seed: u64| -> Result<Vec<f32>> {
+        let vars = VarMap::new();
+        UNetModel::new(seeded_var_builder(&vars, seed, &Device::Cpu), &config.diffuser)?;
+        let data = vars.data().lock().expect("unpoisoned");
+        data.get("input_blocks.0.0.weight").expect("the first conv").as_tensor().flatten_all()?.to_vec1()
+    };
+    assert_eq!(values(5)?, values(5)?);
+    assert_ne!(values(5)?, values(6)?);
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The autoencoder stage: the original AutoencoderKL, trained to reconstruct
+//! synthetic photos (L1 plus an L1 on image gradients for sharp edges) with the
+//! paper's small KL weight. It then sets the latent `scale_factor` in the
+//! configs, as the original's `scale_by_std` does, so diffusion sees unit variance.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use image::RgbImage;
+
+use super::{fit, io_error, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use super::latents::gaussian_like;
+use crate::model::autoencoder::AutoencoderKL;
+use crate::model::config::ComposedConfig;
+use crate::pipeline::generate::images_to_frames;
+
+/// Training faces (the held-out ones come from another world seed).
+pub const TRAIN_COUNT: usize = 8192;
+const BATCH: usize = 8;
+/// Relative to a per-pixel mean L1, the original's 1e-6 on a per-image sum.
+const KL_WEIGHT: f64 = 1e-6;
+const HELD_OUT: usize = 64;
+
+pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
+    let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
+    let vae_config = config.first_stage().clone();
+    let size = vae_config.ddconfig.resolution;
+    sink(TrainEvent::Note(format!("vae: making {TRAIN_COUNT} synthetic faces at {size} px")));
+    let faces = FaceSet::generate(TRAIN_SEED, TRAIN_COUNT, size);
+    let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, size);
+    let vars = VarMap::new();
+    let vb = ctx.var_builder(&vars, "vae");
+    let vae = AutoencoderKL::new(vb.pp("first_stage_model"), &vae_config)?;
+    let device = ctx.device.clone();
+    let schedule = Schedule { steps: 500, lr: 5e-4, ema_decay: None, sample_every: 100 };
+    let held_photos = held_out.photos(&(0..HELD_OUT).collect::<Vec<_>>(), &device)?;
+    let opt = fit(
+        ctx,
+        Stage::Vae,
+        "vae",
+        &vars,
+        &schedule,
+        sink,
+        |rng| loss(&vae, &faces.photos(&faces.draw(rng, BATCH), &device)?, rng),
+        |step, samples| {
+            let rec = vae.decode(&vae.encode(&held_photos.narrow(0, 0, 8)?)?.mean)?;
+            let path = samples.join(format!("step{step:06}.png"));
+            pairs_grid(&held_photos.narrow(0, 0, 8)?, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))
+        },
+    )?;
+    // The trained weights into a fresh autoencoder for the measurements.
+    let weights = opt.final_weights();
+    let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device).pp("first_stage_model"), &vae_config)?;
+    let mut squared_error = 0f64;
+    let mut means = Vec::new();
+    for chunk in (0..HELD_OUT).collect::<Vec<_>>().chunks(16) {
+        let x = held_out.photos(chunk, &device)?;
+        let posterior = vae.encode(&x)?;
+        let rec = vae.decode(&posterior.mean)?.clamp(-1f32, 1f32)?;
+        squared_error += ((rec - &x)? / 2.0)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        means.push(posterior.mean);
+    }
+    let pixels = (HELD_OUT * 3 * size * size) as f64;
+    let psnr_db = -10.0 * (squared_error / pixels).log10();
+    let latents = Tensor::cat(&means, 0)?;
+    let spread = latents.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
+    let scale_factor = 1.0 / spread;
+    for name in ["codiff.yaml", "mask.yaml", "text.yaml"] {
+        set_scale_factor(&ctx.path(name), scale_factor)?;
+    }
+    sink(TrainEvent::Note(format!("vae: held-out PSNR {psnr_db:.2} dB; latent std {spread:.4}, scale_factor {scale_factor:.5}")));
+    write_metrics(ctx, Stage::Vae, &serde_json::json!({ "held_out_psnr_db": psnr_db, "held_out_count": HELD_OUT, "latent_std": spread, "scale_factor": scale_factor, "steps": opt.step, "batch": BATCH }))?;
+    save_weights(&weights, &ctx.path(Stage::Vae.output()))
+}
+
+/// The autoencoder's training loss on photos `x`: L1 and image-gradient L1
+/// of the reconstruction from a posterior sample, plus the weighted KL term.
+pub(crate) fn loss(vae: &AutoencoderKL, x: &Tensor, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
+    let posterior = vae.encode(x)?;
+    let z = posterior.sample(&gaussian_like(&posterior.mean, rng)?)?;
+    let rec = vae.decode(&z)?;
+    let l1 = (&rec - x)?.abs()?.mean_all()?;
+    let kl = ((posterior.mean.sqr()? + posterior.logvar.exp()?)? - 1.0 - &posterior.logvar)?;
+    let kl = (kl.sum_all()? * (0.5 * KL_WEIGHT / x.elem_count() as f64))?;
+    l1 + (gradient_l1(&rec, x)? + kl)?
+}
+
+/// Mean L1 distance between the horizontal and vertical differences of two image batches.
+fn gradient_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let diff = |x: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
+        let n = x.dim(dim)?;
+        x.narrow(dim, 1, n - 1)? - x.narrow(dim, 0, n - 1)?
+    };
+    let dx = (diff(a, 3)? - diff(b, 3)?)?.abs()?.mean_all()?;
+    let dy = (diff(a, 2)? - diff(b, 2)?)?.abs()?.mean_all()?;
+    dx + dy
+}
+
+/// Rewrites every `scale_factor:` line of a YAML config to `value`.
+fn set_scale_factor(path: &std::path::Path, value: f64) -> Result<(), TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error("read", path, e))?;
+    let rewritten: Vec<String> = text
+        .lines()
+        .map(|line| match line.find("scale_factor:") {
+            Some(at) => format!("{}scale_factor: {value:.6}", &line[..at]),
+            None => line.to_string(),
+        })
+        .collect();
+    std::fs::write(path, rewritten.join("\n") + "\n").map_err(|e| io_error("write", path, e))
+}
+
+/// Two rows of images in [-1, 1], `top` above `bottom`.
+pub(crate) fn pairs_grid(top: &Tensor, bottom: &Tensor) -> Result<RgbImage, TrainError> {
+    let rows = [top, bottom].map(|t| images_to_frames(t).map_err(|e| TrainError::Io(e.to_string())));
+    let [top, bottom] = rows;
+    let (top, bottom) = (top?, bottom?);
+    let frame = crate::data::image::vstack(&[crate::data::image::hstack(&top), crate::data::image::hstack(&bottom)]);
+    RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels).ok_or_else(|| TrainError::Io("bad grid".into()))
+}
+
+/// The trained autoencoder from a stage output, at `first_stage_model`.
+pub(crate) fn load(ctx: &Context, config: &ComposedConfig) -> Result<(AutoencoderKL, HashMap<String, Tensor>), TrainError> {
+    let path = ctx.require(Stage::Vae, "this")?;
+    let weights = candle_core::safetensors::load(&path, &ctx.device)?;
+    let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &ctx.device);
+    Ok((AutoencoderKL::new(vb.pp("first_stage_model"), config.first_stage())?, weights))
+}
