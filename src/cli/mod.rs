@@ -2,6 +2,7 @@
 
 mod bench;
 mod convert;
+mod eval;
 mod generate;
 mod synth;
 mod train;
@@ -25,6 +26,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Generate a synthetic face data set (masks, photos, captions, attributes).
     Synth(synth::SynthArgs),
+    /// Reproduce the paper's Tables 1 and 2 on held-out synthetic conditions, with the judges.
+    Eval(eval::EvalArgs),
     /// Train the default models on the synthetic face world (stage by stage, resumable).
     Train(train::TrainArgs),
 }
@@ -37,5 +40,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -221,27 +221,38 @@ impl CollaborativeModel {
         mode: CombineMode,
         post: &PostProcess,
     ) -> Result<Combination, ModelError> {
-        let batch = x.dim(0)?;
-        let t_batch = Tensor::full(t as f32, batch, x.device())?;
-        let eps_mask = (mode != CombineMode::Text).then(|| self.mask_unet.forward(x, &t_batch, &contexts.mask)).transpose()?;
-        let eps_text = (mode != CombineMode::Mask).then(|| self.text_unet.forward(x, &t_batch, &contexts.text)).transpose()?;
+        let t_batch = Self::timesteps(x, t)?;
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
-        let (eps_mask, eps_text) = match (eps_mask, eps_text) {
-            (Some(m), Some(x)) => (m, x),
-            (Some(m), None) => (m.clone(), m),
-            (None, Some(x)) => (x.clone(), x),
-            (None, None) => unreachable!("every mode runs at least one collaborator"),
+        let (eps_mask, eps_text) = match mode {
+            CombineMode::Mask => {
+                let eps = self.mask_unet.forward(x, &t_batch, &contexts.mask)?;
+                (eps.clone(), eps)
+            }
+            CombineMode::Text => {
+                let eps = self.text_unet.forward(x, &t_batch, &contexts.text)?;
+                (eps.clone(), eps)
+            }
+            _ => self.collaborator_noise(x, t, contexts)?,
         };
-        let maps = if mode.uses_diffusers() {
-            Some((
-                self.mask_diffuser.forward(x, &t_batch, &contexts.mask)?,
-                self.text_diffuser.forward(x, &t_batch, &contexts.text)?,
-            ))
-        } else {
-            None
-        };
+        let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
         let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
         Ok(combine(&eps_mask, &eps_text, maps, t, mode, post)?)
+    }
+
+    /// Both collaborators' noise predictions (mask-driven, text-driven) at timestep `t`.
+    pub fn collaborator_noise(&self, x: &Tensor, t: usize, contexts: &Contexts) -> Result<(Tensor, Tensor), ModelError> {
+        let t_batch = Self::timesteps(x, t)?;
+        Ok((self.mask_unet.forward(x, &t_batch, &contexts.mask)?, self.text_unet.forward(x, &t_batch, &contexts.text)?))
+    }
+
+    /// The dynamic diffusers' raw maps (mask, text), before any softmax.
+    pub fn diffuser_maps(&self, x: &Tensor, t: usize, contexts: &Contexts) -> Result<(Tensor, Tensor), ModelError> {
+        let t_batch = Self::timesteps(x, t)?;
+        Ok((self.mask_diffuser.forward(x, &t_batch, &contexts.mask)?, self.text_diffuser.forward(x, &t_batch, &contexts.text)?))
+    }
+
+    fn timesteps(x: &Tensor, t: usize) -> candle_core::Result<Tensor> {
+        Tensor::full(t as f32, x.dim(0)?, x.device())
     }
 
     /// The cheap per-step preview of B latents (diffusion scale).

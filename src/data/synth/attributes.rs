@@ -15,6 +15,11 @@ pub enum Gender {
     Female,
 }
 
+impl Gender {
+    /// In the order of the discriminants (the judges' class ids).
+    pub const ALL: [Gender; 2] = [Gender::Male, Gender::Female];
+}
+
 /// Age in decades, as CelebA-Dialog words it (teens to seventies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -85,6 +90,19 @@ pub enum BeardLevel {
     Long,
     Mustache,
     Goatee,
+}
+
+impl BeardLevel {
+    /// In the order of the discriminants (the judges' class ids).
+    pub const ALL: [BeardLevel; 7] = [
+        BeardLevel::None,
+        BeardLevel::Stubble,
+        BeardLevel::Short,
+        BeardLevel::Medium,
+        BeardLevel::Long,
+        BeardLevel::Mustache,
+        BeardLevel::Goatee,
+    ];
 }
 
 /// Facial hair: where it grows and how long it is.

@@ -72,7 +72,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// Draws ASCII text with font8x8's glyphs scaled to `glyph` pixels; other characters show as '?'.
-fn draw_text(img: &mut RgbImage, x0: usize, y0: usize, text: &str, glyph: usize, colour: Rgb<u8>) {
+pub(crate) fn draw_text(img: &mut RgbImage, x0: usize, y0: usize, text: &str, glyph: usize, colour: Rgb<u8>) {
     let scale = glyph / 8;
     for (i, ch) in text.chars().enumerate() {
         let code = if ch.is_ascii() { ch as usize } else { '?' as usize };

@@ -1,0 +1,255 @@
+//! `codiff eval`: the paper's Tables 1 and 2 and its influence figure on the
+//! synthetic world, with the default models (or any composed model) and the judges.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Args;
+use image::{Rgb, RgbImage};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::image::{hstack, influence_colour, upscale, vstack};
+use crate::data::synth::sheet::draw_text;
+use crate::model::collaborative::CollaborativeModel;
+use crate::model::defaults::ModelFiles;
+use crate::model::judges::Judges;
+use crate::pipeline::evaluate::{self, EvalEvent, EvalMode, EvalReport, EvalRequest, ModeResult};
+use crate::pipeline::generate::{images_to_frames, scalar_maps, RgbFrame};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Held-out (mask, caption) pairs.
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    /// Seed of the sampling noise (the same for every mode).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where results.json, results.md and the figures go.
+    #[arg(long)]
+    out: PathBuf,
+    /// DDIM steps (eta 0).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Conditions sampled together.
+    #[arg(long, default_value_t = 25)]
+    batch: usize,
+    /// A composed model's YAML; default: models/codiff.yaml.
+    #[arg(long, requires = "ckpt")]
+    config: Option<PathBuf>,
+    #[arg(long, requires = "config")]
+    ckpt: Option<PathBuf>,
+    /// The judges; default: models/judges.safetensors.
+    #[arg(long)]
+    judges: Option<PathBuf>,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let files = match (&args.config, &args.ckpt) {
+        (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
+        _ => ModelFiles::default_models()?,
+    };
+    let judges_path = args.judges.clone().unwrap_or_else(|| ModelFiles::default_dir().join("judges.safetensors"));
+    let device = crate::model::device()?;
+    let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
+    let judges = Judges::load(&judges_path, &device).with_context(|| format!("could not load the judges from {}", judges_path.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
+    let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, batch: args.batch };
+    let bar = ProgressBar::new((args.count * EvalMode::ALL.len()) as u64)
+        .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let cancel = AtomicBool::new(false);
+    let report = evaluate::run(&model, &judges, &request, &cancel, &mut |EvalEvent::Progress { done, mode, .. }| {
+        bar.set_position(done as u64);
+        bar.set_message(mode.name());
+    })?;
+    bar.finish();
+    write_report(&report, &args.out)?;
+    println!("{}", table(&report));
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn write_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
+    let modes: serde_json::Map<String, serde_json::Value> =
+        report.modes.iter().map(|(mode, result)| Ok((mode.name().to_string(), serde_json::to_value(result)?))).collect::<anyhow::Result<_>>()?;
+    let json = serde_json::json!({
+        "modes": modes,
+        "count": report.count,
+        "seed": report.seed,
+        "steps": report.steps,
+        "real_photos": report.real_photos,
+        "influence_over_time": report.influence_over_time,
+    });
+    write(out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    write(out.join("results.md"), table(report).as_bytes())?;
+    save(influence_plot(report), &out.join("influence_over_time.png"))?;
+    save(frame_image(influence_grid(report)?), &out.join("influence_grid.png"))?;
+    save(frame_image(mode_grid(report)?), &out.join("modes.png"))
+}
+
+fn write(path: PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(&path, bytes).with_context(|| format!("could not write {}", path.display()))
+}
+
+fn save(img: RgbImage, path: &Path) -> anyhow::Result<()> {
+    img.save(path).with_context(|| format!("could not write {}", path.display()))
+}
+
+fn frame_image(frame: RgbFrame) -> RgbImage {
+    RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels).unwrap_or_default()
+}
+
+/// The results as Markdown tables laid out like the paper's Tables 1 and 2.
+fn table(report: &EvalReport) -> String {
+    let mut s = String::new();
+    let row = |s: &mut String, name: &str, r: &ModeResult| {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} [{:.1}, {:.1}] | {:.1} [{:.1}, {:.1}] | {:.1} [{:.1}, {:.1}] | {:.1} | {:.1} | {:.1} |",
+            r.fd,
+            r.fd_ci.low,
+            r.fd_ci.high,
+            100.0 * r.text_accuracy,
+            100.0 * r.text_accuracy_ci.low,
+            100.0 * r.text_accuracy_ci.high,
+            100.0 * r.mask_accuracy,
+            100.0 * r.mask_accuracy_ci.low,
+            100.0 * r.mask_accuracy_ci.high,
+            100.0 * r.gender_accuracy,
+            100.0 * r.decade_within_one_accuracy,
+            100.0 * r.beard_accuracy,
+        );
+    };
+    let header = "| mode | FD ↓ | text accuracy % ↑ | mask accuracy % ↑ | gender % | age ±1 decade % | beard % |\n|---|---|---|---|---|---|---|\n";
+    let _ = writeln!(s, "{} held-out conditions, {} DDIM steps (eta 0), noise seed {}; [95% bootstrap interval]\n", report.count, report.steps, report.seed);
+    let _ = writeln!(s, "**Table 1: uni-modal models, the composable average and collaboration**\n");
+    s.push_str(header);
+    let find = |m: EvalMode| report.modes.iter().find(|(mode, _)| *mode == m).map(|(_, r)| r);
+    for mode in [EvalMode::Text, EvalMode::Mask, EvalMode::Composable, EvalMode::Collaborative] {
+        if let Some(r) = find(mode) {
+            row(&mut s, mode.name(), r);
+        }
+    }
+    let _ = writeln!(s, "\n**Table 2: ablations of the influence functions**\n");
+    s.push_str(header);
+    for mode in [EvalMode::NoSpatial, EvalMode::NoTemporal, EvalMode::PlainSoftmax, EvalMode::Collaborative] {
+        if let Some(r) = find(mode) {
+            row(&mut s, mode.name(), r);
+        }
+    }
+    let _ = writeln!(s, "\nThe judges on the real held-out photos (the ceiling):\n");
+    s.push_str(header);
+    row(&mut s, "real photos", &report.real_photos);
+    s
+}
+
+const PLOT_W: u32 = 640;
+const PLOT_H: u32 = 360;
+const MARGIN: u32 = 48;
+
+/// The mask model's mean share of influence over t, at contours, inside the skin and everywhere.
+fn influence_plot(report: &EvalReport) -> RgbImage {
+    let mut img = RgbImage::from_pixel(PLOT_W, PLOT_H, Rgb([255, 255, 255]));
+    let (x0, y0, x1, y1) = (MARGIN, PLOT_H - MARGIN, PLOT_W - 16, 24);
+    let ink = Rgb([40, 40, 40]);
+    let grey = Rgb([215, 215, 215]);
+    for k in 0..=4 {
+        let y = y0 - (y0 - y1) * k / 4;
+        line(&mut img, (x0, y), (x1, y), grey);
+        draw_text(&mut img, 4, y as usize - 4, &format!("{:.2}", k as f64 / 4.0), 8, ink);
+    }
+    line(&mut img, (x0, y0), (x1, y0), ink);
+    line(&mut img, (x0, y0), (x0, y1), ink);
+    // t runs from 1000 at the left (the first step) to 0 at the right, as sampling goes.
+    let px = |t: usize| x0 + ((1000 - t.min(1000)) as u32 * (x1 - x0)) / 1000;
+    let py = |v: f64| y0 - ((v.clamp(0.0, 1.0) * (y0 - y1) as f64) as u32);
+    for t in [1000, 750, 500, 250, 0] {
+        draw_text(&mut img, px(t) as usize - 12, (y0 + 8) as usize, &format!("t={t}"), 8, ink);
+    }
+    let series: [(&str, Rgb<u8>, fn(&evaluate::InfluenceAtStep) -> f64); 3] = [
+        ("contours", Rgb([214, 39, 40]), |s| s.contour),
+        ("skin interior", Rgb([31, 119, 180]), |s| s.skin_interior),
+        ("everywhere", Rgb([120, 120, 120]), |s| s.everywhere),
+    ];
+    for (k, (name, colour, value)) in series.iter().enumerate() {
+        let points: Vec<(u32, u32)> = report.influence_over_time.iter().map(|s| (px(s.t), py(value(s)))).collect();
+        for pair in points.windows(2) {
+            line(&mut img, pair[0], pair[1], *colour);
+        }
+        let ly = 30 + 14 * k as u32;
+        line(&mut img, (x1 - 150, ly + 4), (x1 - 130, ly + 4), *colour);
+        draw_text(&mut img, (x1 - 124) as usize, ly as usize, name, 8, ink);
+    }
+    draw_text(&mut img, x0 as usize, 6, "mask model's share of influence over sampling", 8, ink);
+    img
+}
+
+/// A straight line (Bresenham), two pixels thick.
+fn line(img: &mut RgbImage, (x0, y0): (u32, u32), (x1, y1): (u32, u32), colour: Rgb<u8>) {
+    let (dx, dy) = ((x1 as i64 - x0 as i64).abs(), -(y1 as i64 - y0 as i64).abs());
+    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+    let (mut x, mut y, mut err) = (x0 as i64, y0 as i64, dx + dy);
+    loop {
+        for (ox, oy) in [(0, 0), (0, 1)] {
+            let (px, py) = (x + ox, y + oy);
+            if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
+                img.put_pixel(px as u32, py as u32, colour);
+            }
+        }
+        if x == x1 as i64 && y == y1 as i64 {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+    }
+}
+
+fn mask_frame(mask: &crate::data::mask::Mask) -> RgbFrame {
+    RgbFrame { width: mask.width(), height: mask.height(), pixels: mask.to_rgb() }
+}
+
+/// Per example: its mask, the collaborative result, then the mask influence at eight steps from t = T to 0.
+fn influence_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
+    let ex = &report.examples;
+    let Some((_, images)) = ex.images.iter().find(|(m, _)| *m == EvalMode::Collaborative) else {
+        anyhow::bail!("the evaluation kept no collaborative examples")
+    };
+    let images = images_to_frames(images)?;
+    let size = images.first().map_or(64, |f| f.width);
+    let picks: Vec<usize> = (0..8).map(|k| k * (ex.w_mask.len().max(1) - 1) / 7).collect();
+    let mut rows = Vec::new();
+    for (e, image) in images.iter().enumerate() {
+        let mut row = vec![mask_frame(&ex.masks[e].resize_nearest(size, size)), image.clone()];
+        for &step in &picks {
+            let map = &scalar_maps(&ex.w_mask[step].narrow(0, e, 1)?)?[0];
+            let pixels = map.values.iter().flat_map(|&v| influence_colour(v)).collect();
+            let frame = RgbFrame { width: map.width, height: map.height, pixels };
+            row.push(upscale(&frame, size / map.width.max(1)));
+        }
+        rows.push(hstack(&row));
+    }
+    Ok(vstack(&rows))
+}
+
+/// Per example: its mask, then the image of every mode in [`EvalMode::ALL`] order.
+fn mode_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
+    let ex = &report.examples;
+    let per_mode: Vec<Vec<RgbFrame>> = ex.images.iter().map(|(_, t)| images_to_frames(t)).collect::<Result<_, _>>()?;
+    let size = per_mode.first().and_then(|f| f.first()).map_or(64, |f| f.width);
+    let rows = (0..ex.masks.len())
+        .map(|e| {
+            let mut row = vec![mask_frame(&ex.masks[e].resize_nearest(size, size))];
+            row.extend(per_mode.iter().filter_map(|frames| frames.get(e).cloned()));
+            hstack(&row)
+        })
+        .collect::<Vec<_>>();
+    Ok(vstack(&rows))
+}

@@ -1,0 +1,445 @@
+//! Does collaboration work? The paper's Tables 1 and 2 on the synthetic world:
+//! held-out (mask, caption) pairs generated with every combination mode and
+//! ablation, judged by the trained face parser (mask accuracy) and attribute
+//! classifier (text accuracy, and its features for the Fréchet distance), with
+//! bootstrap intervals over conditions. The collaborative runs also record
+//! where and when each model had influence (the paper's Figure 10).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Tensor, D};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::data::mask::Mask;
+use crate::data::synth::{parse_caption, BeardLevel, Decade, Gender};
+use crate::diffusion::collaborate::{combine, spatial_mean, Combination, CombineMode, DiffuserMaps, PostProcess};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
+use crate::model::judges::Judges;
+use crate::pipeline::train::{FaceSet, HELD_OUT_SEED};
+
+/// The ways of generating the evaluation compares (the paper's Table 1 rows, then Table 2's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalMode {
+    Text,
+    Mask,
+    Composable,
+    Collaborative,
+    /// Each step's influence functions replaced by their spatial means.
+    NoSpatial,
+    /// One influence function, from the collaborative run's step nearest t = 500, at every step.
+    NoTemporal,
+    /// The diffusers' plain softmax, without the sampler's mask scale and cosine decay.
+    PlainSoftmax,
+}
+
+impl EvalMode {
+    /// In the order they run: `NoTemporal` needs the collaborative run's maps.
+    pub const ALL: [EvalMode; 7] = [
+        EvalMode::Text,
+        EvalMode::Mask,
+        EvalMode::Composable,
+        EvalMode::Collaborative,
+        EvalMode::NoSpatial,
+        EvalMode::NoTemporal,
+        EvalMode::PlainSoftmax,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalMode::Text => "text",
+            EvalMode::Mask => "mask",
+            EvalMode::Composable => "composable",
+            EvalMode::Collaborative => "collaborative",
+            EvalMode::NoSpatial => "no-spatial",
+            EvalMode::NoTemporal => "no-temporal",
+            EvalMode::PlainSoftmax => "plain-softmax",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    pub count: usize,
+    pub seed: u64,
+    pub steps: usize,
+    /// Conditions sampled together.
+    pub batch: usize,
+}
+
+pub enum EvalEvent {
+    /// `done` of `total` (mode, condition) generations finished.
+    Progress { done: usize, total: usize, mode: EvalMode },
+}
+
+/// One generated image's scores.
+#[derive(Debug, Clone, Default)]
+struct ItemScores {
+    mask_accuracy: f64,
+    gender: Option<bool>,
+    decade_within_one: Option<bool>,
+    decade_exact: Option<bool>,
+    beard: bool,
+}
+
+impl ItemScores {
+    /// The mean over the attributes the caption states.
+    fn text_accuracy(&self) -> f64 {
+        let known: Vec<bool> = [self.gender, self.decade_within_one, Some(self.beard)].into_iter().flatten().collect();
+        known.iter().filter(|&&b| b).count() as f64 / known.len() as f64
+    }
+}
+
+/// A mean with its bootstrap 95% interval.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Estimate {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeResult {
+    pub mask_accuracy: f64,
+    pub text_accuracy: f64,
+    pub fd: f64,
+    pub mask_accuracy_ci: Estimate,
+    pub text_accuracy_ci: Estimate,
+    pub fd_ci: Estimate,
+    pub gender_accuracy: f64,
+    pub decade_within_one_accuracy: f64,
+    pub decade_accuracy: f64,
+    pub beard_accuracy: f64,
+}
+
+/// The mask model's mean influence at one step, at class boundaries and inside the skin.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct InfluenceAtStep {
+    pub t: usize,
+    pub contour: f64,
+    pub skin_interior: f64,
+    pub everywhere: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub modes: Vec<(EvalMode, ModeResult)>,
+    pub count: usize,
+    pub seed: u64,
+    pub steps: usize,
+    pub influence_over_time: Vec<InfluenceAtStep>,
+    /// Judges' scores on the real held-out photos: the ceiling of each metric.
+    pub real_photos: ModeResult,
+    #[serde(skip)]
+    pub examples: Examples,
+}
+
+/// Images kept for the figures: the first conditions' masks, captions, results per mode and influence maps per step.
+#[derive(Debug, Default)]
+pub struct Examples {
+    pub masks: Vec<Mask>,
+    pub captions: Vec<String>,
+    /// Per mode, per example: B x 3 x H x W in [-1, 1].
+    pub images: Vec<(EvalMode, Tensor)>,
+    /// Per step of the collaborative run: the examples' mask influence, E x 1 x h x w.
+    pub w_mask: Vec<Tensor>,
+}
+
+pub const EXAMPLES: usize = 4;
+
+/// Runs the whole evaluation.
+pub fn run(
+    model: &CollaborativeModel,
+    judges: &Judges,
+    request: &EvalRequest,
+    cancel: &AtomicBool,
+    sink: &mut dyn FnMut(EvalEvent),
+) -> Result<EvalReport, ModelError> {
+    let faces = FaceSet::generate(HELD_OUT_SEED, request.count, model.image_size());
+    let ddim = DdimSchedule::new(&model.schedule, request.steps, 0.0).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let mid_step = (0..ddim.len()).min_by_key(|&i| ddim.timestep(i).abs_diff(500)).unwrap_or(0);
+    let mut scores: Vec<Vec<ItemScores>> = vec![Vec::new(); EvalMode::ALL.len()];
+    let mut features: Vec<Vec<Tensor>> = vec![Vec::new(); EvalMode::ALL.len()];
+    let mut influence: Vec<[f64; 3]> = vec![[0.0; 3]; ddim.len()];
+    let mut examples = Examples::default();
+    let total = request.count * EvalMode::ALL.len();
+    let mut done = 0;
+    let indices: Vec<usize> = (0..request.count).collect();
+    for chunk in indices.chunks(request.batch.max(1)) {
+        let contexts = chunk_contexts(model, &faces, chunk)?;
+        let seeds: Vec<u64> = chunk.iter().map(|&i| request.seed.wrapping_add(i as u64)).collect();
+        let mut mid_influence: Option<Tensor> = None;
+        for (m, &mode) in EvalMode::ALL.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(candle_core::Error::Msg("the evaluation was cancelled".into()).into());
+            }
+            let fixed = if mode == EvalMode::NoTemporal { mid_influence.clone() } else { None };
+            let mut record = |step: usize, c: &Combination| -> candle_core::Result<()> {
+                if mode != EvalMode::Collaborative {
+                    return Ok(());
+                }
+                if step == mid_step {
+                    mid_influence = Some(c.w_mask.clone());
+                }
+                let stats = influence_stats(&c.w_mask, &faces, chunk)?;
+                for (acc, v) in influence[step].iter_mut().zip(stats) {
+                    *acc += v;
+                }
+                if chunk[0] == 0 {
+                    examples.w_mask.push(c.w_mask.narrow(0, 0, EXAMPLES.min(chunk.len()))?);
+                }
+                Ok(())
+            };
+            let z0 = sample(model, &contexts, &ddim, mode, fixed.as_ref(), &seeds, &mut record)?;
+            let images = model.decode(&z0)?.clamp(-1f32, 1f32)?;
+            let judged = Judges::prepare(&images)?;
+            scores[m].extend(score(judges, &judged, &faces, chunk)?);
+            features[m].push(judges.attributes.features(&judged)?);
+            if chunk[0] == 0 {
+                examples.images.push((mode, images.narrow(0, 0, EXAMPLES.min(chunk.len()))?));
+            }
+            done += chunk.len();
+            sink(EvalEvent::Progress { done, total, mode });
+        }
+    }
+    let real = faces.photos(&indices, &model.device)?;
+    let real_judged = Judges::prepare(&real)?;
+    let real_features = judges.attributes.features(&real_judged)?;
+    let real_scores = score(judges, &real_judged, &faces, &indices)?;
+    let real_stats = FeatureStats::of(&real_features)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
+    let modes = EvalMode::ALL
+        .iter()
+        .enumerate()
+        .map(|(m, &mode)| Ok((mode, summarise(&scores[m], &Tensor::cat(&features[m], 0)?, &real_stats, &mut rng)?)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let real_photos = summarise(&real_scores, &real_features, &real_stats, &mut rng)?;
+    let n = request.count as f64;
+    let influence_over_time = influence
+        .iter()
+        .enumerate()
+        .map(|(i, s)| InfluenceAtStep { t: ddim.timestep(i), contour: s[0] / n, skin_interior: s[1] / n, everywhere: s[2] / n })
+        .collect();
+    examples.masks = faces.masks.iter().take(EXAMPLES).cloned().collect();
+    examples.captions = faces.captions.iter().take(EXAMPLES).cloned().collect();
+    Ok(EvalReport { modes, count: request.count, seed: request.seed, steps: ddim.len(), influence_over_time, real_photos, examples })
+}
+
+/// The contexts of a chunk of conditions, one (mask, caption) per item.
+fn chunk_contexts(model: &CollaborativeModel, faces: &FaceSet, chunk: &[usize]) -> Result<Contexts, ModelError> {
+    let (mut masks, mut texts) = (Vec::new(), Vec::new());
+    for &i in chunk {
+        let (c, _) = model.encode_conditions(&faces.masks[i], std::slice::from_ref(&faces.captions[i]))?;
+        masks.push(c.mask);
+        texts.push(c.text);
+    }
+    Ok(Contexts { mask: Tensor::cat(&masks, 0)?, text: Tensor::cat(&texts, 0)? })
+}
+
+/// Deterministic DDIM (eta 0) in one of the evaluation's modes; `record` sees every step's combination.
+fn sample(
+    model: &CollaborativeModel,
+    contexts: &Contexts,
+    ddim: &DdimSchedule,
+    mode: EvalMode,
+    fixed_w_mask: Option<&Tensor>,
+    seeds: &[u64],
+    record: &mut dyn FnMut(usize, &Combination) -> candle_core::Result<()>,
+) -> Result<Tensor, ModelError> {
+    let d = &model.config.diffusion;
+    let mut noise = NoiseSource::seeded(seeds.iter().copied());
+    let mut x = noise.start_latent(&[seeds.len(), d.latent_channels, d.latent_size, d.latent_size], &model.device)?;
+    let post = PostProcess::default();
+    for step in 0..ddim.len() {
+        let t = ddim.timestep(step);
+        let combination = match mode {
+            EvalMode::Text => model.predict_noise(&x, t, contexts, CombineMode::Text, &post)?,
+            EvalMode::Mask => model.predict_noise(&x, t, contexts, CombineMode::Mask, &post)?,
+            EvalMode::Composable => model.predict_noise(&x, t, contexts, CombineMode::Composable, &post)?,
+            EvalMode::Collaborative => model.predict_noise(&x, t, contexts, CombineMode::Collaborative, &post)?,
+            EvalMode::PlainSoftmax => model.predict_noise(&x, t, contexts, CombineMode::Softmax, &post)?,
+            EvalMode::NoSpatial | EvalMode::NoTemporal => {
+                let (eps_mask, eps_text) = model.collaborator_noise(&x, t, contexts)?;
+                let w_mask = match (mode, fixed_w_mask) {
+                    (EvalMode::NoTemporal, Some(w)) => w.clone(),
+                    _ => {
+                        let (mask, text) = model.diffuser_maps(&x, t, contexts)?;
+                        let learned = combine(&eps_mask, &eps_text, Some(DiffuserMaps { mask: &mask, text: &text }), t, CombineMode::Collaborative, &post)?;
+                        spatial_mean(&learned.w_mask)?
+                    }
+                };
+                Combination::from_mask_influence(&eps_mask, &eps_text, w_mask)?
+            }
+        };
+        record(step, &combination)?;
+        x = ddim.step(&x, &combination.eps, step, None)?.0;
+    }
+    Ok(x)
+}
+
+/// The mask model's mean influence over contour pixels, skin-interior pixels and all pixels of each item, summed over the chunk.
+fn influence_stats(w_mask: &Tensor, faces: &FaceSet, chunk: &[usize]) -> candle_core::Result<[f64; 3]> {
+    let (_, _, h, w) = w_mask.dims4()?;
+    let values = w_mask.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let mut sums = [0f64; 3];
+    for (item, &i) in values.iter().zip(chunk) {
+        let small = faces.masks[i].resize_nearest(w, h);
+        let (mut contour, mut interior) = (Vec::new(), Vec::new());
+        for y in 0..h {
+            for x in 0..w {
+                let c = small.get(x, y);
+                let neighbours = [(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)];
+                let differs = neighbours.iter().any(|&(nx, ny)| nx < w && ny < h && small.get(nx, ny) != c);
+                if differs {
+                    contour.push(item[y * w + x] as f64);
+                } else if c == 1 {
+                    interior.push(item[y * w + x] as f64);
+                }
+            }
+        }
+        let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        sums[0] += mean(&contour);
+        sums[1] += mean(&interior);
+        sums[2] += mean(&item.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    }
+    Ok(sums)
+}
+
+/// Judges a batch of images against the conditions they were made from.
+fn score(judges: &Judges, images: &Tensor, faces: &FaceSet, chunk: &[usize]) -> Result<Vec<ItemScores>, ModelError> {
+    let parsed = judges.parser.parse(images)?.to_dtype(DType::U32)?;
+    let logits = judges.attributes.forward(images)?;
+    let argmax = |t: &Tensor| -> candle_core::Result<Vec<u32>> { t.argmax(D::Minus1)?.to_vec1::<u32>() };
+    let (gender, decade, beard) = (argmax(&logits.gender)?, argmax(&logits.decade)?, argmax(&logits.beard)?);
+    let size = images.dim(3)?;
+    chunk
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let target = faces.masks[i].resize_nearest(size, size);
+            let predicted = parsed.get(k)?.flatten_all()?.to_vec1::<u32>()?;
+            let right = predicted.iter().zip(target.classes()).filter(|(p, t)| **p == **t as u32).count();
+            let said = parse_caption(&faces.captions[i]);
+            Ok(ItemScores {
+                mask_accuracy: right as f64 / predicted.len() as f64,
+                gender: said.gender.map(|g| g == Gender::ALL[gender[k] as usize]),
+                decade_within_one: said.decade.map(|d| (d as i32 - decade[k] as i32).abs() <= 1),
+                decade_exact: said.decade.map(|d: Decade| d as u32 == decade[k]),
+                beard: said.beard == BeardLevel::ALL[beard[k] as usize],
+            })
+        })
+        .collect()
+}
+
+/// Mean and covariance of a feature set (for the Fréchet distance).
+struct FeatureStats {
+    mean: nalgebra::DVector<f64>,
+    cov: nalgebra::DMatrix<f64>,
+}
+
+impl FeatureStats {
+    fn of(features: &Tensor) -> candle_core::Result<Self> {
+        let rows = features.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        Ok(Self::of_rows(&rows.iter().collect::<Vec<_>>()))
+    }
+
+    fn of_rows(rows: &[&Vec<f64>]) -> Self {
+        let (n, d) = (rows.len(), rows.first().map_or(0, |r| r.len()));
+        let m = nalgebra::DMatrix::from_fn(n, d, |i, j| rows[i][j]);
+        let mean = m.row_mean().transpose();
+        let centred = nalgebra::DMatrix::from_fn(n, d, |i, j| m[(i, j)] - mean[j]);
+        let cov = centred.transpose() * &centred / (n.max(2) - 1) as f64;
+        Self { mean, cov }
+    }
+
+    /// |m1 - m2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), the trace of the root taken
+    /// as the sum of root eigenvalues of S1^(1/2) S2 S1^(1/2) (symmetric, so stable).
+    fn frechet_distance(&self, other: &Self) -> f64 {
+        let root1 = symmetric_sqrt(&self.cov);
+        let middle = &root1 * &other.cov * &root1;
+        let middle = (&middle + middle.transpose()) * 0.5;
+        let trace_root: f64 = middle.symmetric_eigenvalues().iter().map(|&l| l.max(0.0).sqrt()).sum();
+        // Rounding can take a zero distance a hair below zero.
+        ((&self.mean - &other.mean).norm_squared() + self.cov.trace() + other.cov.trace() - 2.0 * trace_root).max(0.0)
+    }
+}
+
+fn symmetric_sqrt(m: &nalgebra::DMatrix<f64>) -> nalgebra::DMatrix<f64> {
+    let eigen = m.clone().symmetric_eigen();
+    let roots = eigen.eigenvalues.map(|l| l.max(0.0).sqrt());
+    &eigen.eigenvectors * nalgebra::DMatrix::from_diagonal(&roots) * eigen.eigenvectors.transpose()
+}
+
+const BOOTSTRAP: usize = 1000;
+const FD_BOOTSTRAP: usize = 200;
+
+fn summarise(scores: &[ItemScores], features: &Tensor, real: &FeatureStats, rng: &mut ChaCha8Rng) -> Result<ModeResult, ModelError> {
+    let rows = features.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let fd_of = |picks: &[usize]| FeatureStats::of_rows(&picks.iter().map(|&i| &rows[i]).collect::<Vec<_>>()).frechet_distance(real);
+    let all: Vec<usize> = (0..scores.len()).collect();
+    let mask: Vec<f64> = scores.iter().map(|s| s.mask_accuracy).collect();
+    let text: Vec<f64> = scores.iter().map(|s| s.text_accuracy()).collect();
+    let share = |f: &dyn Fn(&ItemScores) -> Option<bool>| {
+        let known: Vec<bool> = scores.iter().filter_map(f).collect();
+        known.iter().filter(|&&b| b).count() as f64 / known.len().max(1) as f64
+    };
+    let fd = fd_of(&all);
+    let fd_ci = bootstrap(scores.len(), FD_BOOTSTRAP, rng, fd, |picks| fd_of(picks));
+    Ok(ModeResult {
+        mask_accuracy: mean(&mask),
+        text_accuracy: mean(&text),
+        fd,
+        mask_accuracy_ci: bootstrap(scores.len(), BOOTSTRAP, rng, mean(&mask), |p| mean(&p.iter().map(|&i| mask[i]).collect::<Vec<_>>())),
+        text_accuracy_ci: bootstrap(scores.len(), BOOTSTRAP, rng, mean(&text), |p| mean(&p.iter().map(|&i| text[i]).collect::<Vec<_>>())),
+        fd_ci,
+        gender_accuracy: share(&|s| s.gender),
+        decade_within_one_accuracy: share(&|s| s.decade_within_one),
+        decade_accuracy: share(&|s| s.decade_exact),
+        beard_accuracy: share(&|s| Some(s.beard)),
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The 2.5th and 97.5th percentiles of `statistic` over `rounds` resamples (with replacement) of `n` items.
+fn bootstrap(n: usize, rounds: usize, rng: &mut ChaCha8Rng, point: f64, statistic: impl Fn(&[usize]) -> f64) -> Estimate {
+    let mut values: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..n.max(1))).collect();
+            statistic(&picks)
+        })
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((rounds - 1) as f64 * q).round() as usize];
+    Estimate { mean: point, low: at(0.025), high: at(0.975) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let rows: Vec<Vec<f64>> = (0..400).map(|_| (0..4).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+        let shifted: Vec<Vec<f64>> = rows.iter().map(|r| r.iter().map(|v| v + 0.5).collect()).collect();
+        let a = FeatureStats::of_rows(&rows.iter().collect::<Vec<_>>());
+        let b = FeatureStats::of_rows(&shifted.iter().collect::<Vec<_>>());
+        assert!(a.frechet_distance(&a).abs() < 1e-9);
+        // A pure shift by 0.5 in 4 dimensions: |dm|^2 = 4 * 0.25.
+        assert!((a.frechet_distance(&b) - 1.0).abs() < 1e-6, "{}", a.frechet_distance(&b));
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_mean() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let values: Vec<f64> = (0..200).map(|i| (i % 10) as f64).collect();
+        let e = bootstrap(values.len(), 500, &mut rng, mean(&values), |p| mean(&p.iter().map(|&i| values[i]).collect::<Vec<_>>()));
+        assert!(e.low < e.mean && e.mean < e.high && e.high - e.low < 1.5, "{e:?}");
+    }
+}
