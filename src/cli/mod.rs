@@ -2,6 +2,7 @@
 
 mod bench;
 mod convert;
+mod edit;
 mod eval;
 mod generate;
 mod synth;
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate faces from a mask and a caption.
     Generate(generate::GenerateArgs),
+    /// Edit a photo's mask and description at once (Imagic per modality, or fast DDIM inversion).
+    Edit(edit::EditArgs),
     /// Convert a PyTorch Lightning checkpoint to safetensors.
     Convert(convert::ConvertArgs),
     /// Measure milliseconds per step and peak memory of each model configuration.
@@ -41,5 +44,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Edit(args) => edit::run(args),
     }
 }

@@ -147,6 +147,19 @@ pub struct CollaborativeModel {
     /// Fitted on first use (loading fits it at once, so the first step is not delayed).
     preview: OnceLock<LatentPreview>,
     pub device: Device,
+    /// The checkpoint the model was loaded from (fine-tuning starts from its tensors).
+    pub weights_path: Option<std::path::PathBuf>,
+}
+
+/// Where each collaborator's UNet lives in a composed checkpoint.
+pub const MASK_UNET_PREFIX: &str = "model.seg_mask_unet.diffusion_model";
+pub const TEXT_UNET_PREFIX: &str = "model.text_unet.diffusion_model";
+
+/// The two noise predictors that collaborate: the mask-driven and the text-driven UNet.
+#[derive(Clone, Copy)]
+pub struct Collaborators<'a> {
+    pub mask: &'a UNetModel,
+    pub text: &'a UNetModel,
 }
 
 /// Both models' cross-attention contexts for a batch.
@@ -165,7 +178,8 @@ impl CollaborativeModel {
     /// Loads a composed config and its checkpoint, strictly.
     pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
         let config = ComposedConfig::load(config)?;
-        let model = load_strictly(ckpt.as_ref(), device, |vb| Self::build(vb, config, device))?;
+        let mut model = load_strictly(ckpt.as_ref(), device, |vb| Self::build(vb, config, device))?;
+        model.weights_path = Some(ckpt.as_ref().to_path_buf());
         model.latent_preview()?;
         Ok(model)
     }
@@ -180,8 +194,8 @@ impl CollaborativeModel {
             reason: e.to_string(),
         })?;
         Ok(Self {
-            mask_unet: UNetModel::new(unets.pp("seg_mask_unet.diffusion_model"), &config.mask.unet)?,
-            text_unet: UNetModel::new(unets.pp("text_unet.diffusion_model"), &config.text.unet)?,
+            mask_unet: UNetModel::new(vb.pp(MASK_UNET_PREFIX), &config.mask.unet)?,
+            text_unet: UNetModel::new(vb.pp(TEXT_UNET_PREFIX), &config.text.unet)?,
             mask_diffuser: UNetModel::new(unets.pp("seg_mask_confidence_predictor.diffusion_model"), &config.diffuser)?,
             text_diffuser: UNetModel::new(unets.pp("text_confidence_predictor.diffusion_model"), &config.diffuser)?,
             mask_encoder: ConditionEncoder::new(conds.pp("seg_mask_cond_stage_model"), &config.mask.cond_stage)?,
@@ -191,6 +205,7 @@ impl CollaborativeModel {
             preview: OnceLock::new(),
             config,
             device: device.clone(),
+            weights_path: None,
         })
     }
 
@@ -221,18 +236,37 @@ impl CollaborativeModel {
         mode: CombineMode,
         post: &PostProcess,
     ) -> Result<Combination, ModelError> {
+        self.predict_noise_with(self.collaborators(), x, t, contexts, mode, post)
+    }
+
+    /// The model's own two noise predictors.
+    pub fn collaborators(&self) -> Collaborators<'_> {
+        Collaborators { mask: &self.mask_unet, text: &self.text_unet }
+    }
+
+    /// [`predict_noise`](Self::predict_noise) with other noise predictors in
+    /// place of the model's own (the fine-tuned ones of an Imagic edit).
+    pub fn predict_noise_with(
+        &self,
+        collaborators: Collaborators,
+        x: &Tensor,
+        t: usize,
+        contexts: &Contexts,
+        mode: CombineMode,
+        post: &PostProcess,
+    ) -> Result<Combination, ModelError> {
         let t_batch = Self::timesteps(x, t)?;
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
         let (eps_mask, eps_text) = match mode {
             CombineMode::Mask => {
-                let eps = self.mask_unet.forward(x, &t_batch, &contexts.mask)?;
+                let eps = collaborators.mask.forward(x, &t_batch, &contexts.mask)?;
                 (eps.clone(), eps)
             }
             CombineMode::Text => {
-                let eps = self.text_unet.forward(x, &t_batch, &contexts.text)?;
+                let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
                 (eps.clone(), eps)
             }
-            _ => self.collaborator_noise(x, t, contexts)?,
+            _ => (collaborators.mask.forward(x, &t_batch, &contexts.mask)?, collaborators.text.forward(x, &t_batch, &contexts.text)?),
         };
         let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
         let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });

@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
-use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
+use crate::model::collaborative::{CollaborativeModel, Collaborators, Contexts, ModelError};
 
 /// Everything that determines a generation; equal requests give equal images.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +124,22 @@ pub fn sample(
     post: &PostProcess,
     noise: &mut NoiseSource,
     cancel: &AtomicBool,
+    on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
+) -> Result<Tensor, GenerateError> {
+    sample_with(model, model.collaborators(), contexts, ddim, mode, post, noise, cancel, on_step)
+}
+
+/// [`sample`] with other noise predictors in place of the model's own.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_with(
+    model: &CollaborativeModel,
+    collaborators: Collaborators,
+    contexts: &Contexts,
+    ddim: &DdimSchedule,
+    mode: CombineMode,
+    post: &PostProcess,
+    noise: &mut NoiseSource,
+    cancel: &AtomicBool,
     mut on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
 ) -> Result<Tensor, GenerateError> {
     let batch = contexts.batch();
@@ -135,7 +151,7 @@ pub fn sample(
             return Err(GenerateError::Cancelled);
         }
         let t = ddim.timestep(index);
-        let combination = model.predict_noise(&x, t, contexts, mode, post)?;
+        let combination = model.predict_noise_with(collaborators, &x, t, contexts, mode, post)?;
         let (x_prev, pred_x0) = ddim.step_from(&x, &combination.eps, index, noise)?;
         on_step(&StepOutput {
             index,

@@ -14,7 +14,7 @@ use candle_nn::{VarBuilder, VarMap};
 use super::latents::{noised, LatentSet};
 use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
 use super::{fit, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
-use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::collaborate::{combine, CombineMode, DiffuserMaps, PostProcess};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::collaborative::{CollaborativeModel, ConditionEncoder, Contexts};
 use crate::model::config::ComposedConfig;
@@ -120,11 +120,10 @@ pub(crate) fn loss(
     let (x_t, t, eps) = noised(z0, schedule.alphas_cumprod(), rng)?;
     let eps_mask = collaborators.mask.forward(&x_t, &t, &contexts.mask)?;
     let eps_text = collaborators.text.forward(&x_t, &t, &contexts.text)?;
-    let influence = Tensor::cat(&[diffusers.mask.forward(&x_t, &t, &contexts.mask)?, diffusers.text.forward(&x_t, &t, &contexts.text)?], 1)?;
-    // The differentiable softmax (the fused last-dim one has no backward).
-    let weights = candle_nn::ops::softmax(&influence, 1)?;
-    let combined = (eps_mask.broadcast_mul(&weights.narrow(1, 0, 1)?)? + eps_text.broadcast_mul(&weights.narrow(1, 1, 1)?)?)?;
-    mse(&combined, &eps)
+    let maps = DiffuserMaps { mask: &diffusers.mask.forward(&x_t, &t, &contexts.mask)?, text: &diffusers.text.forward(&x_t, &t, &contexts.text)? };
+    // The sampler's combination in its training form: the plain softmax, which is differentiable.
+    let combined = combine(&eps_mask, &eps_text, Some(maps), 0, CombineMode::Softmax, &PostProcess::default())?;
+    mse(&combined.eps, &eps)
 }
 
 /// `weights` with each key's prefix replaced by its place in the composed checkpoint; keys under no listed prefix are dropped.

@@ -29,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use thiserror::Error;
 
 pub use data::{FaceSet, HELD_OUT_SEED, TRAIN_SEED};
+pub use latents::noised;
 pub use optim::AdamW;
 
 use crate::model::collaborative::ModelError;

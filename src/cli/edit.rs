@@ -1,0 +1,139 @@
+//! `codiff edit`: change a photo's mask and description at once (Imagic or DDIM inversion).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::image::save_png_with_params;
+use crate::data::mask::Mask;
+use crate::diffusion::collaborate::CombineMode;
+use crate::model::collaborative::CollaborativeModel;
+use crate::model::defaults::ModelFiles;
+use crate::model::judges::Judges;
+use crate::pipeline::edit::{self, EditEvent, EditMethod, EditRequest};
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// The photo (PNG, JPEG or WebP); centre-cropped to a square and resized to the model's size.
+    #[arg(long)]
+    photo: PathBuf,
+    /// The target mask (palette, index or RGB PNG in the palette colours).
+    #[arg(long)]
+    mask: PathBuf,
+    /// The target description, e.g. "He is in his sixties, with a long beard."
+    #[arg(long)]
+    text: String,
+    /// Where to write the edited photo (several alphas: OUT-a<alpha>.png each).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = EditMethod::Imagic)]
+    method: EditMethod,
+    /// Imagic's interpolation weight between the optimised and the target conditions.
+    #[arg(long, conflicts_with = "alphas")]
+    alpha: Option<f64>,
+    /// Several alphas, comma-separated; the fine-tuning is done once.
+    #[arg(long, value_delimiter = ',')]
+    alphas: Vec<f64>,
+    #[arg(long, default_value_t = 500)]
+    embed_steps: usize,
+    #[arg(long, default_value_t = 1000)]
+    finetune_steps: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    embed_lr: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    finetune_lr: f64,
+    /// DDIM steps (eta 0).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Collaborative, or one modality's edit alone (mask or text).
+    #[arg(long, value_enum, default_value_t = CombineMode::Collaborative)]
+    mode: CombineMode,
+    /// The photo's own mask; default: the face parser's reading of the photo.
+    #[arg(long)]
+    source_mask: Option<PathBuf>,
+    /// The photo's own description; default: the attribute judge's reading.
+    #[arg(long)]
+    source_text: Option<String>,
+    #[arg(long, requires = "ckpt")]
+    config: Option<PathBuf>,
+    #[arg(long, requires = "config")]
+    ckpt: Option<PathBuf>,
+    /// The judges; default: models/judges.safetensors.
+    #[arg(long)]
+    judges: Option<PathBuf>,
+}
+
+pub fn run(args: EditArgs) -> anyhow::Result<()> {
+    let files = match (&args.config, &args.ckpt) {
+        (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
+        _ => ModelFiles::default_models()?,
+    };
+    let device = crate::model::device()?;
+    let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
+    let size = model.image_size();
+    let photo = edit::load_photo(&args.photo, size).map_err(anyhow::Error::msg)?;
+    let target_mask = Mask::load(&args.mask)?.resize_nearest(size, size);
+    let judges_path = args.judges.clone().unwrap_or_else(|| ModelFiles::default_dir().join("judges.safetensors"));
+    let judges = if judges_path.exists() { Some(Judges::load(&judges_path, &device)?) } else { None };
+    let mut request = EditRequest::new(photo, target_mask, args.text.clone(), args.method);
+    request.source_mask = args.source_mask.as_ref().map(Mask::load).transpose()?.map(|m| m.resize_nearest(size, size));
+    request.source_text = args.source_text.clone();
+    request.alphas = match (args.alpha, args.alphas.is_empty()) {
+        (Some(a), _) => vec![a],
+        (None, false) => args.alphas.clone(),
+        (None, true) => vec![1.0],
+    };
+    request.embed_steps = args.embed_steps;
+    request.finetune_steps = args.finetune_steps;
+    request.embed_lr = args.embed_lr;
+    request.finetune_lr = args.finetune_lr;
+    request.steps = args.steps;
+    request.seed = args.seed;
+    request.mode = args.mode;
+    request.cache = Some(std::env::temp_dir().join("codiff-imagic-cache"));
+    let style = ProgressStyle::with_template("{prefix:>40} {bar:30} {pos}/{len} {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut bar: Option<(String, ProgressBar)> = None;
+    let cancel = AtomicBool::new(false);
+    let output = edit::run(&model, judges.as_ref(), &request, &cancel, &mut |EditEvent::Stage { name, step, total }| {
+        if bar.as_ref().map(|(n, _)| n != &name).unwrap_or(true) {
+            if let Some((_, b)) = bar.take() {
+                b.finish();
+            }
+            bar = Some((name.clone(), ProgressBar::new(total as u64).with_style(style.clone()).with_prefix(name.clone())));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(step as u64);
+        }
+    })?;
+    if let Some((_, b)) = bar.take() {
+        b.finish();
+    }
+    println!("source (as read): {}", output.source_text);
+    let several = output.images.len() > 1;
+    for (alpha, frame) in &output.images {
+        let path = if several { with_suffix(&args.out, &format!("-a{alpha}")) } else { args.out.clone() };
+        let params = [
+            ("text", args.text.clone()),
+            ("source_text", output.source_text.clone()),
+            ("method", format!("{:?}", args.method).to_lowercase()),
+            ("alpha", alpha.to_string()),
+            ("seed", args.seed.to_string()),
+            ("photo", args.photo.display().to_string()),
+            ("mask", args.mask.display().to_string()),
+        ];
+        save_png_with_params(&path, frame, &params).with_context(|| format!("could not write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+    path.with_file_name(format!("{stem}{suffix}.{ext}"))
+}

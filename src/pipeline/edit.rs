@@ -1,0 +1,376 @@
+//! Collaborative editing of a photo: change its mask and its description at once.
+//!
+//! - **inversion** (seconds): deterministic DDIM inversion of the photo's latent
+//!   under the source conditions, then collaborative sampling from the inverted
+//!   noise with the target mask and text.
+//! - **imagic** (the paper's method, minutes): per modality, optimise the
+//!   condition embedding so the frozen model reconstructs the photo, fine-tune
+//!   the UNet with that embedding fixed, then sample collaboratively with both
+//!   fine-tuned UNets from alpha * target + (1 - alpha) * optimised conditions.
+//!   The fine-tuned weights are cached per photo and conditions, so trying
+//!   another alpha only samples again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Tensor, Var};
+use candle_nn::VarMap;
+use image::RgbImage;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::mask::Mask;
+use crate::data::synth::{caption, sample_attributes, Beard, BeardLevel, Decade, Gender};
+use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::model::checkpoint::Weights;
+use crate::model::collaborative::{CollaborativeModel, Collaborators, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
+use crate::model::judges::Judges;
+use crate::model::unet::UNetModel;
+use crate::pipeline::generate::{images_to_frames, sample, sample_with, GenerateError, RgbFrame};
+use crate::pipeline::train::AdamW;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EditMethod {
+    Imagic,
+    Inversion,
+}
+
+/// What to edit and how.
+#[derive(Debug, Clone)]
+pub struct EditRequest {
+    /// The photo at the model's resolution.
+    pub photo: RgbImage,
+    /// The photo's own mask and description; read by the judges when absent.
+    pub source_mask: Option<Mask>,
+    pub source_text: Option<String>,
+    pub target_mask: Mask,
+    pub target_text: String,
+    pub method: EditMethod,
+    /// Imagic's interpolation weights (inversion ignores them).
+    pub alphas: Vec<f64>,
+    pub embed_steps: usize,
+    pub finetune_steps: usize,
+    pub embed_lr: f64,
+    pub finetune_lr: f64,
+    pub steps: usize,
+    pub seed: u64,
+    /// Collaborative, or one modality's edit alone.
+    pub mode: CombineMode,
+    /// Where Imagic's fine-tuned weights are cached.
+    pub cache: Option<PathBuf>,
+}
+
+impl EditRequest {
+    /// The original's Imagic settings: 500 embedding steps at 1e-3, 1000 fine-tuning steps at 1e-6.
+    pub fn new(photo: RgbImage, target_mask: Mask, target_text: String, method: EditMethod) -> Self {
+        Self {
+            photo,
+            source_mask: None,
+            source_text: None,
+            target_mask,
+            target_text,
+            method,
+            alphas: vec![1.0],
+            embed_steps: 500,
+            finetune_steps: 1000,
+            embed_lr: 1e-3,
+            finetune_lr: 1e-6,
+            steps: 50,
+            seed: 0,
+            mode: CombineMode::Collaborative,
+            cache: None,
+        }
+    }
+}
+
+/// Progress of the long parts.
+#[derive(Debug, Clone)]
+pub enum EditEvent {
+    Stage { name: String, step: usize, total: usize },
+}
+
+pub struct EditOutput {
+    pub source_mask: Mask,
+    pub source_text: String,
+    /// One image per alpha (one for inversion).
+    pub images: Vec<(f64, RgbFrame)>,
+}
+
+/// Centre-crops an image to a square and resizes it to `size`.
+pub fn square_photo(image: &image::DynamicImage, size: usize) -> RgbImage {
+    let (w, h) = (image.width(), image.height());
+    let side = w.min(h);
+    let crop = image.crop_imm((w - side) / 2, (h - side) / 2, side, side).to_rgb8();
+    image::imageops::resize(&crop, size as u32, size as u32, image::imageops::FilterType::Lanczos3)
+}
+
+/// Loads a PNG, JPEG or WebP photo, centre-cropped and resized to `size`.
+pub fn load_photo(path: &Path, size: usize) -> Result<RgbImage, String> {
+    let image = image::open(path).map_err(|e| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display()))?;
+    if image.width() < 16 || image.height() < 16 {
+        return Err(format!("{} is {}x{}; a photo needs at least 16x16 pixels", path.display(), image.width(), image.height()));
+    }
+    Ok(square_photo(&image, size))
+}
+
+/// An RGB photo as 1 x 3 x H x W in [-1, 1].
+fn photo_tensor(photo: &RgbImage, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let data: Vec<f32> = photo.as_raw().iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+    Tensor::from_vec(data, (1, h, w, 3), device)?.permute((0, 3, 1, 2))?.contiguous()
+}
+
+/// What the judges read off a photo: its mask and a caption of its gender, age and beard.
+pub fn describe(judges: &Judges, photo: &Tensor, size: usize, seed: u64) -> Result<(Mask, String), ModelError> {
+    let judged = Judges::prepare(photo)?;
+    let classes = judges.parser.parse(&judged)?.flatten_all()?.to_vec1::<u32>()?;
+    let side = judged.dim(3)?;
+    let mask = Mask::from_classes(side, side, classes.iter().map(|&c| c as u8).collect())?.resize_nearest(size, size);
+    let logits = judges.attributes.forward(&judged)?;
+    let pick = |t: &Tensor| -> candle_core::Result<usize> { Ok(t.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?[0] as usize) };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut attributes = sample_attributes(&mut rng);
+    attributes.gender = Gender::ALL[pick(&logits.gender)?];
+    attributes.age_years = (Decade::ALL[pick(&logits.decade)?].years().0 + 4) as _;
+    attributes.beard = Beard::of_level(BeardLevel::ALL[pick(&logits.beard)?]);
+    Ok((mask, caption(&attributes, &mut rng)))
+}
+
+/// Runs one edit.
+pub fn run(
+    model: &CollaborativeModel,
+    judges: Option<&Judges>,
+    request: &EditRequest,
+    cancel: &AtomicBool,
+    sink: &mut dyn FnMut(EditEvent),
+) -> Result<EditOutput, GenerateError> {
+    let size = model.image_size();
+    if request.photo.width() as usize != size || request.photo.height() as usize != size {
+        return Err(GenerateError::Request(format!("the photo must be {size}x{size} (crop and resize it first)")));
+    }
+    request.target_mask.square_size("the target mask").map_err(|e| GenerateError::Request(e.to_string()))?;
+    let photo = photo_tensor(&request.photo, &model.device)?;
+    let (source_mask, source_text) = match (&request.source_mask, &request.source_text, judges) {
+        (Some(m), Some(t), _) => (m.clone(), t.clone()),
+        (m, t, Some(judges)) => {
+            let (mask, text) = describe(judges, &photo, size, request.seed)?;
+            (m.clone().unwrap_or(mask), t.clone().unwrap_or(text))
+        }
+        _ => return Err(GenerateError::Request("without the judges, give the photo's own mask and description".into())),
+    };
+    let z0 = (model.vae.encode(&photo)?.mean * model.config.diffusion.scale_factor)?;
+    let ddim = DdimSchedule::new(&model.schedule, request.steps, 0.0).map_err(|e| GenerateError::Request(e.to_string()))?;
+    let (target, _) = model.encode_conditions(&request.target_mask, std::slice::from_ref(&request.target_text))?;
+    let post = PostProcess::default();
+    let images = match request.method {
+        EditMethod::Inversion => {
+            let (source, _) = model.encode_conditions(&source_mask, std::slice::from_ref(&source_text))?;
+            let x_t = invert(model, &z0, &source, &ddim, request.mode, cancel, sink)?;
+            let mut noise = NoiseSource::injected(x_t, Tensor::zeros((1,), DType::F32, &model.device)?);
+            let z = sample(model, &target, &ddim, request.mode, &post, &mut noise, cancel, |s| {
+                sink(EditEvent::Stage { name: "sampling".into(), step: s.index + 1, total: s.total });
+                Ok(())
+            })?;
+            vec![(1.0, decode(model, &z)?)]
+        }
+        EditMethod::Imagic => {
+            let tuned = imagic_collaborators(model, &z0, &target, request, cancel, sink)?;
+            let mut images = Vec::new();
+            for &alpha in &request.alphas {
+                let contexts = Contexts {
+                    mask: mix(&target.mask, &tuned.mask_embedding, alpha)?,
+                    text: mix(&target.text, &tuned.text_embedding, alpha)?,
+                };
+                let mut noise = NoiseSource::seeded([request.seed]);
+                let collaborators = Collaborators { mask: &tuned.mask_unet, text: &tuned.text_unet };
+                let z = sample_with(model, collaborators, &contexts, &ddim, request.mode, &post, &mut noise, cancel, |s| {
+                    sink(EditEvent::Stage { name: format!("sampling (alpha {alpha})"), step: s.index + 1, total: s.total });
+                    Ok(())
+                })?;
+                images.push((alpha, decode(model, &z)?));
+            }
+            images
+        }
+    };
+    Ok(EditOutput { source_mask, source_text, images })
+}
+
+fn decode(model: &CollaborativeModel, z: &Tensor) -> Result<RgbFrame, GenerateError> {
+    Ok(images_to_frames(&model.decode(z)?)?.remove(0))
+}
+
+/// alpha * target + (1 - alpha) * optimised (alpha may leave [0, 1], as the original sweeps it to 2.5).
+fn mix(target: &Tensor, optimised: &Tensor, alpha: f64) -> candle_core::Result<Tensor> {
+    (target * alpha)? + (optimised * (1.0 - alpha))?
+}
+
+/// Deterministic DDIM inversion: from z0 up the sampling schedule to x_T, each
+/// step re-noising the predicted x0 with the noise predicted at the current level.
+fn invert(
+    model: &CollaborativeModel,
+    z0: &Tensor,
+    contexts: &Contexts,
+    ddim: &DdimSchedule,
+    mode: CombineMode,
+    cancel: &AtomicBool,
+    sink: &mut dyn FnMut(EditEvent),
+) -> Result<Tensor, GenerateError> {
+    let post = PostProcess::default();
+    let n = ddim.len();
+    let mut x = z0.clone();
+    // Sampling step k goes from level a_k to a_prev_k; inversion walks those steps backwards.
+    for (done, step) in (0..n).rev().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(GenerateError::Cancelled);
+        }
+        let i = n - 1 - step;
+        let (a, a_prev) = (ddim.alphas()[i], ddim.alphas_prev()[i]);
+        let eps = model.predict_noise(&x, ddim.timestep(step), contexts, mode, &post)?.eps;
+        let pred_x0 = ((&x - (&eps * (1.0 - a_prev).sqrt())?)? / a_prev.sqrt())?;
+        x = ((pred_x0 * a.sqrt())? + (eps * (1.0 - a).sqrt())?)?;
+        sink(EditEvent::Stage { name: "inverting".into(), step: done + 1, total: n });
+    }
+    Ok(x)
+}
+
+/// The two fine-tuned UNets and optimised embeddings of an Imagic edit.
+struct Tuned {
+    mask_unet: UNetModel,
+    text_unet: UNetModel,
+    mask_embedding: Tensor,
+    text_embedding: Tensor,
+}
+
+fn imagic_collaborators(
+    model: &CollaborativeModel,
+    z0: &Tensor,
+    target: &Contexts,
+    request: &EditRequest,
+    cancel: &AtomicBool,
+    sink: &mut dyn FnMut(EditEvent),
+) -> Result<Tuned, GenerateError> {
+    let key = cache_key(request);
+    let (mask_unet, mask_embedding) = imagic_one(
+        model,
+        (&model.mask_unet, &model.config.mask.unet, MASK_UNET_PREFIX),
+        z0,
+        &target.mask,
+        request,
+        "mask",
+        &key,
+        cancel,
+        sink,
+    )?;
+    let (text_unet, text_embedding) = imagic_one(
+        model,
+        (&model.text_unet, &model.config.text.unet, TEXT_UNET_PREFIX),
+        z0,
+        &target.text,
+        request,
+        "text",
+        &key,
+        cancel,
+        sink,
+    )?;
+    Ok(Tuned { mask_unet, text_unet, mask_embedding, text_embedding })
+}
+
+/// A hash of everything a fine-tuning result depends on.
+fn cache_key(request: &EditRequest) -> String {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    feed(request.photo.as_raw());
+    feed(request.target_mask.classes());
+    feed(request.target_text.as_bytes());
+    feed(format!("{} {} {} {} {}", request.embed_steps, request.finetune_steps, request.embed_lr, request.finetune_lr, request.seed).as_bytes());
+    format!("{h:016x}")
+}
+
+/// One modality's Imagic: (1) the embedding that reconstructs the photo with the
+/// frozen UNet, (2) the UNet fine-tuned with that embedding fixed.
+#[allow(clippy::too_many_arguments)]
+fn imagic_one(
+    model: &CollaborativeModel,
+    (unet, config, prefix): (&UNetModel, &crate::model::unet::UNetConfig, &str),
+    z0: &Tensor,
+    target: &Tensor,
+    request: &EditRequest,
+    modality: &str,
+    key: &str,
+    cancel: &AtomicBool,
+    sink: &mut dyn FnMut(EditEvent),
+) -> Result<(UNetModel, Tensor), GenerateError> {
+    let cached = request.cache.as_ref().map(|dir| dir.join(format!("{key}-{modality}.safetensors")));
+    if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+        let weights = candle_core::safetensors::load(path, &model.device)?;
+        if let Some(embedding) = weights.get("embedding").cloned() {
+            let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &model.device);
+            return Ok((UNetModel::new(vb.pp("unet"), config)?, embedding));
+        }
+    }
+    let schedule = model.schedule.alphas_cumprod().to_vec();
+    let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
+    let loss = |unet: &UNetModel, embedding: &Tensor, rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
+        let (x_t, t, eps) = crate::pipeline::train::noised(z0, &schedule, rng)?;
+        (unet.forward(&x_t, &t, embedding)? - eps)?.sqr()?.mean_all()
+    };
+    // (1) The embedding, with the model frozen.
+    let embedding = Var::from_tensor(target)?;
+    let vars = VarMap::new();
+    vars.data().lock().map_err(|_| GenerateError::Request("poisoned".into()))?.insert("embedding".into(), embedding.clone());
+    let mut opt = AdamW::new(&vars, request.embed_lr, None)?;
+    opt.warmup_steps = 1;
+    for step in 0..request.embed_steps {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(GenerateError::Cancelled);
+        }
+        opt.backward_step(&loss(unet, embedding.as_tensor(), &mut rng)?)?;
+        sink(EditEvent::Stage { name: format!("{modality}: optimising the embedding"), step: step + 1, total: request.embed_steps });
+    }
+    let embedding = embedding.as_tensor().detach();
+    // (2) The UNet, starting from the model's weights, with the embedding fixed.
+    let vars = VarMap::new();
+    let trainable = UNetModel::new(candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &model.device), config)?;
+    copy_weights(model, prefix, &vars)?;
+    let mut opt = AdamW::new(&vars, request.finetune_lr, None)?;
+    opt.warmup_steps = 1;
+    for step in 0..request.finetune_steps {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(GenerateError::Cancelled);
+        }
+        opt.backward_step(&loss(&trainable, &embedding, &mut rng)?)?;
+        sink(EditEvent::Stage { name: format!("{modality}: fine-tuning the UNet"), step: step + 1, total: request.finetune_steps });
+    }
+    let mut weights: std::collections::HashMap<String, Tensor> =
+        opt.final_weights().into_iter().map(|(k, v)| (format!("unet.{k}"), v)).collect();
+    weights.insert("embedding".into(), embedding.clone());
+    if let Some(path) = &cached {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| GenerateError::Request(format!("could not create {}: {e}", dir.display())))?;
+        }
+        candle_core::safetensors::save(&weights, path)?;
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &model.device);
+    Ok((UNetModel::new(vb.pp("unet"), config)?, embedding))
+}
+
+/// Sets every variable of `vars` (a fresh UNet) to the checkpoint tensor at `prefix`.`name`.
+fn copy_weights(model: &CollaborativeModel, prefix: &str, vars: &VarMap) -> Result<(), GenerateError> {
+    let Some(path) = &model.weights_path else {
+        return Err(GenerateError::Request("Imagic fine-tunes the model's own weights; load the model from a checkpoint".into()));
+    };
+    let weights = Weights::open(path).map_err(ModelError::from)?;
+    for (name, var) in vars.data().lock().map_err(|_| GenerateError::Request("the variable map lock was poisoned".into()))?.iter() {
+        let key = format!("{prefix}.{name}");
+        let Some(tensor) = weights.get(&key) else {
+            return Err(GenerateError::Request(format!("{} has no {key}", path.display())));
+        };
+        var.set(&tensor.to_dtype(DType::F32)?.to_device(&model.device)?)?;
+    }
+    Ok(())
+}
