@@ -46,7 +46,7 @@ impl AdamW {
             .into_iter()
             .map(|(name, var)| {
                 let zeros = var.as_tensor().zeros_like()?;
-                let ema = ema_decay.map(|_| var.as_tensor().copy()).transpose()?;
+                let ema = ema_decay.map(|_| var.as_tensor().detach().copy()).transpose()?;
                 Ok(Slot { name, first_moment: zeros.clone(), second_moment: zeros, ema, var })
             })
             .collect::<Result<_>>()?;
@@ -74,16 +74,18 @@ impl AdamW {
         let (c1, c2) = (1.0 - BETA1.powi(self.step as i32), 1.0 - BETA2.powi(self.step as i32));
         for slot in &mut self.slots {
             let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
-            let g = (g * clip)?;
-            slot.first_moment = ((&slot.first_moment * BETA1)? + (&g * (1.0 - BETA1))?)?;
-            slot.second_moment = ((&slot.second_moment * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            // Detached throughout: an op on a variable records its inputs, so
+            // running averages built from one would keep every step's tensors alive.
+            let g = (g.detach() * clip)?;
+            slot.first_moment = ((&slot.first_moment * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
+            slot.second_moment = ((&slot.second_moment * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let update = ((&slot.first_moment / c1)? / ((&slot.second_moment / c2)?.sqrt()? + EPS)?)?;
             let decayed = (slot.var.as_tensor() * (1.0 - lr * self.weight_decay))?;
             slot.var.set(&(decayed - (update * lr)?)?)?;
             if let (Some(ema), Some(decay)) = (&mut slot.ema, self.ema_decay) {
                 // Early on the average follows the weights closely (as in the original's LitEma).
                 let decay = decay.min((1.0 + self.step as f64) / (10.0 + self.step as f64));
-                *ema = ((&*ema * decay)? + (slot.var.as_tensor() * (1.0 - decay))?)?;
+                *ema = ((&*ema * decay)? + (slot.var.as_tensor().detach() * (1.0 - decay))?)?.detach();
             }
         }
         Ok(norm)
