@@ -11,7 +11,6 @@ use crate::data::image::save_png_with_params;
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::CombineMode;
 use crate::model::collaborative::CollaborativeModel;
-use crate::model::defaults::ModelFiles;
 use crate::model::judges::Judges;
 use crate::pipeline::edit::{self, EditEvent, EditMethod, EditRequest};
 
@@ -59,26 +58,21 @@ pub struct EditArgs {
     /// The photo's own description; default: the attribute judge's reading.
     #[arg(long)]
     source_text: Option<String>,
-    #[arg(long, requires = "ckpt")]
-    config: Option<PathBuf>,
-    #[arg(long, requires = "config")]
-    ckpt: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// The judges; default: models/judges.safetensors.
     #[arg(long)]
     judges: Option<PathBuf>,
 }
 
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
-    let files = match (&args.config, &args.ckpt) {
-        (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
-        _ => ModelFiles::default_models()?,
-    };
+    let files = args.model.files()?;
     let device = crate::model::device()?;
     let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
     let size = model.image_size();
     let photo = edit::load_photo(&args.photo, size).map_err(anyhow::Error::msg)?;
     let target_mask = Mask::load(&args.mask)?.resize_nearest(size, size);
-    let judges_path = args.judges.clone().unwrap_or_else(|| ModelFiles::default_dir().join("judges.safetensors"));
+    let judges_path = super::ModelArgs::judges(&args.judges);
     let judges = if judges_path.exists() { Some(Judges::load(&judges_path, &device)?) } else { None };
     let mut request = EditRequest::new(photo, target_mask, args.text.clone(), args.method);
     request.source_mask = args.source_mask.as_ref().map(Mask::load).transpose()?.map(|m| m.resize_nearest(size, size));

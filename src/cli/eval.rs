@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::image::{hstack, influence_colour, upscale, vstack};
 use crate::data::synth::sheet::draw_text;
 use crate::model::collaborative::CollaborativeModel;
-use crate::model::defaults::ModelFiles;
 use crate::model::judges::Judges;
 use crate::pipeline::evaluate::{self, EvalEvent, EvalMode, EvalReport, EvalRequest, ModeResult};
 use crate::pipeline::generate::{images_to_frames, scalar_maps, RgbFrame};
@@ -35,22 +34,16 @@ pub struct EvalArgs {
     /// Conditions sampled together.
     #[arg(long, default_value_t = 25)]
     batch: usize,
-    /// A composed model's YAML; default: models/codiff.yaml.
-    #[arg(long, requires = "ckpt")]
-    config: Option<PathBuf>,
-    #[arg(long, requires = "config")]
-    ckpt: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// The judges; default: models/judges.safetensors.
     #[arg(long)]
     judges: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let files = match (&args.config, &args.ckpt) {
-        (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
-        _ => ModelFiles::default_models()?,
-    };
-    let judges_path = args.judges.clone().unwrap_or_else(|| ModelFiles::default_dir().join("judges.safetensors"));
+    let files = args.model.files()?;
+    let judges_path = super::ModelArgs::judges(&args.judges);
     let device = crate::model::device()?;
     let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
     let judges = Judges::load(&judges_path, &device).with_context(|| format!("could not load the judges from {}", judges_path.display()))?;

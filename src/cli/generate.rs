@@ -11,19 +11,14 @@ use crate::data::image::{hstack, influence_colour, save_png_with_params, upscale
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::model::collaborative::CollaborativeModel;
-use crate::model::defaults::ModelFiles;
 use crate::pipeline::generate::{
     images_to_frames, scalar_maps, Prepared, GenerateError, GenerateRequest, RgbFrame, ScalarMap, StepOutput,
 };
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The composed model's YAML config (original format); default: the models in models/.
-    #[arg(long, requires = "ckpt")]
-    pub config: Option<PathBuf>,
-    /// Its weights: a Lightning .ckpt or a .safetensors file.
-    #[arg(long, requires = "config")]
-    pub ckpt: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// The face mask: a palette or index PNG (pixel value = class), or RGB in the palette colours.
     #[arg(long)]
     pub mask: PathBuf,
@@ -52,10 +47,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let files = match (&args.config, &args.ckpt) {
-        (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
-        _ => ModelFiles::default_models()?,
-    };
+    let files = args.model.files()?;
     let mask = Mask::load(&args.mask)?;
     mask.square_size(&args.mask.display().to_string())?;
     let device = crate::model::device()?;

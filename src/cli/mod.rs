@@ -8,7 +8,11 @@ mod generate;
 mod synth;
 mod train;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::defaults::ModelFiles;
 
 #[derive(Debug, Parser)]
 #[command(name = "codiff", version, about = "CoDiff Studio: paint a face mask, describe the face, let two diffusion models collaborate")]
@@ -45,5 +49,31 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Edit(args) => edit::run(args),
+    }
+}
+
+/// Which composed model a subcommand runs: an original config with its
+/// checkpoint, or the default models in models/.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The composed model's YAML config (original format); default: the models in models/.
+    #[arg(long, requires = "ckpt")]
+    pub config: Option<PathBuf>,
+    /// Its weights: a Lightning .ckpt or a .safetensors file.
+    #[arg(long, requires = "config")]
+    pub ckpt: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn files(&self) -> anyhow::Result<ModelFiles> {
+        Ok(match (&self.config, &self.ckpt) {
+            (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
+            _ => ModelFiles::default_models()?,
+        })
+    }
+
+    /// The judges' file: `path` when given, else models/judges.safetensors.
+    pub fn judges(path: &Option<PathBuf>) -> PathBuf {
+        path.clone().unwrap_or_else(|| ModelFiles::default_dir().join("judges.safetensors"))
     }
 }

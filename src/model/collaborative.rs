@@ -162,6 +162,13 @@ pub struct Collaborators<'a> {
     pub text: &'a UNetModel,
 }
 
+impl Collaborators<'_> {
+    /// Both noise predictions (mask-driven, text-driven) at timesteps `t` (one per batch item).
+    pub fn noise(&self, x: &Tensor, t: &Tensor, contexts: &Contexts) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((self.mask.forward(x, t, &contexts.mask)?, self.text.forward(x, t, &contexts.text)?))
+    }
+}
+
 /// Both models' cross-attention contexts for a batch.
 pub struct Contexts {
     pub mask: Tensor,
@@ -266,7 +273,7 @@ impl CollaborativeModel {
                 let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
                 (eps.clone(), eps)
             }
-            _ => (collaborators.mask.forward(x, &t_batch, &contexts.mask)?, collaborators.text.forward(x, &t_batch, &contexts.text)?),
+            _ => collaborators.noise(x, &t_batch, contexts)?,
         };
         let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
         let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
@@ -275,8 +282,7 @@ impl CollaborativeModel {
 
     /// Both collaborators' noise predictions (mask-driven, text-driven) at timestep `t`.
     pub fn collaborator_noise(&self, x: &Tensor, t: usize, contexts: &Contexts) -> Result<(Tensor, Tensor), ModelError> {
-        let t_batch = Self::timesteps(x, t)?;
-        Ok((self.mask_unet.forward(x, &t_batch, &contexts.mask)?, self.text_unet.forward(x, &t_batch, &contexts.text)?))
+        Ok(self.collaborators().noise(x, &Self::timesteps(x, t)?, contexts)?)
     }
 
     /// The dynamic diffusers' raw maps (mask, text), before any softmax.
