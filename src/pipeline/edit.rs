@@ -10,6 +10,7 @@
 //!   The fine-tuned weights are cached per photo and conditions, so trying
 //!   another alpha only samples again.
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -251,28 +252,13 @@ fn imagic_collaborators(
     sink: &mut dyn FnMut(EditEvent),
 ) -> Result<Tuned, GenerateError> {
     let key = cache_key(request);
-    let (mask_unet, mask_embedding) = imagic_one(
-        model,
-        (&model.mask_unet, &model.config.mask.unet, MASK_UNET_PREFIX),
-        z0,
-        &target.mask,
-        request,
-        "mask",
-        &key,
-        cancel,
-        sink,
-    )?;
-    let (text_unet, text_embedding) = imagic_one(
-        model,
-        (&model.text_unet, &model.config.text.unet, TEXT_UNET_PREFIX),
-        z0,
-        &target.text,
-        request,
-        "text",
-        &key,
-        cancel,
-        sink,
-    )?;
+    // Opened at most once, and only if a modality misses the cache.
+    let checkpoint = OnceCell::new();
+    let tune = |unet, config, prefix, target, modality, sink: &mut dyn FnMut(EditEvent)| {
+        imagic_one(model, &checkpoint, (unet, config, prefix), z0, target, request, modality, &key, cancel, sink)
+    };
+    let (mask_unet, mask_embedding) = tune(&model.mask_unet, &model.config.mask.unet, MASK_UNET_PREFIX, &target.mask, "mask", sink)?;
+    let (text_unet, text_embedding) = tune(&model.text_unet, &model.config.text.unet, TEXT_UNET_PREFIX, &target.text, "text", sink)?;
     Ok(Tuned { mask_unet, text_unet, mask_embedding, text_embedding })
 }
 
@@ -296,6 +282,7 @@ fn cache_key(request: &EditRequest) -> String {
 #[allow(clippy::too_many_arguments)]
 fn imagic_one(
     model: &CollaborativeModel,
+    checkpoint: &OnceCell<Weights>,
     (unet, config, prefix): (&UNetModel, &crate::model::unet::UNetConfig, &str),
     z0: &Tensor,
     target: &Tensor,
@@ -336,7 +323,7 @@ fn imagic_one(
     // (2) The UNet, starting from the model's weights, with the embedding fixed.
     let vars = VarMap::new();
     let trainable = UNetModel::new(candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &model.device), config)?;
-    copy_weights(model, prefix, &vars)?;
+    copy_weights(model, checkpoint, prefix, &vars)?;
     let mut opt = AdamW::new(&vars, request.finetune_lr, None)?;
     opt.warmup_steps = 1;
     for step in 0..request.finetune_steps {
@@ -360,11 +347,14 @@ fn imagic_one(
 }
 
 /// Sets every variable of `vars` (a fresh UNet) to the checkpoint tensor at `prefix`.`name`.
-fn copy_weights(model: &CollaborativeModel, prefix: &str, vars: &VarMap) -> Result<(), GenerateError> {
+fn copy_weights(model: &CollaborativeModel, checkpoint: &OnceCell<Weights>, prefix: &str, vars: &VarMap) -> Result<(), GenerateError> {
     let Some(path) = &model.weights_path else {
         return Err(GenerateError::Request("Imagic fine-tunes the model's own weights; load the model from a checkpoint".into()));
     };
-    let weights = Weights::open(path).map_err(ModelError::from)?;
+    if checkpoint.get().is_none() {
+        let _ = checkpoint.set(Weights::open(path).map_err(ModelError::from)?);
+    }
+    let Some(weights) = checkpoint.get() else { unreachable!("set just above") };
     for (name, var) in vars.data().lock().map_err(|_| GenerateError::Request("the variable map lock was poisoned".into()))?.iter() {
         let key = format!("{prefix}.{name}");
         let Some(tensor) = weights.get(&key) else {
