@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use codiff::app::canvas::{stamp_disc, Tool};
+use codiff::app::canvas::{stamp_disc, Ink, Tool};
 use codiff::app::palette::CLASS_KEYS;
 use codiff::app::worker::{Engine, ModelInfo};
 use codiff::app::{ModelStatus, Studio, StudioOptions};
 use codiff::data::mask::{Mask, NUM_CLASSES};
+use codiff::pipeline::edit::{EditEvent, EditRequest};
 use codiff::pipeline::generate::{Event, GenerateRequest, RgbFrame, ScalarMap, StepFrame};
 use egui::{Key, Modifiers, Pos2};
 use egui_kittest::kittest::Queryable;
@@ -73,6 +74,28 @@ impl Engine for ScriptedEngine {
 
     fn describe(&self) -> ModelInfo {
         ModelInfo { name: "scripted test engine".into(), resolution: IMAGE, parameters: 0 }
+    }
+
+    /// Reads every photo as a skin disc on background, described as a man in his twenties.
+    fn read_photo(&self, photo: &image::RgbImage) -> Result<(Mask, String), String> {
+        assert_eq!(photo.dimensions(), (IMAGE as u32, IMAGE as u32), "the judges get the crop at the model's size");
+        let mut mask = Mask::filled(IMAGE, IMAGE, 0);
+        stamp_disc(&mut mask, Pos2::new(32.0, 32.0), 20.0, Ink::Class(1));
+        Ok((mask, "This man is in his twenties.".into()))
+    }
+
+    /// Streams a few progress events, then returns one flat image per alpha, red as much as the target mask has skin.
+    fn edit(&self, request: &EditRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(EditEvent)) -> Result<Vec<(f64, RgbFrame)>, String> {
+        for step in 1..=3 {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(Vec::new());
+            }
+            std::thread::sleep(self.step_delay);
+            sink(EditEvent::Stage { name: "sampling".into(), step, total: 3 });
+        }
+        let skin = request.target_mask.class_histogram()[1] as f32 / (IMAGE * IMAGE) as f32;
+        let red = (skin * 255.0) as u8;
+        Ok(request.alphas.iter().map(|&a| (a, rgb(|_, _| [red, 0, 0]))).collect())
     }
 }
 
@@ -213,6 +236,14 @@ fn generate_streams_step_previews_and_ends_with_an_image() {
     assert_eq!(studio.history()[0].images.len(), 2);
     assert_eq!(studio.history()[0].images[0].pixels[0], 200);
     assert!(studio.last_first_preview_secs.is_some_and(|s| s < 1.0));
+
+    // The run exports as one looping GIF, a frame per step, the four views side by side.
+    let gif = temp_dir("gif").join("steps.gif");
+    assert_eq!(studio.timeline().export_gif(&gif), Ok(6));
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
+    let frames = image::AnimationDecoder::into_frames(decoder).collect_frames().unwrap();
+    assert_eq!(frames.len(), 6);
+    assert_eq!(frames[0].buffer().dimensions(), (4 * 128, 128));
 }
 
 #[test]
@@ -337,7 +368,7 @@ fn open_work_is_restored_on_start() {
 
 /// Paints a rough frontal face: hair, skin, ears, brows, eyes, nose, lips, neck and cloth.
 fn paint_face(mask: &mut Mask) {
-    let disc = |m: &mut Mask, x: f32, y: f32, r: f32, c: u8| stamp_disc(m, Pos2::new(x, y), r, c);
+    let disc = |m: &mut Mask, x: f32, y: f32, r: f32, c: u8| stamp_disc(m, Pos2::new(x, y), r, Ink::Class(c));
     for y in 380..512 {
         for x in 60..452 {
             mask.set(x, y, 18);
@@ -478,4 +509,50 @@ fn open_sample_lists_the_samples_folder_and_copes_without_one() {
     harness.get_by_label("all_hair").click();
     harness.run();
     assert_eq!(harness.state().mask(), &Mask::filled(64, 64, 13));
+}
+
+#[test]
+fn a_photo_is_read_onto_the_canvas_edited_and_pasted_back() {
+    let dir = temp_dir("photo");
+    let path = dir.join("portrait.jpg");
+    image::RgbImage::from_pixel(300, 200, image::Rgb([0, 0, 200])).save(&path).unwrap();
+    let mut harness = studio(10, None);
+    let ctx = harness.ctx.clone();
+    harness.state_mut().open_photo(&ctx, &path);
+    run_until(&mut harness, "the judges read the photo", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
+    let studio = harness.state();
+    assert_eq!(studio.prompt(), "This man is in his twenties.", "the reading becomes the prompt to change");
+    assert_eq!(studio.mask().width(), 512, "the reading is scaled to the canvas");
+    assert_eq!(studio.mask().get(256, 256), 1, "skin where the parser saw it");
+    assert!(studio.canvas().restore.is_some(), "the eraser restores the reading");
+
+    // Paint the whole face background, then edit: the scripted edit sees the target mask.
+    let blank = Mask::filled(512, 512, 0);
+    harness.state_mut().canvas_mut().replace_mask(blank);
+    harness.state_mut().set_prompt("This man is in his sixties.");
+    harness.state_mut().edit_photo();
+    assert!(harness.state().is_busy(), "the edit runs on the worker");
+    run_until(&mut harness, "the edit finishes", |s| !s.is_busy());
+    let photo = harness.state().photo().unwrap();
+    assert_eq!(photo.results.len(), 1);
+    assert_eq!(photo.results[0].image.pixels[0], 0, "the target mask (no skin) reached the engine");
+    let full = photo.edited_photo(0).unwrap();
+    assert_eq!(full.dimensions(), (300, 200), "the edit is pasted back into the full photo");
+    assert_eq!(full.get_pixel(150, 100)[2], 0, "the crop's centre is the edit");
+    assert!(full.get_pixel(10, 100)[2] > 150, "outside the crop the photo is unchanged");
+}
+
+#[test]
+fn a_bad_photo_is_refused_and_nothing_changes() {
+    let dir = temp_dir("bad-photo");
+    let path = dir.join("broken.jpg");
+    std::fs::write(&path, b"not a jpeg").unwrap();
+    let mut harness = studio(0, None);
+    let before = harness.state().mask().clone();
+    let ctx = harness.ctx.clone();
+    harness.state_mut().open_photo(&ctx, &path);
+    harness.run();
+    assert!(harness.state().photo().is_none());
+    assert_eq!(harness.state().mask(), &before);
+    assert!(harness.state().messages().iter().any(|m| m.text.contains("not a readable")), "{:?}", harness.state().messages());
 }

@@ -59,6 +59,9 @@ pub struct Canvas {
     screen_rect: Option<Rect>,
     /// Bumped on every change, so others (autosave) notice edits.
     pub revision: u64,
+    /// What the eraser paints back: over a photo, the class its parser read at
+    /// each pixel (the same size as the mask); otherwise background.
+    pub restore: Option<Mask>,
 }
 
 impl Canvas {
@@ -80,6 +83,7 @@ impl Canvas {
             texture_dirty: true,
             screen_rect: None,
             revision: 0,
+            restore: None,
         }
     }
 
@@ -192,15 +196,19 @@ impl Canvas {
     }
 
     fn stamp_line(&mut self, from: Pos2, to: Pos2) {
-        let class = if self.tool == Tool::Eraser { 0 } else { self.class };
+        let ink = match (self.tool, &self.restore) {
+            (Tool::Eraser, Some(restore)) if restore.width() == self.mask.width() && restore.height() == self.mask.height() => Ink::From(restore),
+            (Tool::Eraser, _) => Ink::Class(0),
+            _ => Ink::Class(self.class),
+        };
         let spacing = (self.brush_radius * 0.5).max(0.5);
         let stamps = ((to - from).length() / spacing).ceil().max(1.0) as usize;
         let width = self.mask.width() as f32;
         for i in 0..=stamps {
             let at = from.lerp(to, i as f32 / stamps as f32);
-            stamp_disc(&mut self.mask, at, self.brush_radius, class);
+            stamp_disc(&mut self.mask, at, self.brush_radius, ink);
             if self.mirror {
-                stamp_disc(&mut self.mask, Pos2::new(width - at.x, at.y), self.brush_radius, mirrored_class(class));
+                stamp_disc(&mut self.mask, Pos2::new(width - at.x, at.y), self.brush_radius, ink.mirrored());
             }
         }
         self.changed();
@@ -305,8 +313,33 @@ impl Canvas {
     }
 }
 
+/// What a stamp writes: one class, or each pixel's class in another mask of the same size.
+#[derive(Debug, Clone, Copy)]
+pub enum Ink<'a> {
+    Class(u8),
+    From(&'a Mask),
+}
+
+impl Ink<'_> {
+    fn at(&self, x: usize, y: usize) -> u8 {
+        match self {
+            Ink::Class(class) => *class,
+            Ink::From(mask) => mask.get(x, y),
+        }
+    }
+
+    /// The ink of the mirror stroke: left and right classes swap; a restored
+    /// mask is already right at every pixel.
+    fn mirrored(self) -> Self {
+        match self {
+            Ink::Class(class) => Ink::Class(mirrored_class(class)),
+            from => from,
+        }
+    }
+}
+
 /// Sets every pixel within `radius` of `center` (mask coordinates, pixel centres at +0.5).
-pub fn stamp_disc(mask: &mut Mask, center: Pos2, radius: f32, class: u8) {
+pub fn stamp_disc(mask: &mut Mask, center: Pos2, radius: f32, ink: Ink) {
     let (w, h) = (mask.width() as i64, mask.height() as i64);
     let r2 = radius * radius;
     let x0 = ((center.x - radius).floor() as i64).max(0);
@@ -317,7 +350,7 @@ pub fn stamp_disc(mask: &mut Mask, center: Pos2, radius: f32, class: u8) {
         for x in x0..=x1 {
             let d = Vec2::new(x as f32 + 0.5 - center.x, y as f32 + 0.5 - center.y);
             if d.length_sq() <= r2.max(0.25) {
-                mask.set(x as usize, y as usize, class);
+                mask.set(x as usize, y as usize, ink.at(x as usize, y as usize));
             }
         }
     }
@@ -371,6 +404,23 @@ mod tests {
         let filled: usize = mask.classes().iter().filter(|&&c| c == 1).count();
         assert_eq!(filled, 10);
         assert_eq!(mask.get(4, 4), 0);
+    }
+
+    #[test]
+    fn the_eraser_restores_the_photo_s_parsed_class() {
+        let mut parsed = Mask::filled(16, 16, 1); // skin
+        parsed.set(5, 5, 10); // nose
+        let mut canvas = Canvas::new(Mask::filled(16, 16, 17)); // all hair, painted over the photo
+        canvas.tool = Tool::Eraser;
+        canvas.brush_radius = 2.0;
+        canvas.stroke_begin(Pos2::new(5.5, 5.5));
+        canvas.stroke_end();
+        assert_eq!(canvas.mask().get(5, 5), 0, "without a photo the eraser paints background");
+        canvas.undo();
+        canvas.restore = Some(parsed);
+        canvas.stroke_begin(Pos2::new(5.5, 5.5));
+        canvas.stroke_end();
+        assert_eq!((canvas.mask().get(5, 5), canvas.mask().get(6, 5), canvas.mask().get(12, 12)), (10, 1, 17));
     }
 
     #[test]

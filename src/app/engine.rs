@@ -5,15 +5,25 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use image::RgbImage;
+
 use super::worker::{Engine, EngineLoader, ModelInfo};
+use crate::data::mask::Mask;
 use crate::model::checkpoint::Weights;
 use crate::model::collaborative::{unused_ok, CollaborativeModel};
 use crate::model::defaults::ModelFiles;
-use crate::pipeline::generate::{self, Event, GenerateError, GenerateRequest};
+use crate::model::judges::Judges;
+use crate::pipeline::edit::{self, EditEvent, EditRequest};
+use crate::pipeline::generate::{self, Event, GenerateError, GenerateRequest, RgbFrame};
+
+/// The judges a model directory may hold beside its checkpoint (the default models do).
+const JUDGES_FILE: &str = "judges.safetensors";
 
 pub struct CollaborativeEngine {
     model: CollaborativeModel,
     info: ModelInfo,
+    /// Read a photo's mask and description for editing; absent beside most checkpoints.
+    judges: Option<Judges>,
 }
 
 impl CollaborativeEngine {
@@ -27,7 +37,9 @@ impl CollaborativeEngine {
             .unwrap_or(0);
         let name = files.weights.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
         let info = ModelInfo { name, resolution: model.image_size(), parameters };
-        Ok(Self { model, info })
+        let judges_path = files.weights.with_file_name(JUDGES_FILE);
+        let judges = judges_path.is_file().then(|| Judges::load(&judges_path, &device)).transpose().map_err(|e| format!("{}: {e}", judges_path.display()))?;
+        Ok(Self { model, info, judges })
     }
 }
 
@@ -41,6 +53,22 @@ impl Engine for CollaborativeEngine {
 
     fn describe(&self) -> ModelInfo {
         self.info.clone()
+    }
+
+    fn read_photo(&self, photo: &RgbImage) -> Result<(Mask, String), String> {
+        let Some(judges) = &self.judges else {
+            return Err(format!("no face parser ({JUDGES_FILE}) beside this checkpoint; paint the photo's mask and describe it yourself"));
+        };
+        let tensor = edit::photo_tensor(photo, &self.model.device).map_err(|e| e.to_string())?;
+        edit::describe(judges, &tensor, self.model.image_size(), 0).map_err(|e| e.to_string())
+    }
+
+    fn edit(&self, request: &EditRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(EditEvent)) -> Result<Vec<(f64, RgbFrame)>, String> {
+        match edit::run(&self.model, self.judges.as_ref(), request, cancel, sink) {
+            Ok(output) => Ok(output.images),
+            Err(GenerateError::Cancelled) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

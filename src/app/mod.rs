@@ -12,6 +12,7 @@ pub mod frame_stats;
 pub mod gallery;
 pub mod generation;
 pub mod palette;
+pub mod photo;
 pub mod prompt;
 pub mod timeline;
 pub mod worker;
@@ -28,11 +29,13 @@ use self::canvas::{Canvas, Tool, BRUSH_RADIUS_RANGE, MODEL_MASK_SIZE};
 use self::frame_stats::FrameStats;
 use self::gallery::{encode_result_png, read_result_params, GalleryAction, HistoryEntry, RunParams};
 use self::generation::{Progress, Settings};
+use self::photo::{EditProgress, PhotoAction, PhotoEdit};
 use self::prompt::Attributes;
-use self::timeline::{rgb_image, StepRecord, Timeline};
+use self::timeline::{rgb_image, Export, StepRecord, Timeline};
 use self::worker::{Engine, EngineLoader, Job, ModelInfo, Outcome, Worker, WorkerEvent};
 use crate::data::mask::{Mask, CLASSES};
-use crate::pipeline::generate::{Event, GenerateRequest};
+use crate::pipeline::edit::EditMethod;
+use crate::pipeline::generate::{Event, GenerateRequest, RgbFrame};
 
 /// New masks have the original data's size.
 pub const DEFAULT_MASK_SIZE: usize = 512;
@@ -136,6 +139,13 @@ struct ActiveRun {
     first_preview_secs: Option<f64>,
 }
 
+/// A photo edit in flight.
+struct ActiveEdit {
+    cancel: Arc<AtomicBool>,
+    progress: EditProgress,
+    method: EditMethod,
+}
+
 pub struct Studio {
     canvas: Canvas,
     prompt: String,
@@ -169,6 +179,9 @@ pub struct Studio {
     /// Seconds from Generate to the first preview, of the last run.
     pub last_first_preview_secs: Option<f64>,
     frame_stats: Option<FrameStats>,
+    /// The photo being edited, if one is open.
+    photo: Option<PhotoEdit>,
+    edit: Option<ActiveEdit>,
 }
 
 impl Studio {
@@ -201,6 +214,8 @@ impl Studio {
             seen_inputs: (0, Instant::now()),
             last_first_preview_secs: None,
             frame_stats: FrameStats::from_env(),
+            photo: None,
+            edit: None,
         };
         studio.restore_autosave(&cc.egui_ctx);
         if let Some((label, load)) = options.loader {
@@ -235,6 +250,19 @@ impl Studio {
 
     pub fn is_generating(&self) -> bool {
         self.run.is_some()
+    }
+
+    /// Whether the worker is busy with a generation or a photo edit.
+    pub fn is_busy(&self) -> bool {
+        self.run.is_some() || self.edit.is_some()
+    }
+
+    pub fn photo(&self) -> Option<&PhotoEdit> {
+        self.photo.as_ref()
+    }
+
+    pub fn photo_mut(&mut self) -> Option<&mut PhotoEdit> {
+        self.photo.as_mut()
     }
 
     /// Whether Cancel was pressed for the run in flight.
@@ -359,12 +387,133 @@ impl Studio {
     }
 
     /// A dropped PNG that the studio wrote restores its settings; anything else is read as a mask.
-    fn open_dropped(&mut self, path: &Path) {
-        if let Some(params) = std::fs::read(path).ok().as_deref().and_then(read_result_params) {
+    /// A JPEG or WebP opens as a photo to edit; anything else is read as a mask.
+    fn open_dropped(&mut self, ctx: &egui::Context, path: &Path) {
+        let photo_like = path.extension().is_some_and(|e| ["jpg", "jpeg", "webp"].iter().any(|p| e.eq_ignore_ascii_case(p)));
+        if photo_like {
+            self.open_photo(ctx, path);
+        } else if let Some(params) = std::fs::read(path).ok().as_deref().and_then(read_result_params) {
             self.restore_params(params);
             self.inform(MessageKind::Info, format!("Restored the settings saved in {}", path.display()));
         } else {
             self.load_mask(path);
+        }
+    }
+
+    // ----- photo editing -----
+
+    fn model_resolution(&self) -> Option<usize> {
+        match &self.model {
+            ModelStatus::Ready(info) => Some(info.resolution),
+            _ => None,
+        }
+    }
+
+    /// Opens a photo to edit: its centred square goes under the canvas and to
+    /// the judges, whose reading becomes the mask and the prompt to change.
+    pub fn open_photo(&mut self, ctx: &egui::Context, path: &Path) {
+        if self.model_resolution().is_none() {
+            self.inform(MessageKind::Error, "load a model before opening a photo to edit");
+            return;
+        }
+        match PhotoEdit::open(ctx, path, self.canvas.mask().width()) {
+            Ok(photo) => {
+                self.photo = Some(photo);
+                self.read_photo();
+                self.inform(MessageKind::Info, format!("Opened {}; reading its mask and description…", path.display()));
+            }
+            Err(e) => self.inform(MessageKind::Error, format!("{e}. Nothing was changed.")),
+        }
+    }
+
+    fn open_photo_dialog(&mut self, ctx: &egui::Context) {
+        if let Some(path) = rfd::FileDialog::new().set_title("Photo to edit").add_filter("photo", &["png", "jpg", "jpeg", "webp"]).pick_file() {
+            self.open_photo(ctx, &path);
+        }
+    }
+
+    /// Sends the photo's crop to the judges.
+    fn read_photo(&mut self) {
+        let (Some(size), Some(photo)) = (self.model_resolution(), self.photo.as_mut()) else { return };
+        photo.reading = self.worker.send(Job::ReadPhoto { photo: photo.photo.model_input(size) });
+    }
+
+    /// The judges' reading: the photo's mask onto the canvas (also what the
+    /// eraser restores) and its description into the prompt, both to be changed.
+    fn photo_read(&mut self, read: Result<(Mask, String), String>) {
+        let Some(photo) = self.photo.as_mut() else { return };
+        photo.reading = false;
+        match read {
+            Ok((mask, text)) => {
+                let side = self.canvas.mask().width().max(self.canvas.mask().height());
+                let shown = mask.resize_nearest(side, side);
+                photo.source_mask = Some(mask);
+                photo.source_text = text.clone();
+                self.canvas.replace_mask(shown.clone());
+                self.canvas.restore = Some(shown);
+                self.prompt = text;
+                self.inform(MessageKind::Info, "Read the photo's mask and description: change them to what you want, then press Edit photo.");
+            }
+            Err(e) => self.inform(MessageKind::Error, format!("could not read the photo: {e}")),
+        }
+    }
+
+    /// Starts an edit of the open photo towards the canvas's mask and the prompt.
+    pub fn edit_photo(&mut self) {
+        let (Some(size), Some(photo)) = (self.model_resolution(), self.photo.as_ref()) else { return };
+        if self.is_busy() {
+            return;
+        }
+        let request = photo.request(size, self.canvas.mask(), self.prompt.trim(), self.settings.seed, self.settings.steps);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let method = photo.method;
+        if self.worker.send(Job::Edit { request: Box::new(request), cancel: cancel.clone() }) {
+            self.edit = Some(ActiveEdit { cancel, progress: EditProgress::new(), method });
+        } else {
+            self.inform(MessageKind::Error, "the worker has stopped; restart the studio (your work is autosaved)");
+        }
+    }
+
+    fn photo_action(&mut self, ctx: &egui::Context, action: PhotoAction) {
+        match action {
+            PhotoAction::Recrop => {
+                let side = self.canvas.mask().width();
+                if let Some(photo) = self.photo.as_mut() {
+                    match photo.apply_crop(side) {
+                        Ok(()) => self.read_photo(),
+                        Err(e) => self.inform(MessageKind::Error, e),
+                    }
+                }
+            }
+            PhotoAction::Edit => self.edit_photo(),
+            PhotoAction::Cancel => self.cancel(),
+            PhotoAction::Save(index) => self.save_edited_photo_dialog(index),
+            PhotoAction::Close => {
+                self.cancel();
+                self.photo = None;
+                self.canvas.restore = None;
+            }
+        }
+        ctx.request_repaint();
+    }
+
+    fn save_edited_photo_dialog(&mut self, index: usize) {
+        let Some(photo) = &self.photo else { return };
+        let Some(edited) = photo.edited_photo(index) else { return };
+        let stem = photo.path.file_stem().map_or_else(|| "photo".into(), |s| s.to_string_lossy().into_owned());
+        let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("{stem}-edited.png")).save_file() else { return };
+        let result = &photo.results[index];
+        let params = [
+            ("text", self.prompt.clone()),
+            ("source_text", photo.source_text.clone()),
+            ("method", format!("{:?}", result.method).to_lowercase()),
+            ("alpha", result.alpha.to_string()),
+            ("photo", photo.path.display().to_string()),
+        ];
+        let frame = RgbFrame { width: edited.width() as usize, height: edited.height() as usize, pixels: edited.into_raw() };
+        match crate::data::image::save_png_with_params(&path, &frame, &params) {
+            Ok(()) => self.inform(MessageKind::Info, format!("Saved the edited photo to {}", path.display())),
+            Err(e) => self.inform(MessageKind::Error, format!("cannot save {}: {e}", path.display())),
         }
     }
 
@@ -394,7 +543,7 @@ impl Studio {
 
     /// Starts a run with the current mask, prompt and settings.
     pub fn generate(&mut self) {
-        if self.run.is_some() {
+        if self.is_busy() {
             return;
         }
         if !self.settings.seed_locked {
@@ -423,10 +572,13 @@ impl Studio {
         self.run = Some(ActiveRun { cancel, progress: Progress::new(s.steps), params, mask: self.canvas.mask().clone(), first_preview_secs: None });
     }
 
-    /// Asks the running generation to stop; it ends within one step.
+    /// Asks the running generation or edit to stop; it ends within one step.
     pub fn cancel(&mut self) {
         if let Some(run) = &self.run {
             run.cancel.store(true, Ordering::Relaxed);
+        }
+        if let Some(edit) = &self.edit {
+            edit.cancel.store(true, Ordering::Relaxed);
         }
     }
 
@@ -462,6 +614,24 @@ impl Studio {
                         if self.history.len() > HISTORY_LIMIT {
                             self.history.remove(0);
                         }
+                    }
+                }
+                WorkerEvent::PhotoRead(read) => self.photo_read(read),
+                WorkerEvent::Edit(event) => {
+                    if let Some(edit) = &mut self.edit {
+                        edit.progress.update(event);
+                    }
+                }
+                WorkerEvent::EditEnded { images, outcome } => {
+                    let method = self.edit.take().map_or(EditMethod::Inversion, |e| e.method);
+                    match outcome {
+                        Outcome::Finished => {
+                            if let Some(photo) = &mut self.photo {
+                                photo.add_results(ctx, method, images);
+                            }
+                        }
+                        Outcome::Cancelled => self.inform(MessageKind::Info, "Edit cancelled."),
+                        Outcome::Failed(e) => self.inform(MessageKind::Error, format!("the edit failed: {e}")),
                     }
                 }
                 WorkerEvent::GenerationEnded(outcome) => {
@@ -631,7 +801,7 @@ impl Studio {
         });
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
         for path in dropped {
-            self.open_dropped(&path);
+            self.open_dropped(ctx, &path);
         }
     }
 
@@ -668,6 +838,9 @@ impl Studio {
             if ui.button("Save mask…").clicked() {
                 self.save_mask_as_dialog();
             }
+            if ui.add_enabled(!self.is_busy(), egui::Button::new("Open photo…")).on_hover_text("Edit a photo: its mask and description are read, you change them").clicked() {
+                self.open_photo_dialog(ui.ctx());
+            }
             ui.separator();
             if ui.add_enabled(self.canvas.can_undo(), egui::Button::new("Undo")).on_hover_text("Ctrl+Z").clicked() {
                 self.canvas.undo();
@@ -677,7 +850,7 @@ impl Studio {
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let loading = matches!(self.model, ModelStatus::Loading(_));
-                if ui.add_enabled(!loading && self.run.is_none(), egui::Button::new("Open model…")).on_hover_text("Pick an original config (YAML), then its checkpoint").clicked() {
+                if ui.add_enabled(!loading && !self.is_busy(), egui::Button::new("Open model…")).on_hover_text("Pick an original config (YAML), then its checkpoint").clicked() {
                     self.open_model_dialog();
                 }
                 match &self.model {
@@ -726,7 +899,7 @@ impl Studio {
         });
         ui.add(egui::Slider::new(&mut self.canvas.brush_radius, BRUSH_RADIUS_RANGE).logarithmic(true).text("size  [ ]"));
         ui.checkbox(&mut self.canvas.mirror, "mirror (swaps left/right classes)");
-        if self.underlay.is_some() {
+        if self.underlay.is_some() || self.photo.is_some() {
             ui.add(egui::Slider::new(&mut self.canvas.opacity, 0.0..=1.0).text("mask opacity"));
         }
         let mut model_view = self.canvas.model_view;
@@ -746,12 +919,20 @@ impl Studio {
         ui.heading("Describe");
         prompt::prompt_ui(ui, &mut self.prompt, &mut self.attributes);
         ui.separator();
+        let busy = self.is_busy();
+        let action = self.photo.as_mut().and_then(|photo| photo.ui(ui, busy, self.edit.as_ref().map(|e| &e.progress)));
+        if let Some(action) = action {
+            self.photo_action(ui.ctx(), action);
+        }
+        if self.photo.is_some() {
+            ui.separator();
+        }
         ui.heading("Generation");
         generation::settings_ui(ui, &mut self.settings, self.run.is_some());
         ui.horizontal(|ui| {
             let ready = matches!(self.model, ModelStatus::Ready(_));
             let generate = egui::Button::new(egui::RichText::new("Generate").strong()).min_size(Vec2::new(120.0, 28.0));
-            if ui.add_enabled(self.run.is_none() && ready, generate).on_hover_text("Ctrl+Enter").on_disabled_hover_text(if self.run.is_some() { "a run is in progress; Esc cancels it" } else { "load a model first" }).clicked() {
+            if ui.add_enabled(!self.is_busy() && ready, generate).on_hover_text("Ctrl+Enter").on_disabled_hover_text(if self.run.is_some() { "a run is in progress; Esc cancels it" } else { "load a model first" }).clicked() {
                 self.generate();
             }
             ui.checkbox(&mut self.live, "live").on_hover_text("Regenerate when a stroke ends or typing pauses");
@@ -779,12 +960,24 @@ impl Studio {
 
     fn bottom_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Influence timeline");
-        let export = self.timeline.ui(ui);
-        if let Some(dir) = export.then(|| rfd::FileDialog::new().set_title("Folder for the PNG frames").pick_folder()).flatten() {
-            match self.timeline.export_frames(&dir) {
-                Ok(n) => self.inform(MessageKind::Info, format!("Wrote {n} PNG frames to {}", dir.display())),
-                Err(e) => self.inform(MessageKind::Error, e),
+        match self.timeline.ui(ui) {
+            Some(Export::Frames) => {
+                if let Some(dir) = rfd::FileDialog::new().set_title("Folder for the PNG frames").pick_folder() {
+                    match self.timeline.export_frames(&dir) {
+                        Ok(n) => self.inform(MessageKind::Info, format!("Wrote {n} PNG frames to {}", dir.display())),
+                        Err(e) => self.inform(MessageKind::Error, e),
+                    }
+                }
             }
+            Some(Export::Gif) => {
+                if let Some(path) = rfd::FileDialog::new().add_filter("GIF", &["gif"]).set_file_name("codiff-steps.gif").save_file() {
+                    match self.timeline.export_gif(&path) {
+                        Ok(n) => self.inform(MessageKind::Info, format!("Wrote {} ({n} steps)", path.display())),
+                        Err(e) => self.inform(MessageKind::Error, e),
+                    }
+                }
+            }
+            None => {}
         }
         ui.separator();
         ui.heading("Gallery");
@@ -842,10 +1035,13 @@ impl eframe::App for Studio {
             egui::Panel::top("messages").show(ui, |ui| self.messages_ui(ui));
         }
         egui::Panel::left("tools").default_size(230.0).show(ui, |ui| self.tools_ui(ui));
-        egui::Panel::right("generate").default_size(400.0).show(ui, |ui| self.generate_panel_ui(ui));
+        egui::Panel::right("generate").default_size(400.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().id_salt("generate-panel").show(ui, |ui| self.generate_panel_ui(ui));
+        });
         egui::Panel::bottom("timeline").resizable(true).default_size(390.0).show(ui, |ui| self.bottom_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| {
-            let underlay = self.underlay.clone();
+            // An open photo lies under the mask; otherwise the newest result does.
+            let underlay = self.photo.as_ref().map(|p| p.underlay.clone()).or_else(|| self.underlay.clone());
             self.canvas.ui(ui, underlay.as_ref());
         });
         self.overwrite_ui(&ctx);

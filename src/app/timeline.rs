@@ -95,16 +95,17 @@ impl Timeline {
         self.steps.get(self.index).and_then(|s| s.frames.get(self.item))
     }
 
-    /// The timeline; returns true when the person asked to export the frames.
-    pub fn ui(&mut self, ui: &mut egui::Ui) -> bool {
+    /// The timeline; returns what the person asked to export, if anything.
+    pub fn ui(&mut self, ui: &mut egui::Ui) -> Option<Export> {
         if self.steps.is_empty() {
             ui.weak("The influence timeline fills in as a run streams its steps: where and when the mask and the text shaped the face.");
-            return false;
+            return None;
         }
-        let mut export = false;
+        let mut export = None;
         let last = self.steps.len() - 1;
         self.advance_playback(ui.ctx(), last);
-        ui.horizontal(|ui| {
+        // Wrapped, so that narrow windows move the export buttons down instead of clipping them.
+        ui.horizontal_wrapped(|ui| {
             let playing = self.playing_since.is_some();
             if ui.button(if playing { "Pause" } else { "Play" }).clicked() {
                 self.playing_since = if playing { None } else { Some(ui.input(|i| i.time)) };
@@ -128,7 +129,12 @@ impl Timeline {
             }
             ui.checkbox(&mut self.overlay, "heatmaps over the image");
             ui.add_enabled(self.overlay, egui::Slider::new(&mut self.overlay_opacity, 0.0..=1.0).text("opacity"));
-            export = ui.button("Export PNG frames…").clicked();
+            if ui.button("Export PNG frames…").clicked() {
+                export = Some(Export::Frames);
+            }
+            if ui.button("Export GIF…").on_hover_text("Every step as one animation: prediction, x_t and both influence maps side by side").clicked() {
+                export = Some(Export::Gif);
+            }
         });
         self.index = self.index.min(last);
         self.refresh_textures(ui.ctx());
@@ -198,6 +204,33 @@ impl Timeline {
         self.shown = Some(key);
     }
 
+    /// Writes every step of the shown variation as one looping GIF, the four
+    /// views side by side at [`GIF_VIEW_SIDE`] pixels each. Returns the frame count.
+    pub fn export_gif(&self, path: &Path) -> Result<usize, String> {
+        use image::codecs::gif::{GifEncoder, Repeat};
+        let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+        let failed = |e: image::ImageError| format!("cannot write {}: {e}", path.display());
+        encoder.set_repeat(Repeat::Infinite).map_err(failed)?;
+        let mut written = 0;
+        for step in &self.steps {
+            let Some(frame) = step.frames.get(self.item) else { continue };
+            let side = GIF_VIEW_SIDE as u32;
+            let mut strip = image::RgbaImage::new(side * View::ALL.len() as u32, side);
+            for (k, view) in View::ALL.iter().enumerate() {
+                let shown = view_image(frame, *view);
+                let rgba: Vec<u8> = shown.pixels.iter().flat_map(|c| c.to_array()).collect();
+                let Some(image) = image::RgbaImage::from_raw(shown.size[0] as u32, shown.size[1] as u32, rgba) else { continue };
+                let scaled = image::imageops::resize(&image, side, side, image::imageops::FilterType::Nearest);
+                image::imageops::replace(&mut strip, &scaled, (k as u32 * side) as i64, 0);
+            }
+            let delay = image::Delay::from_numer_denom_ms((PLAY_FRAME_SECS * 1000.0) as u32, 1);
+            encoder.encode_frame(image::Frame::from_parts(strip, 0, 0, delay)).map_err(failed)?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
     /// Writes every step of the shown variation as PNGs: `step_KKK_{pred,xt,mask,text}.png`.
     pub fn export_frames(&self, dir: &Path) -> Result<usize, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -216,6 +249,18 @@ impl Timeline {
         Ok(written)
     }
 }
+
+/// What the timeline can export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// One PNG per step and view, into a folder.
+    Frames,
+    /// One animated GIF.
+    Gif,
+}
+
+/// Side of each view in an exported GIF.
+const GIF_VIEW_SIDE: usize = 128;
 
 /// (x, y, mask share, text share) at relative position (u, v) of the influence maps.
 fn influence_at(frame: &StepFrame, u: f32, v: f32) -> Option<(usize, usize, f32, f32)> {

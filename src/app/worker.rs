@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
+use image::RgbImage;
 
-use crate::pipeline::generate::{Event, GenerateRequest};
+use crate::data::mask::Mask;
+use crate::pipeline::edit::{EditEvent, EditRequest};
+use crate::pipeline::generate::{Event, GenerateRequest, RgbFrame};
 
 /// What the studio shows about the loaded model.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +30,14 @@ pub trait Engine: Send + Sync {
     /// Runs one generation; returns early (with `Ok`) once `cancel` is set.
     fn generate(&self, request: &GenerateRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(Event)) -> Result<(), String>;
     fn describe(&self) -> ModelInfo;
+    /// A photo crop's own mask and description, as the judges read them.
+    fn read_photo(&self, _photo: &RgbImage) -> Result<(Mask, String), String> {
+        Err("this model comes without a face parser; paint the photo's mask and describe it yourself".into())
+    }
+    /// One photo edit, one image per alpha; returns early (with `Ok` and no images) once `cancel` is set.
+    fn edit(&self, _request: &EditRequest, _cancel: &AtomicBool, _sink: &mut dyn FnMut(EditEvent)) -> Result<Vec<(f64, RgbFrame)>, String> {
+        Err("this model cannot edit photos".into())
+    }
 }
 
 /// Builds an engine; runs on the worker thread because loading weights takes seconds.
@@ -37,6 +48,9 @@ pub enum Job {
     LoadModel { label: String, load: EngineLoader },
     /// A generation; `cancel` belongs to this job alone, so a late cancel never stops the next one.
     Generate { request: GenerateRequest, cancel: Arc<AtomicBool> },
+    /// Read a photo crop's mask and description.
+    ReadPhoto { photo: RgbImage },
+    Edit { request: Box<EditRequest>, cancel: Arc<AtomicBool> },
 }
 
 /// How a generation ended.
@@ -55,6 +69,9 @@ pub enum WorkerEvent {
     ModelFailed { label: String, error: String },
     Generation(Event),
     GenerationEnded(Outcome),
+    PhotoRead(Result<(Mask, String), String>),
+    Edit(EditEvent),
+    EditEnded { images: Vec<(f64, RgbFrame)>, outcome: Outcome },
 }
 
 /// The UI's handle on the worker thread.
@@ -130,6 +147,21 @@ fn worker_loop(mut engine: Option<Arc<dyn Engine>>, jobs: Receiver<Job>, events:
                     }
                 };
                 send(WorkerEvent::GenerationEnded(outcome));
+            }
+            Job::ReadPhoto { photo } => {
+                let read = engine.as_ref().ok_or_else(|| "no model is loaded; open a model first".to_string()).and_then(|e| e.read_photo(&photo));
+                send(WorkerEvent::PhotoRead(read));
+            }
+            Job::Edit { request, cancel } => {
+                let (images, outcome) = match &engine {
+                    None => (Vec::new(), Outcome::Failed("no model is loaded; open a model first".into())),
+                    Some(engine) => match engine.edit(&request, &cancel, &mut |event| send(WorkerEvent::Edit(event))) {
+                        Err(error) => (Vec::new(), Outcome::Failed(error)),
+                        Ok(_) if cancel.load(Ordering::Relaxed) => (Vec::new(), Outcome::Cancelled),
+                        Ok(images) => (images, Outcome::Finished),
+                    },
+                };
+                send(WorkerEvent::EditEnded { images, outcome });
             }
         }
     }

@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Timed repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Instead of speed: the memory one Imagic fine-tuning step of each
+    /// configuration's UNet takes, beside the estimate that decides whether
+    /// `codiff edit` may start one.
+    #[arg(long)]
+    pub finetune_memory: bool,
 }
 
 /// A configuration to measure: a composed config, with weights or random ones.
@@ -68,7 +73,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .into_iter()
             .find(|c| c.name == only)
             .with_context(|| format!("no configuration {only} on this machine"))?;
-        let figures = measure(&config, args.reps)?;
+        let figures = if args.finetune_memory { finetune_memory(&config)? } else { measure(&config, args.reps)? };
         println!("{}", serde_json::to_string(&figures)?);
         return Ok(());
     }
@@ -76,8 +81,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = BTreeMap::new();
     for config in configurations() {
         eprintln!("measuring {} ({})", config.name, config.config.display());
-        let out = std::process::Command::new(&exe)
-            .args(["bench", "--only", config.name, "--reps", &args.reps.to_string()])
+        let mut command = std::process::Command::new(&exe);
+        command.args(["bench", "--only", config.name, "--reps", &args.reps.to_string()]);
+        if args.finetune_memory {
+            command.arg("--finetune-memory");
+        }
+        let out = command
             .stderr(std::process::Stdio::inherit())
             .output()?;
         anyhow::ensure!(out.status.success(), "measuring {} failed", config.name);
@@ -87,34 +96,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let report = json!({ "configs": results, "threads": candle_core::utils::get_num_threads() });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if args.finetune_memory {
+        print_table(&results, &["finetune_parameters_m", "finetune_measured_mb", "finetune_estimate_mb"]);
     } else {
-        print_table(&results);
+        print_table(&results, &SPEED_COLUMNS);
     }
     Ok(())
 }
 
-fn print_table(results: &BTreeMap<String, Value>) {
-    let columns = [
-        "collab_step_ms",
-        "unet_ms",
-        "diffuser_ms",
-        "vae_decode_ms",
-        "text_encode_ms",
-        "generate50_ms",
-        "first_preview_ms",
-        "peak_rss_mb",
-    ];
+const SPEED_COLUMNS: [&str; 8] =
+    ["collab_step_ms", "unet_ms", "diffuser_ms", "vae_decode_ms", "text_encode_ms", "generate50_ms", "first_preview_ms", "peak_rss_mb"];
+
+fn print_table(results: &BTreeMap<String, Value>, columns: &[&str]) {
     print!("{:<10}", "config");
     for c in columns {
-        print!("{c:>18}");
+        print!("{c:>22}");
     }
     println!();
     for (name, figures) in results {
         print!("{name:<10}");
-        for c in columns {
+        for &c in columns {
             match figures.get(c).and_then(Value::as_f64) {
-                Some(v) => print!("{v:>18.1}"),
-                None => print!("{:>18}", "-"),
+                Some(v) => print!("{v:>22.1}"),
+                None => print!("{:>22}", "-"),
             }
         }
         println!();
@@ -186,13 +190,45 @@ fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
     Ok(json!(figures))
 }
 
+/// One Imagic fine-tuning step (forward, backward, AdamW) of the mask UNet at
+/// batch 1, in a process that holds nothing else: the growth of its peak
+/// resident memory, and `edit::memory`'s estimate for the same UNet.
+fn finetune_memory(bench: &BenchConfig) -> anyhow::Result<Value> {
+    let device = crate::model::device()?;
+    let config = ComposedConfig::load(&bench.config)?;
+    let unet_config = &config.mask.unet;
+    let (size, channels) = (config.diffusion.latent_size, config.diffusion.latent_channels);
+    let before = memory_mb("VmRSS:")?;
+    let vars = VarMap::new();
+    let unet = crate::model::unet::UNetModel::new(VarBuilder::from_varmap(&vars, DType::F32, &device), unet_config)?;
+    let parameters: usize = vars.all_vars().iter().map(|v| v.elem_count()).sum();
+    let context_dim = unet_config.context_dim.unwrap_or(1);
+    // The mask encoder's context: one token per class.
+    let context = Tensor::randn(0f32, 1f32, (1, crate::data::mask::NUM_CLASSES, context_dim), &device)?;
+    let x = Tensor::randn(0f32, 1f32, (1, channels, size, size), &device)?;
+    let t = Tensor::full(501f32, 1, &device)?;
+    let mut opt = crate::pipeline::train::AdamW::new(&vars, 1e-6, None)?;
+    for _ in 0..2 {
+        let loss = (unet.forward(&x, &t, &context)? - &x)?.sqr()?.mean_all()?;
+        opt.backward_step(&loss)?;
+    }
+    let measured = memory_mb("VmHWM:")? - before;
+    let estimate = crate::pipeline::edit::memory::finetune_bytes(unet_config, parameters, size, crate::data::mask::NUM_CLASSES) as f64 / 1e6;
+    Ok(json!({ "finetune_parameters_m": parameters as f64 / 1e6, "finetune_measured_mb": measured, "finetune_estimate_mb": estimate }))
+}
+
 /// The process's peak resident memory (VmHWM), in MB.
 fn peak_rss_mb() -> anyhow::Result<f64> {
+    memory_mb("VmHWM:")
+}
+
+/// A memory figure of this process from /proc/self/status, in MB.
+fn memory_mb(field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmHWM in /proc/self/status")?;
+        .with_context(|| format!("no {field} in /proc/self/status"))?;
     Ok(kb / 1024.0)
 }

@@ -12,13 +12,19 @@ use crate::data::mask::Mask;
 use crate::diffusion::collaborate::CombineMode;
 use crate::model::collaborative::CollaborativeModel;
 use crate::model::judges::Judges;
-use crate::pipeline::edit::{self, EditEvent, EditMethod, EditRequest};
+use crate::pipeline::edit::{self, Crop, EditEvent, EditMethod, EditRequest, Photo};
 
 #[derive(Debug, Args)]
 pub struct EditArgs {
-    /// The photo (PNG, JPEG or WebP); centre-cropped to a square and resized to the model's size.
+    /// The photo (PNG, JPEG or WebP); its square crop is resized to the model's size.
     #[arg(long)]
     photo: PathBuf,
+    /// The square of the photo to edit, as X,Y,SIDE in pixels; default: the centred square.
+    #[arg(long, value_parser = Crop::parse)]
+    crop: Option<Crop>,
+    /// Also write the full photo with the edited crop blended back in (several alphas: one per alpha).
+    #[arg(long)]
+    full_out: Option<PathBuf>,
     /// The target mask (palette, index or RGB PNG in the palette colours).
     #[arg(long)]
     mask: PathBuf,
@@ -65,16 +71,19 @@ pub struct EditArgs {
     judges: Option<PathBuf>,
 }
 
+/// The fade at the pasted crop's edges, as a share of its side.
+const FEATHER: f32 = 0.08;
+
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
     let files = args.model.files()?;
     let device = crate::model::device()?;
     let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
     let size = model.image_size();
-    let photo = edit::load_photo(&args.photo, size).map_err(anyhow::Error::msg)?;
+    let photo = Photo::load(&args.photo, args.crop).map_err(anyhow::Error::msg)?;
     let target_mask = Mask::load(&args.mask)?.resize_nearest(size, size);
     let judges_path = super::ModelArgs::judges(&args.judges);
     let judges = if judges_path.exists() { Some(Judges::load(&judges_path, &device)?) } else { None };
-    let mut request = EditRequest::new(photo, target_mask, args.text.clone(), args.method);
+    let mut request = EditRequest::new(photo.model_input(size), target_mask, args.text.clone(), args.method);
     request.source_mask = args.source_mask.as_ref().map(Mask::load).transpose()?.map(|m| m.resize_nearest(size, size));
     request.source_text = args.source_text.clone();
     request.alphas = match (args.alpha, args.alphas.is_empty()) {
@@ -122,6 +131,12 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         ];
         save_png_with_params(&path, frame, &params).with_context(|| format!("could not write {}", path.display()))?;
         println!("wrote {}", path.display());
+        if let Some(full_out) = &args.full_out {
+            let path = if several { with_suffix(full_out, &format!("-a{alpha}")) } else { full_out.clone() };
+            let edited = image::RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels.clone()).context("bad frame")?;
+            photo.paste_back(&edited, FEATHER).save(&path).with_context(|| format!("could not write {}", path.display()))?;
+            println!("wrote {} (the full photo with the edit blended in)", path.display());
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod edit;
 mod eval;
+mod eval_edits;
 mod generate;
 mod synth;
 mod train;
@@ -35,6 +36,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Reproduce the paper's Tables 1 and 2 on held-out synthetic conditions, with the judges.
     Eval(eval::EvalArgs),
+    /// Measure collaborative photo editing against each uni-modal edit on held-out synthetic photos.
+    EvalEdits(eval_edits::EvalEditsArgs),
     /// Train the default models on the synthetic face world (stage by stage, resumable).
     Train(train::TrainArgs),
 }
@@ -48,6 +51,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::EvalEdits(args) => eval_edits::run(args),
         Command::Edit(args) => edit::run(args),
     }
 }

@@ -11,7 +11,7 @@
 //!   another alpha only samples again.
 
 use std::cell::OnceCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Tensor, Var};
@@ -30,6 +30,11 @@ use crate::model::judges::Judges;
 use crate::model::unet::UNetModel;
 use crate::pipeline::generate::{images_to_frames, sample, sample_with, GenerateError, RgbFrame};
 use crate::pipeline::train::AdamW;
+
+pub mod memory;
+pub mod photo;
+
+pub use photo::{photo_tensor, square_photo, Crop, Photo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EditMethod {
@@ -96,30 +101,6 @@ pub struct EditOutput {
     pub source_text: String,
     /// One image per alpha (one for inversion).
     pub images: Vec<(f64, RgbFrame)>,
-}
-
-/// Centre-crops an image to a square and resizes it to `size`.
-pub fn square_photo(image: &image::DynamicImage, size: usize) -> RgbImage {
-    let (w, h) = (image.width(), image.height());
-    let side = w.min(h);
-    let crop = image.crop_imm((w - side) / 2, (h - side) / 2, side, side).to_rgb8();
-    image::imageops::resize(&crop, size as u32, size as u32, image::imageops::FilterType::Lanczos3)
-}
-
-/// Loads a PNG, JPEG or WebP photo, centre-cropped and resized to `size`.
-pub fn load_photo(path: &Path, size: usize) -> Result<RgbImage, String> {
-    let image = image::open(path).map_err(|e| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display()))?;
-    if image.width() < 16 || image.height() < 16 {
-        return Err(format!("{} is {}x{}; a photo needs at least 16x16 pixels", path.display(), image.width(), image.height()));
-    }
-    Ok(square_photo(&image, size))
-}
-
-/// An RGB photo as 1 x 3 x H x W in [-1, 1].
-fn photo_tensor(photo: &RgbImage, device: &candle_core::Device) -> candle_core::Result<Tensor> {
-    let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let data: Vec<f32> = photo.as_raw().iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
-    Tensor::from_vec(data, (1, h, w, 3), device)?.permute((0, 3, 1, 2))?.contiguous()
 }
 
 /// What the judges read off a photo: its mask and a caption of its gender, age and beard.
@@ -300,6 +281,11 @@ fn imagic_one(
             return Ok((UNetModel::new(vb.pp("unet"), config)?, embedding));
         }
     }
+    // Refuse before any work when the fine-tuning cannot fit in memory.
+    let weights = opened(model, checkpoint)?;
+    let parameters = weights.shapes().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, s)| s.iter().product::<usize>()).sum();
+    let needed = memory::finetune_bytes(config, parameters, z0.dim(3)?, target.dim(1)?);
+    memory::check_fits(needed, memory::available_bytes()).map_err(GenerateError::Request)?;
     let schedule = model.schedule.alphas_cumprod().to_vec();
     let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
     let loss = |unet: &UNetModel, embedding: &Tensor, rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
@@ -346,19 +332,25 @@ fn imagic_one(
     Ok((UNetModel::new(vb.pp("unet"), config)?, embedding))
 }
 
-/// Sets every variable of `vars` (a fresh UNet) to the checkpoint tensor at `prefix`.`name`.
-fn copy_weights(model: &CollaborativeModel, checkpoint: &OnceCell<Weights>, prefix: &str, vars: &VarMap) -> Result<(), GenerateError> {
+/// The model's checkpoint, opened on first use.
+fn opened<'a>(model: &CollaborativeModel, checkpoint: &'a OnceCell<Weights>) -> Result<&'a Weights, GenerateError> {
     let Some(path) = &model.weights_path else {
         return Err(GenerateError::Request("Imagic fine-tunes the model's own weights; load the model from a checkpoint".into()));
     };
-    if checkpoint.get().is_none() {
-        let _ = checkpoint.set(Weights::open(path).map_err(ModelError::from)?);
+    if let Some(weights) = checkpoint.get() {
+        return Ok(weights);
     }
-    let Some(weights) = checkpoint.get() else { unreachable!("set just above") };
+    let weights = Weights::open(path).map_err(ModelError::from)?;
+    Ok(checkpoint.get_or_init(|| weights))
+}
+
+/// Sets every variable of `vars` (a fresh UNet) to the checkpoint tensor at `prefix`.`name`.
+fn copy_weights(model: &CollaborativeModel, checkpoint: &OnceCell<Weights>, prefix: &str, vars: &VarMap) -> Result<(), GenerateError> {
+    let weights = opened(model, checkpoint)?;
     for (name, var) in vars.data().lock().map_err(|_| GenerateError::Request("the variable map lock was poisoned".into()))?.iter() {
         let key = format!("{prefix}.{name}");
         let Some(tensor) = weights.get(&key) else {
-            return Err(GenerateError::Request(format!("{} has no {key}", path.display())));
+            return Err(GenerateError::Request(format!("the checkpoint has no {key}")));
         };
         var.set(&tensor.to_dtype(DType::F32)?.to_device(&model.device)?)?;
     }

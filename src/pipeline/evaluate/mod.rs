@@ -20,6 +20,8 @@ use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
 use crate::model::judges::Judges;
 use crate::pipeline::train::{FaceSet, HELD_OUT_SEED};
 
+pub mod edits;
+
 /// The ways of generating the evaluation compares (the paper's Table 1 rows, then Table 2's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -310,19 +312,25 @@ fn influence_stats(w_mask: &Tensor, faces: &FaceSet, chunk: &[usize]) -> candle_
 
 /// Judges a batch of images against the conditions they were made from.
 fn score(judges: &Judges, images: &Tensor, faces: &FaceSet, chunk: &[usize]) -> Result<Vec<ItemScores>, ModelError> {
+    let targets: Vec<(&Mask, &str)> = chunk.iter().map(|&i| (&faces.masks[i], faces.captions[i].as_str())).collect();
+    score_against(judges, images, &targets)
+}
+
+/// Judges each image of a batch against its (mask, caption).
+fn score_against(judges: &Judges, images: &Tensor, targets: &[(&Mask, &str)]) -> Result<Vec<ItemScores>, ModelError> {
     let parsed = judges.parser.parse(images)?.to_dtype(DType::U32)?;
     let logits = judges.attributes.forward(images)?;
     let argmax = |t: &Tensor| -> candle_core::Result<Vec<u32>> { t.argmax(D::Minus1)?.to_vec1::<u32>() };
     let (gender, decade, beard) = (argmax(&logits.gender)?, argmax(&logits.decade)?, argmax(&logits.beard)?);
     let size = images.dim(3)?;
-    chunk
+    targets
         .iter()
         .enumerate()
-        .map(|(k, &i)| {
-            let target = faces.masks[i].resize_nearest(size, size);
+        .map(|(k, &(mask, caption))| {
+            let target = mask.resize_nearest(size, size);
             let predicted = parsed.get(k)?.flatten_all()?.to_vec1::<u32>()?;
             let right = predicted.iter().zip(target.classes()).filter(|(p, t)| **p == **t as u32).count();
-            let said = parse_caption(&faces.captions[i]);
+            let said = parse_caption(caption);
             Ok(ItemScores {
                 mask_accuracy: right as f64 / predicted.len() as f64,
                 gender: said.gender.map(|g| g == Gender::ALL[gender[k] as usize]),

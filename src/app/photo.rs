@@ -1,0 +1,246 @@
+//! Editing a photo in the studio: open it, choose the square to edit, let the
+//! judges read its mask (onto the canvas) and description (into the prompt),
+//! change both, run Imagic or inversion on the worker, compare the results in a
+//! filmstrip and save the chosen one blended back into the full photo.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use egui::{TextureHandle, TextureOptions, Vec2};
+use image::RgbImage;
+
+use super::timeline::rgb_image;
+use crate::data::mask::Mask;
+use crate::pipeline::edit::{Crop, EditEvent, EditMethod, EditRequest, Photo};
+use crate::pipeline::generate::RgbFrame;
+
+/// The fade at the pasted crop's edges, as a share of its side.
+pub const FEATHER: f32 = 0.08;
+
+/// One finished edit.
+pub struct EditResult {
+    pub method: EditMethod,
+    pub alpha: f64,
+    pub image: RgbFrame,
+    texture: TextureHandle,
+}
+
+/// Progress of the edit on the worker.
+pub struct EditProgress {
+    pub stage: String,
+    pub step: usize,
+    pub total: usize,
+    stage_started: Instant,
+}
+
+impl EditProgress {
+    pub fn new() -> Self {
+        Self { stage: "starting".into(), step: 0, total: 0, stage_started: Instant::now() }
+    }
+
+    pub fn update(&mut self, EditEvent::Stage { name, step, total }: EditEvent) {
+        if name != self.stage {
+            self.stage = name;
+            self.stage_started = Instant::now();
+        }
+        (self.step, self.total) = (step, total);
+    }
+
+    /// Seconds left in the current stage, once a step has been timed.
+    fn eta_secs(&self) -> Option<f64> {
+        (self.step > 0).then(|| self.stage_started.elapsed().as_secs_f64() / self.step as f64 * (self.total - self.step) as f64)
+    }
+}
+
+impl Default for EditProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a click in the photo panel asks the studio to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PhotoAction {
+    /// Cut the crop again and have the judges read it.
+    Recrop,
+    Edit,
+    Cancel,
+    Save(usize),
+    Close,
+}
+
+/// The open photo and its edits.
+pub struct PhotoEdit {
+    pub path: PathBuf,
+    pub photo: Photo,
+    /// The crop as drawn under the mask.
+    pub underlay: TextureHandle,
+    /// The photo's own mask at the model's size, as read (the edit's source condition).
+    pub source_mask: Option<Mask>,
+    /// The photo's own description, as read and corrected by the person.
+    pub source_text: String,
+    /// Waiting for the judges.
+    pub reading: bool,
+    pub method: EditMethod,
+    pub alpha: f64,
+    pub embed_steps: usize,
+    pub finetune_steps: usize,
+    pub results: Vec<EditResult>,
+    pub selected: Option<usize>,
+    /// The crop being edited in the panel, applied by "Apply crop".
+    crop_draft: Crop,
+}
+
+impl PhotoEdit {
+    /// Opens a photo with its centred crop.
+    pub fn open(ctx: &egui::Context, path: &Path, canvas_size: usize) -> Result<Self, String> {
+        let photo = Photo::load(path, None)?;
+        let underlay = ctx.load_texture("photo", crop_image(&photo, canvas_size), TextureOptions::LINEAR);
+        let crop_draft = photo.crop;
+        Ok(Self {
+            path: path.to_path_buf(),
+            photo,
+            underlay,
+            source_mask: None,
+            source_text: String::new(),
+            reading: false,
+            method: EditMethod::Inversion,
+            alpha: 1.0,
+            embed_steps: 500,
+            finetune_steps: 1000,
+            results: Vec::new(),
+            selected: None,
+            crop_draft,
+        })
+    }
+
+    /// Applies the panel's crop; false (with the reason) when it leaves the photo.
+    pub fn apply_crop(&mut self, canvas_size: usize) -> Result<(), String> {
+        let (w, h) = self.photo.full.dimensions();
+        self.photo.crop = self.crop_draft.within(w, h)?;
+        self.underlay.set(crop_image(&self.photo, canvas_size), TextureOptions::LINEAR);
+        self.source_mask = None;
+        Ok(())
+    }
+
+    /// The request for an edit to `target_mask` and `target_text` at the model's `size`.
+    pub fn request(&self, size: usize, target_mask: &Mask, target_text: &str, seed: u64, steps: usize) -> EditRequest {
+        let mut request = EditRequest::new(self.photo.model_input(size), target_mask.resize_nearest(size, size), target_text.to_string(), self.method);
+        request.source_mask = self.source_mask.clone();
+        request.source_text = Some(self.source_text.trim().to_string()).filter(|t| !t.is_empty());
+        request.alphas = vec![self.alpha];
+        request.embed_steps = self.embed_steps;
+        request.finetune_steps = self.finetune_steps;
+        request.seed = seed;
+        request.steps = steps;
+        request.cache = Some(std::env::temp_dir().join("codiff-imagic-cache"));
+        request
+    }
+
+    pub fn add_results(&mut self, ctx: &egui::Context, method: EditMethod, images: Vec<(f64, RgbFrame)>) {
+        for (alpha, image) in images {
+            let texture = ctx.load_texture(format!("edit-{}", self.results.len()), rgb_image(&image), TextureOptions::LINEAR);
+            self.results.push(EditResult { method, alpha, image, texture });
+            self.selected = Some(self.results.len() - 1);
+        }
+    }
+
+    /// The full photo with result `index` blended in.
+    pub fn edited_photo(&self, index: usize) -> Option<RgbImage> {
+        let frame = &self.results.get(index)?.image;
+        let crop = RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels.clone())?;
+        Some(self.photo.paste_back(&crop, FEATHER))
+    }
+
+    /// The photo panel; `busy` while the worker runs something, `progress` while it runs an edit.
+    pub fn ui(&mut self, ui: &mut egui::Ui, busy: bool, progress: Option<&EditProgress>) -> Option<PhotoAction> {
+        let mut action = None;
+        let name = self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        ui.horizontal(|ui| {
+            ui.heading("Edit photo");
+            ui.weak(format!("{name} · {}×{}", self.photo.full.width(), self.photo.full.height()));
+            if ui.small_button("Close photo").clicked() {
+                action = Some(PhotoAction::Close);
+            }
+        });
+        let (w, h) = self.photo.full.dimensions();
+        ui.horizontal(|ui| {
+            ui.label("crop");
+            let c = &mut self.crop_draft;
+            ui.add(egui::DragValue::new(&mut c.x).range(0..=w.saturating_sub(16)).prefix("x "));
+            ui.add(egui::DragValue::new(&mut c.y).range(0..=h.saturating_sub(16)).prefix("y "));
+            ui.add(egui::DragValue::new(&mut c.side).range(16..=w.min(h)).prefix("side "));
+            let changed = self.crop_draft != self.photo.crop;
+            if ui.add_enabled(changed && !busy, egui::Button::new("Apply crop")).on_hover_text("Cut the square again and read its mask and description").clicked() {
+                action = Some(PhotoAction::Recrop);
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label("the photo shows");
+            if self.reading {
+                ui.spinner();
+            }
+        });
+        ui.add(egui::TextEdit::multiline(&mut self.source_text).desired_rows(2).hint_text("its description (read by the judges; correct it if they are wrong)"));
+        ui.weak("The mask on the canvas and the description above are the target: change them, then edit.");
+        ui.horizontal(|ui| {
+            ui.radio_value(&mut self.method, EditMethod::Inversion, "inversion").on_hover_text("DDIM inversion: seconds");
+            ui.radio_value(&mut self.method, EditMethod::Imagic, "Imagic").on_hover_text("The paper's method: fine-tunes both models on the photo (minutes; cached per photo and target)");
+        });
+        if self.method == EditMethod::Imagic {
+            ui.add(egui::Slider::new(&mut self.alpha, 0.0..=2.0).step_by(0.1).text("alpha")).on_hover_text("0 reconstructs the photo, 1 applies the target, above 1 exaggerates; a new alpha only samples again");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut self.embed_steps).range(0..=5000).prefix("embedding steps "));
+                ui.add(egui::DragValue::new(&mut self.finetune_steps).range(0..=5000).prefix("fine-tuning steps "));
+            });
+        }
+        ui.horizontal(|ui| {
+            let edit = egui::Button::new(egui::RichText::new("Edit photo").strong()).min_size(Vec2::new(120.0, 28.0));
+            if ui.add_enabled(!busy && !self.reading, edit).clicked() {
+                action = Some(PhotoAction::Edit);
+            }
+            if progress.is_some() && ui.button("Cancel").on_hover_text("Esc").clicked() {
+                action = Some(PhotoAction::Cancel);
+            }
+        });
+        if let Some(p) = progress {
+            let fraction = if p.total > 0 { p.step as f32 / p.total as f32 } else { 0.0 };
+            let eta = p.eta_secs().map_or(String::new(), |s| format!(", {s:.0} s left"));
+            ui.add(egui::ProgressBar::new(fraction).text(format!("{}: {} of {}{eta}", p.stage, p.step, p.total)));
+        }
+        if !self.results.is_empty() {
+            ui.label("results (click to compare)");
+            egui::ScrollArea::horizontal().id_salt("filmstrip").show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    for (k, result) in self.results.iter().enumerate() {
+                        ui.vertical(|ui| {
+                            let selected = self.selected == Some(k);
+                            let button = egui::Button::image((result.texture.id(), Vec2::splat(72.0))).selected(selected);
+                            if ui.add(button).clicked() {
+                                self.selected = Some(k);
+                            }
+                            ui.small(match result.method {
+                                EditMethod::Imagic => format!("Imagic α {:.1}", result.alpha),
+                                EditMethod::Inversion => "inversion".into(),
+                            });
+                        });
+                    }
+                });
+            });
+            if let Some(k) = self.selected.filter(|&k| k < self.results.len()) {
+                let side = ui.available_width().min(256.0);
+                ui.image((self.results[k].texture.id(), Vec2::splat(side)));
+                if ui.button("Save edited photo…").on_hover_text("The full photo with this edit blended into the crop").clicked() {
+                    action = Some(PhotoAction::Save(k));
+                }
+            }
+        }
+        action
+    }
+}
+
+/// The crop at the canvas's resolution, as an egui image.
+fn crop_image(photo: &Photo, size: usize) -> egui::ColorImage {
+    let crop = photo.crop.cut(&photo.full, size);
+    egui::ColorImage::from_rgb([size, size], crop.as_raw())
+}

@@ -1,0 +1,92 @@
+//! How much memory Imagic's UNet fine-tuning needs, estimated before it starts,
+//! so that a model too big for the machine is refused with a message instead
+//! of swapping for an hour or being killed half way.
+
+use crate::model::unet::UNetConfig;
+
+/// Activation tensors the backward pass keeps per block output element (norms,
+/// SiLUs, convolution inputs, skip concatenations), measured on the default
+/// models: see `fine_tuning_estimate_matches_the_default_model`.
+const KEPT_PER_ELEMENT: usize = 14;
+/// Copies of the UNet's weights while fine-tuning: the trainable variables,
+/// their gradients, AdamW's two moments, and the tensors they were copied from.
+const WEIGHT_COPIES: usize = 5;
+
+/// Bytes one fine-tuning step of a UNet with `parameters` weights needs on top
+/// of the loaded model, for a `latent_size` x `latent_size` latent and a
+/// condition of `context_tokens` tokens.
+pub fn finetune_bytes(config: &UNetConfig, parameters: usize, latent_size: usize, context_tokens: usize) -> u64 {
+    let mut elements = 0usize;
+    let mut peak_scores = 0usize;
+    let mut side = latent_size;
+    for (level, &mult) in config.channel_mult.iter().enumerate() {
+        let channels = config.model_channels * mult;
+        let tokens = side * side;
+        // The encoder's blocks, the decoder's (one more per level) and their attention.
+        let blocks = 2 * config.num_res_blocks + 1;
+        let attention = config.attention_resolutions.contains(&(1 << level));
+        elements += blocks * channels * tokens * if attention { 2 } else { 1 };
+        if attention {
+            let heads = heads(config, channels);
+            // The backward recomputes the probabilities, with two more matrices of their size, one layer at a time.
+            peak_scores = peak_scores.max(3 * heads * tokens * (tokens + context_tokens));
+        }
+        side = side.div_ceil(2);
+    }
+    let floats = WEIGHT_COPIES * parameters + KEPT_PER_ELEMENT * elements + peak_scores;
+    floats as u64 * 4
+}
+
+fn heads(config: &UNetConfig, channels: usize) -> usize {
+    if config.num_head_channels > 0 {
+        channels / config.num_head_channels as usize
+    } else {
+        config.num_heads.max(1) as usize
+    }
+}
+
+/// Memory the system can still give, from `/proc/meminfo`; `None` where that is not known.
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a fine-tuning that needs more than `available` (with a margin for the rest of the process).
+pub fn check_fits(needed: u64, available: Option<u64>) -> Result<(), String> {
+    let Some(available) = available else { return Ok(()) };
+    if needed as f64 > available as f64 * 0.9 {
+        return Err(format!(
+            "Imagic's fine-tuning of this model needs about {:.1} GB of memory and {:.1} GB is free; \
+             use --method inversion (no fine-tuning), or close other programs",
+            needed as f64 / 1e9,
+            available as f64 / 1e9
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unet(model_channels: usize, mult: &[usize], attention: &[usize]) -> UNetConfig {
+        let yaml = format!(
+            "image_size: 64\nin_channels: 3\nout_channels: 3\nmodel_channels: {model_channels}\nnum_res_blocks: 2\n\
+             attention_resolutions: {attention:?}\nchannel_mult: {mult:?}\nnum_head_channels: 32\n"
+        );
+        serde_yaml::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn the_full_size_model_needs_gigabytes_and_is_refused_when_they_are_missing() {
+        // The released 256 model: 192 channels, 64 x 64 latent, attention at 32, 16 and 8.
+        let config = unet(192, &[1, 2, 3, 5], &[8, 4, 2]);
+        let needed = finetune_bytes(&config, 395_000_000, 64, 77);
+        assert!(needed > 8_000_000_000 && needed < 40_000_000_000, "{needed}");
+        assert!(check_fits(needed, Some(4_000_000_000)).unwrap_err().contains("inversion"));
+        assert!(check_fits(needed, Some(needed * 2)).is_ok());
+        assert!(check_fits(needed, None).is_ok(), "unknown free memory does not block");
+    }
+}

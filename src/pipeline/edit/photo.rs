@@ -1,0 +1,162 @@
+//! A photo on its way into an edit and back out: the square crop the model
+//! sees, and the edited crop blended back into the full photo.
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use image::{DynamicImage, RgbImage};
+
+/// A square region of a photo, in the photo's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crop {
+    pub x: u32,
+    pub y: u32,
+    pub side: u32,
+}
+
+impl Crop {
+    /// The largest centred square of a `width` x `height` photo.
+    pub fn centred(width: u32, height: u32) -> Self {
+        let side = width.min(height);
+        Self { x: (width - side) / 2, y: (height - side) / 2, side }
+    }
+
+    /// This crop, checked against a `width` x `height` photo.
+    pub fn within(self, width: u32, height: u32) -> Result<Self, String> {
+        if self.side < 16 {
+            return Err(format!("the crop is {0}x{0}; it needs at least 16x16 pixels", self.side));
+        }
+        if self.x + self.side > width || self.y + self.side > height {
+            return Err(format!(
+                "the crop {}x{} at ({}, {}) leaves the {width}x{height} photo",
+                self.side, self.side, self.x, self.y
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Parses "X,Y,SIDE" (the command line's `--crop`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let numbers: Vec<u32> = text.split(',').map(|s| s.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|_| bad_crop(text))?;
+        match numbers[..] {
+            [x, y, side] => Ok(Self { x, y, side }),
+            _ => Err(bad_crop(text)),
+        }
+    }
+
+    /// The crop's pixels resized to `size` x `size`, as the model takes them.
+    pub fn cut(&self, photo: &RgbImage, size: usize) -> RgbImage {
+        let crop = image::imageops::crop_imm(photo, self.x, self.y, self.side, self.side).to_image();
+        image::imageops::resize(&crop, size as u32, size as u32, image::imageops::FilterType::Lanczos3)
+    }
+}
+
+fn bad_crop(text: &str) -> String {
+    format!("--crop wants X,Y,SIDE in pixels (e.g. 40,0,600), not {text:?}")
+}
+
+/// A full photo and the square of it that goes to the model.
+#[derive(Debug, Clone)]
+pub struct Photo {
+    pub full: RgbImage,
+    pub crop: Crop,
+}
+
+impl Photo {
+    /// Reads a PNG, JPEG or WebP photo; `crop` defaults to the centred square.
+    pub fn load(path: &Path, crop: Option<Crop>) -> Result<Self, String> {
+        let image = image::open(path).map_err(|e| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display()))?;
+        Self::new(image, crop).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn new(image: DynamicImage, crop: Option<Crop>) -> Result<Self, String> {
+        let full = image.to_rgb8();
+        let (w, h) = full.dimensions();
+        if w < 16 || h < 16 {
+            return Err(format!("the photo is {w}x{h}; a photo needs at least 16x16 pixels"));
+        }
+        let crop = crop.unwrap_or_else(|| Crop::centred(w, h)).within(w, h)?;
+        Ok(Self { full, crop })
+    }
+
+    /// The crop at the model's resolution.
+    pub fn model_input(&self, size: usize) -> RgbImage {
+        self.crop.cut(&self.full, size)
+    }
+
+    /// The full photo with `edited` (the crop after editing, any size) blended
+    /// in: fully inside the crop, fading to the photo over `feather` of its
+    /// side at the crop's edges, so no seam shows where the crop meets the rest.
+    pub fn paste_back(&self, edited: &RgbImage, feather: f32) -> RgbImage {
+        let Crop { x, y, side } = self.crop;
+        let edited = image::imageops::resize(edited, side, side, image::imageops::FilterType::Lanczos3);
+        let ramp = (feather * side as f32).max(1.0);
+        // Weight 1 deep inside, falling linearly to 0 at the crop's border; a
+        // crop edge on the photo's own border needs no fade.
+        let (w, h) = self.full.dimensions();
+        let fade = |i: u32, lo_open: bool, hi_open: bool| -> f32 {
+            let lo = if lo_open { (i as f32 + 0.5) / ramp } else { 1.0 };
+            let hi = if hi_open { (side as f32 - i as f32 - 0.5) / ramp } else { 1.0 };
+            lo.min(hi).clamp(0.0, 1.0)
+        };
+        let mut out = self.full.clone();
+        for j in 0..side {
+            let wy = fade(j, y > 0, y + side < h);
+            for i in 0..side {
+                let weight = fade(i, x > 0, x + side < w) * wy;
+                let (a, b) = (edited.get_pixel(i, j), out.get_pixel_mut(x + i, y + j));
+                for c in 0..3 {
+                    b[c] = (a[c] as f32 * weight + b[c] as f32 * (1.0 - weight)).round() as u8;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Centre-crops an image to a square and resizes it to `size`.
+pub fn square_photo(image: &DynamicImage, size: usize) -> RgbImage {
+    let rgb = image.to_rgb8();
+    Crop::centred(rgb.width(), rgb.height()).cut(&rgb, size)
+}
+
+/// An RGB photo as 1 x 3 x H x W in [-1, 1].
+pub fn photo_tensor(photo: &RgbImage, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let data: Vec<f32> = photo.as_raw().iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+    Tensor::from_vec(data, (1, h, w, 3), device)?.permute((0, 3, 1, 2))?.contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(w: u32, h: u32, v: u8) -> RgbImage {
+        RgbImage::from_pixel(w, h, image::Rgb([v, v, v]))
+    }
+
+    #[test]
+    fn crops_are_checked_against_the_photo() {
+        assert_eq!(Crop::centred(300, 200), Crop { x: 50, y: 0, side: 200 });
+        assert!(Crop { x: 150, y: 0, side: 200 }.within(300, 200).is_err());
+        assert!(Crop { x: 0, y: 0, side: 8 }.within(300, 200).is_err());
+        assert_eq!(Crop::parse("10, 20,30"), Ok(Crop { x: 10, y: 20, side: 30 }));
+        assert!(Crop::parse("10,20").is_err());
+        assert!(Crop::parse("a,b,c").is_err());
+    }
+
+    #[test]
+    fn paste_back_replaces_the_crop_and_fades_at_its_inner_edges() {
+        let photo = Photo::new(DynamicImage::ImageRgb8(flat(300, 200, 0)), Some(Crop { x: 100, y: 0, side: 200 })).unwrap();
+        let out = photo.paste_back(&flat(64, 64, 200), 0.1);
+        assert_eq!(out.dimensions(), (300, 200));
+        assert_eq!(out.get_pixel(50, 100)[0], 0, "outside the crop the photo is untouched");
+        assert_eq!(out.get_pixel(200, 100)[0], 200, "deep inside the crop the edit is exact");
+        let edge = out.get_pixel(100, 100)[0];
+        assert!(edge > 0 && edge < 20, "the crop's inner edge fades into the photo, got {edge}");
+        let middle_of_ramp = out.get_pixel(110, 100)[0];
+        assert!((90..=110).contains(&middle_of_ramp), "half way up the ramp, got {middle_of_ramp}");
+        assert_eq!(out.get_pixel(200, 0)[0], 200, "a crop edge on the photo's border does not fade");
+        assert_eq!(out.get_pixel(299, 100)[0], 200, "nor does one on the right border");
+    }
+}
