@@ -9,7 +9,7 @@ use image::RgbImage;
 
 use super::worker::{Engine, EngineLoader, ModelInfo};
 use crate::data::mask::Mask;
-use crate::model::checkpoint::Weights;
+use crate::model::checkpoint::{LoadProgress, Weights};
 use crate::model::collaborative::{unused_ok, CollaborativeModel};
 use crate::model::defaults::ModelFiles;
 use crate::model::judges::Judges;
@@ -28,9 +28,9 @@ pub struct CollaborativeEngine {
 
 impl CollaborativeEngine {
     /// Loads a composed config and checkpoint (seconds: run it on the worker).
-    pub fn load(files: &ModelFiles) -> Result<Self, String> {
+    pub fn load(files: &ModelFiles, progress: Arc<LoadProgress>) -> Result<Self, String> {
         let device = crate::model::device().map_err(|e| format!("no device to run on: {e}"))?;
-        let model = CollaborativeModel::load(&files.config, &files.weights, &device).map_err(|e| e.to_string())?;
+        let model = CollaborativeModel::load_reporting(&files.config, &files.weights, &device, progress).map_err(|e| e.to_string())?;
         // The checkpoint's own tensor shapes give the parameter count, minus the buffers no network reads.
         let parameters = Weights::open(&files.weights)
             .map(|w| w.shapes().iter().filter(|(k, _)| !unused_ok(k)).map(|(_, s)| s.iter().product::<usize>()).sum())
@@ -75,7 +75,7 @@ impl Engine for CollaborativeEngine {
 /// A worker job that loads `files`, labelled with the weights' file name.
 pub fn loader(files: ModelFiles) -> (String, EngineLoader) {
     let label = files.weights.file_name().map_or_else(|| files.weights.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let load: EngineLoader = Box::new(move || CollaborativeEngine::load(&files).map(|e| Arc::new(e) as Arc<dyn super::worker::Engine>));
+    let load: EngineLoader = Box::new(move |progress| CollaborativeEngine::load(&files, progress).map(|e| Arc::new(e) as Arc<dyn super::worker::Engine>));
     (label, load)
 }
 

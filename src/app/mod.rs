@@ -34,6 +34,7 @@ use self::prompt::Attributes;
 use self::timeline::{rgb_image, Export, StepRecord, Timeline};
 use self::worker::{Engine, EngineLoader, Job, ModelInfo, Outcome, Worker, WorkerEvent};
 use crate::data::mask::{Mask, CLASSES};
+use crate::model::checkpoint::LoadProgress;
 use crate::pipeline::edit::EditMethod;
 use crate::pipeline::generate::{Event, GenerateRequest, RgbFrame};
 
@@ -124,7 +125,7 @@ pub struct Message {
 #[derive(Debug, Clone)]
 pub enum ModelStatus {
     None,
-    Loading(String),
+    Loading(String, Arc<LoadProgress>),
     Ready(ModelInfo),
     Failed(String),
 }
@@ -585,7 +586,7 @@ impl Studio {
     fn handle_worker_events(&mut self, ctx: &egui::Context) {
         for event in self.worker.poll() {
             match event {
-                WorkerEvent::ModelLoading { label } => self.model = ModelStatus::Loading(label),
+                WorkerEvent::ModelLoading { label, progress } => self.model = ModelStatus::Loading(label, progress),
                 WorkerEvent::ModelLoaded(info) => self.model = ModelStatus::Ready(info),
                 WorkerEvent::ModelFailed { label, error } => {
                     self.inform(MessageKind::Error, format!("could not load {label}: {error}"));
@@ -849,15 +850,22 @@ impl Studio {
                 self.canvas.redo();
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let loading = matches!(self.model, ModelStatus::Loading(_));
+                let loading = matches!(self.model, ModelStatus::Loading(..));
                 if ui.add_enabled(!loading && !self.is_busy(), egui::Button::new("Open model…")).on_hover_text("Pick an original config (YAML), then its checkpoint").clicked() {
                     self.open_model_dialog();
                 }
                 match &self.model {
                     ModelStatus::None => ui.weak("no model loaded"),
-                    ModelStatus::Loading(label) => {
-                        ui.spinner();
-                        ui.label(format!("loading {label}…"))
+                    ModelStatus::Loading(label, progress) => {
+                        // The worker only reports the end; poll the shared counter meanwhile.
+                        ui.ctx().request_repaint_after(Duration::from_millis(100));
+                        match progress.fraction() {
+                            Some(done) => ui.add(egui::ProgressBar::new(done).desired_width(220.0).text(format!("loading {label}: {:.0}%", done * 100.0))),
+                            None => {
+                                ui.spinner();
+                                ui.label(format!("reading {label}…"))
+                            }
+                        }
                     }
                     ModelStatus::Ready(info) => ui.label(format!(
                         "model: {} · {} px · {:.1} M parameters",

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use image::RgbImage;
 
 use crate::data::mask::Mask;
+use crate::model::checkpoint::LoadProgress;
 use crate::pipeline::edit::{EditEvent, EditRequest};
 use crate::pipeline::generate::{Event, GenerateRequest, RgbFrame};
 
@@ -40,8 +41,8 @@ pub trait Engine: Send + Sync {
     }
 }
 
-/// Builds an engine; runs on the worker thread because loading weights takes seconds.
-pub type EngineLoader = Box<dyn FnOnce() -> Result<Arc<dyn Engine>, String> + Send>;
+/// Builds an engine, counting its progress; runs on the worker thread because loading weights takes seconds.
+pub type EngineLoader = Box<dyn FnOnce(Arc<LoadProgress>) -> Result<Arc<dyn Engine>, String> + Send>;
 
 /// Work for the worker, in the order it arrives.
 pub enum Job {
@@ -64,7 +65,7 @@ pub enum Outcome {
 /// What the worker reports back.
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
-    ModelLoading { label: String },
+    ModelLoading { label: String, progress: Arc<LoadProgress> },
     ModelLoaded(ModelInfo),
     ModelFailed { label: String, error: String },
     Generation(Event),
@@ -125,8 +126,9 @@ fn worker_loop(mut engine: Option<Arc<dyn Engine>>, jobs: Receiver<Job>, events:
     for job in jobs.iter() {
         match job {
             Job::LoadModel { label, load } => {
-                send(WorkerEvent::ModelLoading { label: label.clone() });
-                match load() {
+                let progress = Arc::new(LoadProgress::default());
+                send(WorkerEvent::ModelLoading { label: label.clone(), progress: progress.clone() });
+                match load(progress) {
                     Ok(loaded) => {
                         send(WorkerEvent::ModelLoaded(loaded.describe()));
                         engine = Some(loaded);

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::safetensors::MmapedSafetensors;
@@ -147,6 +148,23 @@ impl Weights {
 /// loading can be strict: every key the architecture needs must be in the file
 /// with the right shape, and every key in the file must be used.
 ///
+/// How far loading a model has come, shared with whoever shows it: weights
+/// copied out of the opened checkpoint, counted in elements.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    loaded: AtomicU64,
+    /// Zero until the checkpoint is open (a `.ckpt` is read whole first).
+    total: AtomicU64,
+}
+
+impl LoadProgress {
+    /// The share loaded, once the checkpoint is open.
+    pub fn fraction(&self) -> Option<f32> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total > 0).then(|| (self.loaded.load(Ordering::Relaxed) as f64 / total as f64).min(1.0) as f32)
+    }
+}
+
 /// Missing or mis-shaped tensors are replaced by zeros while building, so one
 /// pass collects every problem; [`StrictLoader::finish`] then reports them all.
 #[derive(Clone)]
@@ -157,17 +175,25 @@ pub struct StrictLoader {
 struct LoaderState {
     weights: Option<Arc<Weights>>,
     requested: Mutex<BTreeMap<String, Vec<usize>>>,
+    progress: Arc<LoadProgress>,
 }
 
 impl StrictLoader {
     pub fn new(weights: Arc<Weights>) -> Self {
-        Self { inner: Arc::new(LoaderState { weights: Some(weights), requested: Mutex::default() }) }
+        Self::reporting(weights, Arc::default())
+    }
+
+    /// A loader that counts the elements it copies out in `progress`.
+    pub fn reporting(weights: Arc<Weights>, progress: Arc<LoadProgress>) -> Self {
+        let total: u64 = weights.shapes.values().map(|s| s.iter().product::<usize>() as u64).sum();
+        progress.total.store(total.max(1), Ordering::Relaxed);
+        Self { inner: Arc::new(LoaderState { weights: Some(weights), requested: Mutex::default(), progress }) }
     }
 
     /// A loader without weights: builds an architecture on cheap zero tensors and
     /// records the keys and shapes it asks for.
     pub fn recording() -> Self {
-        Self { inner: Arc::new(LoaderState { weights: None, requested: Mutex::default() }) }
+        Self { inner: Arc::new(LoaderState { weights: None, requested: Mutex::default(), progress: Arc::default() }) }
     }
 
     /// A `VarBuilder` whose tensors come from this loader, converted to `dtype` on `device`.
@@ -209,7 +235,11 @@ impl StrictLoader {
         }
         let stored = self.inner.weights.as_ref().and_then(|w| w.get(name)).filter(|t| t.shape() == shape);
         match stored {
-            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            Some(t) => {
+                let t = t.to_dtype(dtype)?.to_device(dev)?;
+                self.inner.progress.loaded.fetch_add(t.elem_count() as u64, Ordering::Relaxed);
+                Ok(t)
+            }
             // A stride-0 view: building a full-size architecture costs no memory.
             None => Tensor::zeros((), dtype, dev)?.broadcast_as(shape),
         }

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use thiserror::Error;
 
 use super::autoencoder::AutoencoderKL;
-use super::checkpoint::{CheckpointError, StrictLoader, Weights};
+use super::checkpoint::{CheckpointError, LoadProgress, StrictLoader, Weights};
 use super::config::{ComposedConfig, CondStageConfig, ConfigError, LdmConfig};
 use super::mask_encoder::MaskEncoder;
 use super::text_encoder::TextEncoder;
@@ -184,8 +184,14 @@ impl Contexts {
 impl CollaborativeModel {
     /// Loads a composed config and its checkpoint, strictly.
     pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
+        Self::load_reporting(config, ckpt, device, Arc::default())
+    }
+
+    /// [`Self::load`], counting the weights copied in `progress` as it goes.
+    pub fn load_reporting(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device, progress: Arc<LoadProgress>) -> Result<Self, ModelError> {
         let config = ComposedConfig::load(config)?;
-        let mut model = load_strictly(ckpt.as_ref(), device, |vb| Self::build(vb, config, device))?;
+        let loader = StrictLoader::reporting(Arc::new(Weights::open(ckpt.as_ref())?), progress);
+        let mut model = load_with(loader, device, |vb| Self::build(vb, config, device))?;
         model.weights_path = Some(ckpt.as_ref().to_path_buf());
         model.latent_preview()?;
         Ok(model)
@@ -322,7 +328,10 @@ fn load_strictly<T>(
     device: &Device,
     build: impl FnOnce(VarBuilder) -> Result<T, ModelError>,
 ) -> Result<T, ModelError> {
-    let loader = StrictLoader::new(Arc::new(Weights::open(ckpt)?));
+    load_with(StrictLoader::new(Arc::new(Weights::open(ckpt)?)), device, build)
+}
+
+fn load_with<T>(loader: StrictLoader, device: &Device, build: impl FnOnce(VarBuilder) -> Result<T, ModelError>) -> Result<T, ModelError> {
     let model = build(loader.var_builder(DType::F32, device))?;
     loader.finish(unused_ok)?;
     Ok(model)
@@ -347,4 +356,20 @@ pub fn unused_ok(key: &str) -> bool {
         "logvar",
     ];
     SCHEDULE_BUFFERS.contains(&key) || key.contains(".transformer.to_logits.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::defaults::ModelFiles;
+
+    #[test]
+    fn loading_reports_its_progress_up_to_every_weight() {
+        let files = ModelFiles::default_models().expect("the default models are committed");
+        let progress = Arc::new(LoadProgress::default());
+        assert_eq!(progress.fraction(), None, "nothing is known before the checkpoint is open");
+        CollaborativeModel::load_reporting(&files.config, &files.weights, &Device::Cpu, progress.clone()).unwrap();
+        let done = progress.fraction().expect("known once open");
+        assert!(done > 0.99, "all but the unused buffers are loaded: {done}");
+    }
 }
