@@ -213,7 +213,7 @@ fn finetune_memory(bench: &BenchConfig) -> anyhow::Result<Value> {
         opt.backward_step(&loss)?;
     }
     let measured = memory_mb("VmHWM:")? - before;
-    let estimate = crate::pipeline::edit::memory::finetune_bytes(unet_config, parameters, size, crate::data::mask::NUM_CLASSES) as f64 / 1e6;
+    let estimate = crate::pipeline::edit::memory::finetune_bytes(unet_config, parameters, size, crate::data::mask::NUM_CLASSES) as f64 / (1024.0 * 1024.0);
     Ok(json!({ "finetune_parameters_m": parameters as f64 / 1e6, "finetune_measured_mb": measured, "finetune_estimate_mb": estimate }))
 }
 
