@@ -12,8 +12,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::image::{hstack, influence_colour, upscale, vstack};
 use crate::data::synth::sheet::draw_text;
-use crate::model::collaborative::CollaborativeModel;
-use crate::model::judges::Judges;
 use crate::pipeline::evaluate::{self, EvalEvent, EvalMode, EvalReport, EvalRequest, ModeResult};
 use crate::pipeline::generate::{images_to_frames, scalar_maps, RgbFrame};
 
@@ -35,18 +33,11 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 25)]
     batch: usize,
     #[command(flatten)]
-    model: super::ModelArgs,
-    /// The judges; default: models/judges.safetensors.
-    #[arg(long)]
-    judges: Option<PathBuf>,
+    model: super::JudgedModelArgs,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let files = args.model.files()?;
-    let judges_path = super::ModelArgs::judges(&args.judges);
-    let device = crate::model::device()?;
-    let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
-    let judges = Judges::load(&judges_path, &device).with_context(|| format!("could not load the judges from {}", judges_path.display()))?;
+    let (model, judges) = args.model.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
     let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, batch: args.batch };
     let bar = ProgressBar::new((args.count * EvalMode::ALL.len()) as u64)

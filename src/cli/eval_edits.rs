@@ -13,8 +13,6 @@ use image::Rgb;
 
 use crate::data::image::{hstack, upscale, vstack};
 use crate::data::synth::sheet::draw_text;
-use crate::model::collaborative::CollaborativeModel;
-use crate::model::judges::Judges;
 use crate::pipeline::evaluate::edits::{self, EditEvalReport, EditEvalRequest, VariantResult};
 use crate::pipeline::generate::RgbFrame;
 
@@ -39,18 +37,11 @@ pub struct EvalEditsArgs {
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
-    model: super::ModelArgs,
-    /// The judges; default: models/judges.safetensors.
-    #[arg(long)]
-    judges: Option<PathBuf>,
+    model: super::JudgedModelArgs,
 }
 
 pub fn run(args: EvalEditsArgs) -> anyhow::Result<()> {
-    let files = args.model.files()?;
-    let judges_path = super::ModelArgs::judges(&args.judges);
-    let device = crate::model::device()?;
-    let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
-    let judges = Judges::load(&judges_path, &device).with_context(|| format!("could not load the judges from {}", judges_path.display()))?;
+    let (model, judges) = args.model.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
     let request = EditEvalRequest {
         count: args.count,

@@ -56,6 +56,29 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// A composed model and the judges that score what it makes (`eval`, `eval-edits`).
+#[derive(Debug, Args)]
+pub struct JudgedModelArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The judges; default: models/judges.safetensors.
+    #[arg(long)]
+    pub judges: Option<PathBuf>,
+}
+
+impl JudgedModelArgs {
+    pub fn load(&self) -> anyhow::Result<(crate::model::collaborative::CollaborativeModel, crate::model::judges::Judges)> {
+        use anyhow::Context;
+        let files = self.model.files()?;
+        let judges_path = ModelArgs::judges(&self.judges);
+        let device = crate::model::device()?;
+        let model = crate::model::collaborative::CollaborativeModel::load(&files.config, &files.weights, &device)?;
+        let judges = crate::model::judges::Judges::load(&judges_path, &device)
+            .with_context(|| format!("could not load the judges from {}", judges_path.display()))?;
+        Ok((model, judges))
+    }
+}
+
 /// Which composed model a subcommand runs: an original config with its
 /// checkpoint, or the default models in models/.
 #[derive(Debug, Args)]
