@@ -63,6 +63,7 @@ fn write_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
         "seed": report.seed,
         "steps": report.steps,
         "real_photos": report.real_photos,
+        "autoencoded_photos": report.autoencoded_photos,
         "influence_over_time": report.influence_over_time,
     });
     write(out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -122,9 +123,10 @@ fn table(report: &EvalReport) -> String {
             row(&mut s, mode.name(), r);
         }
     }
-    let _ = writeln!(s, "\nThe judges on the real held-out photos (the ceiling):\n");
+    let _ = writeln!(s, "\nThe judges on the real held-out photos, and on the same photos through the autoencoder (the ceilings):\n");
     s.push_str(header);
     row(&mut s, "real photos", &report.real_photos);
+    row(&mut s, "autoencoded photos", &report.autoencoded_photos);
     s
 }
 

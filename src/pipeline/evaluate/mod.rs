@@ -135,6 +135,9 @@ pub struct EvalReport {
     pub influence_over_time: Vec<InfluenceAtStep>,
     /// Judges' scores on the real held-out photos: the ceiling of each metric.
     pub real_photos: ModeResult,
+    /// The same photos encoded and decoded by the autoencoder: what the latent
+    /// space can carry at all, the ceiling of any latent diffusion model.
+    pub autoencoded_photos: ModeResult,
     #[serde(skip)]
     pub examples: Examples,
 }
@@ -219,6 +222,14 @@ pub fn run(
         .map(|(m, &mode)| Ok((mode, summarise(&scores[m], &Tensor::cat(&features[m], 0)?, &real_stats, &mut rng)?)))
         .collect::<Result<Vec<_>, ModelError>>()?;
     let real_photos = summarise(&real_scores, &real_features, &real_stats, &mut rng)?;
+    let (mut coded_scores, mut coded_features) = (Vec::new(), Vec::new());
+    for chunk in indices.chunks(request.batch.max(1)) {
+        let z = (model.vae.encode(&faces.photos(chunk, &model.device)?)?.mean * model.config.diffusion.scale_factor)?;
+        let judged = Judges::prepare(&model.decode(&z)?)?;
+        coded_scores.extend(score(judges, &judged, &faces, chunk)?);
+        coded_features.push(judges.attributes.features(&judged)?);
+    }
+    let autoencoded_photos = summarise(&coded_scores, &Tensor::cat(&coded_features, 0)?, &real_stats, &mut rng)?;
     let n = request.count as f64;
     let influence_over_time = influence
         .iter()
@@ -227,7 +238,7 @@ pub fn run(
         .collect();
     examples.masks = faces.masks.iter().take(EXAMPLES).cloned().collect();
     examples.captions = faces.captions.iter().take(EXAMPLES).cloned().collect();
-    Ok(EvalReport { modes, count: request.count, seed: request.seed, steps: ddim.len(), influence_over_time, real_photos, examples })
+    Ok(EvalReport { modes, count: request.count, seed: request.seed, steps: ddim.len(), influence_over_time, real_photos, autoencoded_photos, examples })
 }
 
 /// The contexts of a chunk of conditions, one (mask, caption) per item.

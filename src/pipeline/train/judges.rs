@@ -42,7 +42,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let attribute_vars = VarMap::new();
     let vb = ctx.var_builder(&attribute_vars, "attributes");
     let judge = AttributeJudge::new(vb.pp("attributes"))?;
-    let plan = Schedule { steps: 1500, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let plan = Schedule { steps: 2500, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
     let attribute_opt = fit(
         ctx,
         Stage::Judges,
