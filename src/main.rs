@@ -7,7 +7,10 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     let result = match args.command {
         Some(command) => cli::run(command),
-        None => codiff::app::run(codiff::app::StudioOptions::with_startup_model()).map_err(anyhow::Error::msg),
+        None => {
+            let options = codiff::app::StudioOptions { photo: args.photo, ..codiff::app::StudioOptions::with_startup_model() };
+            codiff::app::run(options).map_err(anyhow::Error::msg)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

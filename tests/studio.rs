@@ -118,6 +118,7 @@ fn studio_counting(step_delay_ms: u64, autosave_dir: Option<PathBuf>, emitted: A
         autosave_dir,
         samples_dir: PathBuf::from("/nonexistent/samples"),
         model_error: None,
+        photo: None,
     };
     let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
     run_until(&mut harness, "the engine reports its model", |s| matches!(s.model_status(), ModelStatus::Ready(_)));

@@ -61,6 +61,8 @@ pub struct StudioOptions {
     pub samples_dir: PathBuf,
     /// Why no model is being loaded, shown on start.
     pub model_error: Option<String>,
+    /// A photo to open for editing once the model is ready.
+    pub photo: Option<PathBuf>,
 }
 
 impl Default for StudioOptions {
@@ -71,6 +73,7 @@ impl Default for StudioOptions {
             autosave_dir: autosave::default_dir(),
             samples_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples"),
             model_error: None,
+            photo: None,
         }
     }
 }
@@ -183,6 +186,8 @@ pub struct Studio {
     /// The photo being edited, if one is open.
     photo: Option<PhotoEdit>,
     edit: Option<ActiveEdit>,
+    /// The photo asked for on the command line, opened when the model is ready.
+    startup_photo: Option<PathBuf>,
 }
 
 impl Studio {
@@ -217,6 +222,7 @@ impl Studio {
             frame_stats: FrameStats::from_env(),
             photo: None,
             edit: None,
+            startup_photo: options.photo,
         };
         studio.restore_autosave(&cc.egui_ctx);
         if let Some((label, load)) = options.loader {
@@ -587,7 +593,12 @@ impl Studio {
         for event in self.worker.poll() {
             match event {
                 WorkerEvent::ModelLoading { label, progress } => self.model = ModelStatus::Loading(label, progress),
-                WorkerEvent::ModelLoaded(info) => self.model = ModelStatus::Ready(info),
+                WorkerEvent::ModelLoaded(info) => {
+                    self.model = ModelStatus::Ready(info);
+                    if let Some(path) = self.startup_photo.take() {
+                        self.open_photo(ctx, &path);
+                    }
+                }
                 WorkerEvent::ModelFailed { label, error } => {
                     self.inform(MessageKind::Error, format!("could not load {label}: {error}"));
                     self.model = ModelStatus::Failed(error);

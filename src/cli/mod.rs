@@ -20,6 +20,9 @@ use crate::model::defaults::ModelFiles;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Open the studio with this photo to edit (PNG, JPEG or WebP).
+    #[arg(long)]
+    pub photo: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
