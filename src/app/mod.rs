@@ -458,6 +458,8 @@ impl Studio {
                 photo.source_text = text.clone();
                 self.canvas.replace_mask(shown.clone());
                 self.canvas.restore = Some(shown);
+                // Half see-through, so the photo shows under its reading.
+                self.canvas.opacity = self.canvas.opacity.min(0.5);
                 self.prompt = text;
                 self.inform(MessageKind::Info, "Read the photo's mask and description: change them to what you want, then press Edit photo.");
             }

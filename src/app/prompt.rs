@@ -56,8 +56,8 @@ impl Attributes {
             Some(Gender::Woman) => ("This woman", "She", "her"),
             None => ("This person", "They", "their"),
         };
-        let be = if self.gender.is_none() { "are" } else { "is" };
-        let has = if self.gender.is_none() { "have" } else { "has" };
+        // "This person" takes "is"; "They" takes "are".
+        let (be, has) = if self.gender.is_none() { ("are", "have") } else { ("is", "has") };
         let age = self.age.map(|a| match AGE_DECADES[a] {
             "teen" => "a teen.".to_string(),
             decade => format!("in {possessive} {decade}."),
@@ -65,14 +65,14 @@ impl Attributes {
         let mut sentences = Vec::new();
         match (self.beard, age) {
             (Some(Beard::Medium), age) => {
-                sentences.push(format!("{subject} {has} beard of medium length."));
+                sentences.push(format!("{subject} has beard of medium length."));
                 sentences.extend(age.map(|a| format!("{pronoun} {be} {a}")));
             }
             (beard, Some(age)) => {
-                sentences.push(format!("{subject} {be} {age}"));
+                sentences.push(format!("{subject} is {age}"));
                 sentences.extend(beard.map(|b| beard_sentence(b, pronoun, has)));
             }
-            (Some(beard), None) => sentences.push(beard_sentence(beard, subject, has)),
+            (Some(beard), None) => sentences.push(beard_sentence(beard, subject, "has")),
             (None, None) => {}
         }
         sentences.join(" ")
@@ -154,6 +154,13 @@ mod tests {
         assert_eq!(a.caption(), "This woman is in her forties.");
         a = Attributes { gender: Some(Gender::Man), age: Some(0), beard: Some(Beard::Short) };
         assert_eq!(a.caption(), "This man is a teen. The face is covered with short pointed beard.");
+        // Without a gender: "This person is", then "They are" / "They have".
+        a = Attributes { gender: None, age: Some(5), beard: Some(Beard::Long) };
+        assert_eq!(a.caption(), "This person is in their sixties. They have a very long beard.");
+        a = Attributes { gender: None, age: Some(1), beard: Some(Beard::Medium) };
+        assert_eq!(a.caption(), "This person has beard of medium length. They are in their twenties.");
+        a = Attributes { gender: None, age: None, beard: Some(Beard::None) };
+        assert_eq!(a.caption(), "This person doesn't have any beard.");
     }
 
     #[test]
