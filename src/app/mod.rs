@@ -461,6 +461,8 @@ impl Studio {
                 // Half see-through, so the photo shows under its reading.
                 self.canvas.opacity = self.canvas.opacity.min(0.5);
                 self.prompt = text;
+                // The chips described the previous prompt, not this one.
+                self.attributes = Attributes::default();
                 self.inform(MessageKind::Info, "Read the photo's mask and description: change them to what you want, then press Edit photo.");
             }
             Err(e) => self.inform(MessageKind::Error, format!("could not read the photo: {e}")),
