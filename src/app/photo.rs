@@ -14,9 +14,6 @@ use crate::data::mask::Mask;
 use crate::pipeline::edit::{Crop, EditEvent, EditMethod, EditRequest, Photo};
 use crate::pipeline::generate::RgbFrame;
 
-/// The fade at the pasted crop's edges, as a share of its side.
-pub const FEATHER: f32 = 0.08;
-
 /// One finished edit.
 pub struct EditResult {
     pub method: EditMethod,
@@ -133,7 +130,6 @@ impl PhotoEdit {
         request.finetune_steps = self.finetune_steps;
         request.seed = seed;
         request.steps = steps;
-        request.cache = Some(std::env::temp_dir().join("codiff-imagic-cache"));
         request
     }
 
@@ -149,7 +145,7 @@ impl PhotoEdit {
     pub fn edited_photo(&self, index: usize) -> Option<RgbImage> {
         let frame = &self.results.get(index)?.image;
         let crop = RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels.clone())?;
-        Some(self.photo.paste_back(&crop, FEATHER))
+        Some(self.photo.paste_back(&crop))
     }
 
     /// The photo panel; `busy` while the worker runs something, `progress` while it runs an edit.

@@ -71,9 +71,6 @@ pub struct EditArgs {
     judges: Option<PathBuf>,
 }
 
-/// The fade at the pasted crop's edges, as a share of its side.
-const FEATHER: f32 = 0.08;
-
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
     let files = args.model.files()?;
     let device = crate::model::device()?;
@@ -98,7 +95,6 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     request.steps = args.steps;
     request.seed = args.seed;
     request.mode = args.mode;
-    request.cache = Some(std::env::temp_dir().join("codiff-imagic-cache"));
     let style = ProgressStyle::with_template("{prefix:>40} {bar:30} {pos}/{len} {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut bar: Option<(String, ProgressBar)> = None;
     let cancel = AtomicBool::new(false);
@@ -134,7 +130,7 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         if let Some(full_out) = &args.full_out {
             let path = if several { with_suffix(full_out, &format!("-a{alpha}")) } else { full_out.clone() };
             let edited = image::RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels.clone()).context("bad frame")?;
-            photo.paste_back(&edited, FEATHER).save(&path).with_context(|| format!("could not write {}", path.display()))?;
+            photo.paste_back(&edited).save(&path).with_context(|| format!("could not write {}", path.display()))?;
             println!("wrote {} (the full photo with the edit blended in)", path.display());
         }
     }

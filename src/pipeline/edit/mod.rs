@@ -34,7 +34,7 @@ use crate::pipeline::train::AdamW;
 pub mod memory;
 pub mod photo;
 
-pub use photo::{photo_tensor, square_photo, Crop, Photo};
+pub use photo::{photo_tensor, Crop, Photo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EditMethod {
@@ -63,7 +63,7 @@ pub struct EditRequest {
     pub seed: u64,
     /// Collaborative, or one modality's edit alone.
     pub mode: CombineMode,
-    /// Where Imagic's fine-tuned weights are cached.
+    /// Where Imagic's fine-tuned weights are cached (default: the system's temporary folder).
     pub cache: Option<PathBuf>,
 }
 
@@ -85,7 +85,7 @@ impl EditRequest {
             steps: 50,
             seed: 0,
             mode: CombineMode::Collaborative,
-            cache: None,
+            cache: Some(std::env::temp_dir().join("codiff-imagic-cache")),
         }
     }
 }

