@@ -122,7 +122,7 @@ pub fn read_result_params(bytes: &[u8]) -> Option<RunParams> {
 /// Decodes a result PNG's pixels (as RGB).
 pub fn decode_result_png(bytes: &[u8]) -> Result<RgbFrame, String> {
     let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?.to_rgb8();
-    Ok(RgbFrame { width: image.width() as usize, height: image.height() as usize, pixels: image.into_raw() })
+    Ok(RgbFrame::from_image(&image))
 }
 
 #[cfg(test)]

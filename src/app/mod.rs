@@ -521,7 +521,7 @@ impl Studio {
             ("alpha", result.alpha.to_string()),
             ("photo", photo.path.display().to_string()),
         ];
-        let frame = RgbFrame { width: edited.width() as usize, height: edited.height() as usize, pixels: edited.into_raw() };
+        let frame = RgbFrame::from_image(&edited);
         match crate::data::image::save_png_with_params(&path, &frame, &params) {
             Ok(()) => self.inform(MessageKind::Info, format!("Saved the edited photo to {}", path.display())),
             Err(e) => self.inform(MessageKind::Error, format!("cannot save {}: {e}", path.display())),

@@ -143,9 +143,7 @@ impl PhotoEdit {
 
     /// The full photo with result `index` blended in.
     pub fn edited_photo(&self, index: usize) -> Option<RgbImage> {
-        let frame = &self.results.get(index)?.image;
-        let crop = RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels.clone())?;
-        Some(self.photo.paste_back(&crop))
+        Some(self.photo.paste_back(&self.results.get(index)?.image.to_image()?))
     }
 
     /// The photo panel; `busy` while the worker runs something, `progress` while it runs an edit.

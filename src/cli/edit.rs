@@ -129,7 +129,7 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
         if let Some(full_out) = &args.full_out {
             let path = if several { with_suffix(full_out, &format!("-a{alpha}")) } else { full_out.clone() };
-            let edited = image::RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels.clone()).context("bad frame")?;
+            let edited = frame.to_image().context("bad frame")?;
             photo.paste_back(&edited).save(&path).with_context(|| format!("could not write {}", path.display()))?;
             println!("wrote {} (the full photo with the edit blended in)", path.display());
         }

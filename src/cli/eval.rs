@@ -82,7 +82,7 @@ fn save(img: RgbImage, path: &Path) -> anyhow::Result<()> {
 }
 
 fn frame_image(frame: RgbFrame) -> RgbImage {
-    RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels).unwrap_or_default()
+    frame.to_image().unwrap_or_default()
 }
 
 /// The results as Markdown tables laid out like the paper's Tables 1 and 2.
@@ -198,10 +198,6 @@ fn line(img: &mut RgbImage, (x0, y0): (u32, u32), (x1, y1): (u32, u32), colour: 
     }
 }
 
-fn mask_frame(mask: &crate::data::mask::Mask) -> RgbFrame {
-    RgbFrame { width: mask.width(), height: mask.height(), pixels: mask.to_rgb() }
-}
-
 /// Per example: its mask, the collaborative result, then the mask influence at eight steps from t = T to 0.
 fn influence_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
     let ex = &report.examples;
@@ -213,7 +209,7 @@ fn influence_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
     let picks: Vec<usize> = (0..8).map(|k| k * (ex.w_mask.len().max(1) - 1) / 7).collect();
     let mut rows = Vec::new();
     for (e, image) in images.iter().enumerate() {
-        let mut row = vec![mask_frame(&ex.masks[e].resize_nearest(size, size)), image.clone()];
+        let mut row = vec![RgbFrame::from_mask(&ex.masks[e].resize_nearest(size, size)), image.clone()];
         for &step in &picks {
             let map = &scalar_maps(&ex.w_mask[step].narrow(0, e, 1)?)?[0];
             let pixels = map.values.iter().flat_map(|&v| influence_colour(v)).collect();
@@ -232,7 +228,7 @@ fn mode_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
     let size = per_mode.first().and_then(|f| f.first()).map_or(64, |f| f.width);
     let rows = (0..ex.masks.len())
         .map(|e| {
-            let mut row = vec![mask_frame(&ex.masks[e].resize_nearest(size, size))];
+            let mut row = vec![RgbFrame::from_mask(&ex.masks[e].resize_nearest(size, size))];
             row.extend(per_mode.iter().filter_map(|frames| frames.get(e).cloned()));
             hstack(&row)
         })

@@ -119,9 +119,8 @@ fn examples_figure(report: &EditEvalReport) -> image::RgbImage {
     let mut y = BAND * legend.len();
     for example in &report.examples {
         let c = &example.case;
-        let photo = RgbFrame { width: c.photo.width() as usize, height: c.photo.height() as usize, pixels: c.photo.as_raw().clone() };
-        let mask_frame = |m: &crate::data::mask::Mask| RgbFrame { width: m.width(), height: m.height(), pixels: m.to_rgb() };
-        let mut tiles = vec![upscale(&photo, SCALE), upscale(&mask_frame(&c.source_mask), SCALE), upscale(&mask_frame(&c.target_mask), SCALE)];
+        let frames = [RgbFrame::from_image(&c.photo), RgbFrame::from_mask(&c.source_mask), RgbFrame::from_mask(&c.target_mask)];
+        let mut tiles: Vec<RgbFrame> = frames.iter().map(|f| upscale(f, SCALE)).collect();
         tiles.extend(example.results.iter().map(|(_, image)| upscale(image, SCALE)));
         let strip = hstack(&tiles);
         y += strip.height;
@@ -134,7 +133,7 @@ fn examples_figure(report: &EditEvalReport) -> image::RgbImage {
     let width = parts.first().map_or(600, |p| p.width);
     parts.insert(0, blank(width, BAND * legend.len()));
     let figure = vstack(&parts);
-    let mut img = image::RgbImage::from_raw(figure.width as u32, figure.height as u32, figure.pixels).unwrap_or_default();
+    let mut img = figure.to_image().unwrap_or_default();
     for (k, line) in legend.iter().enumerate() {
         draw_text(&mut img, 3, 3 + BAND * k, line, 8, Rgb([255, 255, 255]));
     }

@@ -53,6 +53,22 @@ pub struct RgbFrame {
     pub pixels: Vec<u8>,
 }
 
+impl RgbFrame {
+    pub fn from_image(image: &image::RgbImage) -> Self {
+        Self { width: image.width() as usize, height: image.height() as usize, pixels: image.as_raw().clone() }
+    }
+
+    /// A mask in its palette colours.
+    pub fn from_mask(mask: &crate::data::mask::Mask) -> Self {
+        Self { width: mask.width(), height: mask.height(), pixels: mask.to_rgb() }
+    }
+
+    /// As an `image` buffer; `None` when the pixels do not fill width x height.
+    pub fn to_image(&self) -> Option<image::RgbImage> {
+        image::RgbImage::from_raw(self.width as u32, self.height as u32, self.pixels.clone())
+    }
+}
+
 /// A single-channel map in [0, 1] (an influence function), row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalarMap {

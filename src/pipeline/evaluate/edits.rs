@@ -177,7 +177,7 @@ pub fn run(
     .collect();
     let total: usize = variants.iter().map(|(_, n)| n).sum();
     let mut done = 0;
-    let unedited: Vec<RgbFrame> = cases.iter().map(|c| frame_of(&c.photo)).collect();
+    let unedited: Vec<RgbFrame> = cases.iter().map(|c| RgbFrame::from_image(&c.photo)).collect();
     let unedited = judge(model, judges, &cases, &unedited, "no edit (the source photo)", 0.0)?;
     let mut examples: Vec<EditExample> = cases.iter().take(EXAMPLES).map(|c| EditExample { case: c.clone(), results: Vec::new() }).collect();
     let mut results = Vec::new();
@@ -217,18 +217,13 @@ pub fn run(
     })
 }
 
-fn frame_of(image: &RgbImage) -> RgbFrame {
-    RgbFrame { width: image.width() as usize, height: image.height() as usize, pixels: image.as_raw().clone() }
-}
-
 /// Scores edited `images` of `cases` against their targets and sources.
 fn judge(model: &CollaborativeModel, judges: &Judges, cases: &[EditCase], images: &[RgbFrame], name: &str, seconds: f64) -> Result<VariantResult, GenerateError> {
     let mut scores: Vec<ItemScores> = Vec::new();
     let (mut edited_right, mut edited_total) = (0usize, 0usize);
     let mut psnr = Vec::new();
     for (c, image) in cases.iter().zip(images) {
-        let rgb = RgbImage::from_raw(image.width as u32, image.height as u32, image.pixels.clone())
-            .ok_or_else(|| GenerateError::Request("bad edited image".into()))?;
+        let rgb = image.to_image().ok_or_else(|| GenerateError::Request("bad edited image".into()))?;
         let tensor = photo_tensor(&rgb, &model.device)?;
         let judged = Judges::prepare(&tensor)?;
         scores.extend(score_against(judges, &judged, &[(&c.target_mask, c.target_caption.as_str())])?);
