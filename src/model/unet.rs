@@ -78,7 +78,7 @@ impl UNetConfig {
     /// Heads and per-head width of the attention at a level with `channels`
     /// channels: a fixed head count (`num_head_channels` = -1) or a fixed head
     /// width. `legacy` changes nothing for SpatialTransformers.
-    fn heads(&self, channels: usize) -> Result<(usize, usize)> {
+    pub(crate) fn heads(&self, channels: usize) -> Result<(usize, usize)> {
         let (heads, dim_head) = match (self.num_heads, self.num_head_channels) {
             (h, -1) if h > 0 => (h as usize, channels / h as usize),
             (_, c) if c > 0 => (channels / c as usize, c as usize),

@@ -27,7 +27,8 @@ pub fn finetune_bytes(config: &UNetConfig, parameters: usize, latent_size: usize
         let attention = config.attention_resolutions.contains(&(1 << level));
         elements += blocks * channels * tokens * if attention { 2 } else { 1 };
         if attention {
-            let heads = heads(config, channels);
+            // An unusable head setting fails when the model is built; count one head meanwhile.
+            let heads = config.heads(channels).map_or(1, |(heads, _)| heads);
             // The backward recomputes the probabilities, with two more matrices of their size, one layer at a time.
             peak_scores = peak_scores.max(3 * heads * tokens * (tokens + context_tokens));
         }
@@ -35,14 +36,6 @@ pub fn finetune_bytes(config: &UNetConfig, parameters: usize, latent_size: usize
     }
     let floats = WEIGHT_COPIES * parameters + KEPT_PER_ELEMENT * elements + peak_scores;
     floats as u64 * 4
-}
-
-fn heads(config: &UNetConfig, channels: usize) -> usize {
-    if config.num_head_channels > 0 {
-        channels / config.num_head_channels as usize
-    } else {
-        config.num_heads.max(1) as usize
-    }
 }
 
 /// Memory the system can still give, from `/proc/meminfo`; `None` where that is not known.

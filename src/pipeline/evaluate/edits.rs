@@ -12,10 +12,11 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use candle_core::DType;
 use image::RgbImage;
 use serde::Serialize;
 
-use super::{mean, score_against, ItemScores};
+use super::{mean, score_parsed, ItemScores};
 use crate::data::mask::Mask;
 use crate::data::synth::{caption, render, sample_attributes, sample_rng, Attributes, Beard, BeardLevel, Decade, Expression, Fringe, Gender};
 use crate::diffusion::collaborate::CombineMode;
@@ -226,10 +227,11 @@ fn judge(model: &CollaborativeModel, judges: &Judges, cases: &[EditCase], images
         let rgb = image.to_image().ok_or_else(|| GenerateError::Request("bad edited image".into()))?;
         let tensor = photo_tensor(&rgb, &model.device)?;
         let judged = Judges::prepare(&tensor)?;
-        scores.extend(score_against(judges, &judged, &[(&c.target_mask, c.target_caption.as_str())])?);
+        let parsed = judges.parser.parse(&judged)?;
+        scores.extend(score_parsed(judges, &judged, &parsed, &[(&c.target_mask, c.target_caption.as_str())])?);
         // The edited region, at the parser's size.
         let side = judged.dim(3)?;
-        let parsed = judges.parser.parse(&judged)?.flatten_all()?.to_vec1::<u32>()?;
+        let parsed = parsed.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
         let (source, target) = (c.source_mask.resize_nearest(side, side), c.target_mask.resize_nearest(side, side));
         for ((&p, &s), &t) in parsed.iter().zip(source.classes()).zip(target.classes()) {
             if s != t {

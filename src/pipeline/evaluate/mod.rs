@@ -329,7 +329,12 @@ fn score(judges: &Judges, images: &Tensor, faces: &FaceSet, chunk: &[usize]) -> 
 
 /// Judges each image of a batch against its (mask, caption).
 fn score_against(judges: &Judges, images: &Tensor, targets: &[(&Mask, &str)]) -> Result<Vec<ItemScores>, ModelError> {
-    let parsed = judges.parser.parse(images)?.to_dtype(DType::U32)?;
+    score_parsed(judges, images, &judges.parser.parse(images)?, targets)
+}
+
+/// [`score_against`] with the parser's reading of `images` already made.
+fn score_parsed(judges: &Judges, images: &Tensor, parsed: &Tensor, targets: &[(&Mask, &str)]) -> Result<Vec<ItemScores>, ModelError> {
+    let parsed = parsed.to_dtype(DType::U32)?;
     let logits = judges.attributes.forward(images)?;
     let argmax = |t: &Tensor| -> candle_core::Result<Vec<u32>> { t.argmax(D::Minus1)?.to_vec1::<u32>() };
     let (gender, decade, beard) = (argmax(&logits.gender)?, argmax(&logits.decade)?, argmax(&logits.beard)?);
