@@ -13,7 +13,7 @@ use codiff::app::palette::CLASS_KEYS;
 use codiff::app::worker::{Engine, ModelInfo};
 use codiff::app::{ModelStatus, Studio, StudioOptions};
 use codiff::data::mask::{Mask, NUM_CLASSES};
-use codiff::pipeline::edit::{EditEvent, EditRequest};
+use codiff::pipeline::edit::{Crop, EditEvent, EditRequest};
 use codiff::pipeline::generate::{Event, GenerateRequest, RgbFrame, ScalarMap, StepFrame};
 use egui::{Key, Modifiers, Pos2};
 use egui_kittest::kittest::Queryable;
@@ -541,6 +541,50 @@ fn a_photo_is_read_onto_the_canvas_edited_and_pasted_back() {
     assert_eq!(full.dimensions(), (300, 200), "the edit is pasted back into the full photo");
     assert_eq!(full.get_pixel(150, 100)[2], 0, "the crop's centre is the edit");
     assert!(full.get_pixel(10, 100)[2] > 150, "outside the crop the photo is unchanged");
+}
+
+#[test]
+fn dragging_the_crop_square_moves_it_and_reads_the_new_crop() {
+    let dir = temp_dir("crop-drag");
+    let path = dir.join("wide.jpg");
+    image::RgbImage::from_pixel(300, 200, image::Rgb([0, 0, 200])).save(&path).unwrap();
+    let mut harness = studio(0, None);
+    let ctx = harness.ctx.clone();
+    harness.state_mut().open_photo(&ctx, &path);
+    run_until(&mut harness, "the judges read the photo", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
+    let at = |h: &Harness<'_, Studio>, x: f32, y: f32| h.state().photo().unwrap().overview_to_screen(x, y).expect("the overview was drawn");
+    assert_eq!(harness.state().photo().unwrap().photo.crop, Crop { x: 50, y: 0, side: 200 }, "centred at first");
+
+    // Drag from the middle of the square 40 photo pixels to the left.
+    let (from, to) = (at(&harness, 150.0, 100.0), at(&harness, 110.0, 100.0));
+    harness.hover_at(from);
+    harness.step();
+    harness.drag_at(from);
+    harness.step();
+    for i in 1..=8 {
+        harness.hover_at(from.lerp(to, i as f32 / 8.0));
+        harness.step();
+    }
+    harness.drop_at(to);
+    harness.run();
+    let crop = harness.state().photo().unwrap().photo.crop;
+    assert!((8..=12).contains(&crop.x) && crop.y == 0 && crop.side == 200, "moved left by the drag: {crop:?}");
+    run_until(&mut harness, "the new crop is read", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
+
+    // Drag the corner up-left: the square shrinks about its top-left corner.
+    let (from, to) = (at(&harness, crop.x as f32 + 199.0, 199.0), at(&harness, crop.x as f32 + 100.0, 100.0));
+    harness.hover_at(from);
+    harness.step();
+    harness.drag_at(from);
+    harness.step();
+    for i in 1..=8 {
+        harness.hover_at(from.lerp(to, i as f32 / 8.0));
+        harness.step();
+    }
+    harness.drop_at(to);
+    harness.run();
+    let resized = harness.state().photo().unwrap().photo.crop;
+    assert!((95..=105).contains(&resized.side) && resized.x == crop.x && resized.y == 0, "resized by its corner: {resized:?}");
 }
 
 #[test]

@@ -84,15 +84,32 @@ pub struct PhotoEdit {
     pub finetune_steps: usize,
     pub results: Vec<EditResult>,
     pub selected: Option<usize>,
-    /// The crop being edited in the panel, applied by "Apply crop".
+    /// The crop being edited in the panel, applied by "Apply crop" or at the end of a drag.
     crop_draft: Crop,
+    /// The whole photo, scaled down, for choosing the crop.
+    overview: TextureHandle,
+    /// The drag in progress on the overview: what it moves and the crop it started from.
+    crop_drag: Option<(CropHandle, Crop)>,
+    /// Where the overview was last drawn, and its points per photo pixel.
+    overview_placed: Option<(egui::Pos2, f32)>,
 }
+
+/// What a drag on the crop overview changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CropHandle {
+    Move,
+    Corner,
+}
+
+/// The overview's longest side in texture pixels (it shows at most 256 points wide).
+const OVERVIEW_SIDE: u32 = 512;
 
 impl PhotoEdit {
     /// Opens a photo with its centred crop.
     pub fn open(ctx: &egui::Context, path: &Path, canvas_size: usize) -> Result<Self, String> {
         let photo = Photo::load(path, None)?;
         let underlay = ctx.load_texture("photo", crop_image(&photo, canvas_size), TextureOptions::LINEAR);
+        let overview = ctx.load_texture("photo-overview", overview_image(&photo.full), TextureOptions::LINEAR);
         let crop_draft = photo.crop;
         Ok(Self {
             path: path.to_path_buf(),
@@ -108,6 +125,9 @@ impl PhotoEdit {
             results: Vec::new(),
             selected: None,
             crop_draft,
+            overview,
+            crop_drag: None,
+            overview_placed: None,
         })
     }
 
@@ -158,6 +178,9 @@ impl PhotoEdit {
             }
         });
         let (w, h) = self.photo.full.dimensions();
+        if self.crop_picker(ui, !busy) {
+            action = Some(PhotoAction::Recrop);
+        }
         ui.horizontal(|ui| {
             ui.label("crop");
             let c = &mut self.crop_draft;
@@ -231,6 +254,86 @@ impl PhotoEdit {
         }
         action
     }
+}
+
+impl PhotoEdit {
+    /// Where photo pixel (`x`, `y`) was drawn on the crop overview.
+    pub fn overview_to_screen(&self, x: f32, y: f32) -> Option<egui::Pos2> {
+        self.overview_placed.map(|(origin, scale)| origin + Vec2::new(x, y) * scale)
+    }
+
+    /// The whole photo with the crop square on it: drag inside the square to
+    /// move it, drag its corner to resize it, click elsewhere to centre it
+    /// there. True when a drag has just ended on a new crop (to be applied).
+    fn crop_picker(&mut self, ui: &mut egui::Ui, enabled: bool) -> bool {
+        let (w, h) = self.photo.full.dimensions();
+        let width = ui.available_width().min(256.0);
+        let scale = width / w as f32;
+        let (rect, response) = ui.allocate_exact_size(Vec2::new(width, h as f32 * scale), egui::Sense::click_and_drag());
+        self.overview_placed = Some((rect.min, scale));
+        let painter = ui.painter_at(rect);
+        painter.image(self.overview.id(), rect, egui::Rect::from_min_max(egui::Pos2::ZERO, egui::pos2(1.0, 1.0)), egui::Color32::WHITE);
+        let square = |c: Crop| egui::Rect::from_min_size(rect.min + Vec2::new(c.x as f32, c.y as f32) * scale, Vec2::splat(c.side as f32 * scale));
+        let corner = |c: Crop| square(c).max;
+        const GRAB: f32 = 8.0;
+        if enabled {
+            if response.drag_started() || response.clicked() {
+                // Where the press began: a drag only starts once the pointer has moved on.
+                if let Some(at) = ui.input(|i| i.pointer.press_origin()).or(response.interact_pointer_pos()) {
+                    let start = self.crop_draft;
+                    let handle = if at.distance(corner(start)) <= GRAB { CropHandle::Corner } else { CropHandle::Move };
+                    // Outside the square, the square first jumps to centre on the pointer.
+                    let start = if handle == CropHandle::Move && !square(start).contains(at) {
+                        let centre = square(start).center();
+                        start.moved((at.x - centre.x) / scale, (at.y - centre.y) / scale, w, h)
+                    } else {
+                        start
+                    };
+                    self.crop_draft = start;
+                    self.crop_drag = Some((handle, start));
+                }
+            }
+            if let (Some((handle, start)), Some(origin), Some(now)) = (self.crop_drag, ui.input(|i| i.pointer.press_origin()), response.interact_pointer_pos()) {
+                let offset = (now - origin) / scale;
+                self.crop_draft = match handle {
+                    CropHandle::Move => start.moved(offset.x, offset.y, w, h),
+                    CropHandle::Corner => start.resized(offset.x, offset.y, w, h),
+                };
+            }
+        }
+        let ended = (response.drag_stopped() || response.clicked()) && self.crop_drag.take().is_some();
+        let shown = square(self.crop_draft);
+        let dim = egui::Color32::from_black_alpha(140);
+        for outside in [
+            egui::Rect::from_min_max(rect.min, egui::pos2(rect.max.x, shown.min.y)),
+            egui::Rect::from_min_max(egui::pos2(rect.min.x, shown.max.y), rect.max),
+            egui::Rect::from_min_max(egui::pos2(rect.min.x, shown.min.y), egui::pos2(shown.min.x, shown.max.y)),
+            egui::Rect::from_min_max(egui::pos2(shown.max.x, shown.min.y), egui::pos2(rect.max.x, shown.max.y)),
+        ] {
+            painter.rect_filled(outside, 0.0, dim);
+        }
+        painter.rect_stroke(shown, 0.0, egui::Stroke::new(1.5, egui::Color32::WHITE), egui::StrokeKind::Middle);
+        painter.circle(shown.max, GRAB * 0.6, egui::Color32::WHITE, egui::Stroke::new(1.0, egui::Color32::BLACK));
+        let hovered_corner = response.hover_pos().is_some_and(|p| p.distance(shown.max) <= GRAB);
+        if enabled && response.hovered() {
+            ui.ctx().set_cursor_icon(if hovered_corner || self.crop_drag.is_some_and(|(h, _)| h == CropHandle::Corner) {
+                egui::CursorIcon::ResizeNwSe
+            } else {
+                egui::CursorIcon::Move
+            });
+        }
+        response.on_hover_text("Drag the square to move the crop, its corner to resize it");
+        ended && self.crop_draft != self.photo.crop
+    }
+}
+
+/// The whole photo at most [`OVERVIEW_SIDE`] on its longest side, as an egui image.
+fn overview_image(full: &RgbImage) -> egui::ColorImage {
+    let (w, h) = full.dimensions();
+    let shrink = (OVERVIEW_SIDE as f32 / w.max(h) as f32).min(1.0);
+    let (tw, th) = (((w as f32 * shrink).round() as u32).max(1), ((h as f32 * shrink).round() as u32).max(1));
+    let small = image::imageops::resize(full, tw, th, image::imageops::FilterType::Triangle);
+    egui::ColorImage::from_rgb([tw as usize, th as usize], small.as_raw())
 }
 
 /// The crop at the canvas's resolution, as an egui image.

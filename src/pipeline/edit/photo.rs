@@ -9,6 +9,9 @@ use image::{DynamicImage, RgbImage};
 /// The fade at a pasted crop's inner edges, as a share of its side.
 const FEATHER: f32 = 0.08;
 
+/// The smallest crop side, in photo pixels.
+const MIN_SIDE: u32 = 16;
+
 /// A square region of a photo, in the photo's pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Crop {
@@ -26,8 +29,8 @@ impl Crop {
 
     /// This crop, checked against a `width` x `height` photo.
     pub fn within(self, width: u32, height: u32) -> Result<Self, String> {
-        if self.side < 16 {
-            return Err(format!("the crop is {0}x{0}; it needs at least 16x16 pixels", self.side));
+        if self.side < MIN_SIDE {
+            return Err(format!("the crop is {0}x{0}; it needs at least {MIN_SIDE}x{MIN_SIDE} pixels", self.side));
         }
         if self.x + self.side > width || self.y + self.side > height {
             return Err(format!(
@@ -36,6 +39,21 @@ impl Crop {
             ));
         }
         Ok(self)
+    }
+
+    /// This crop shifted by (`dx`, `dy`) photo pixels, stopped at the edges of a `width` x `height` photo.
+    pub fn moved(self, dx: f32, dy: f32, width: u32, height: u32) -> Self {
+        let shift = |at: u32, by: f32, room: u32| (at as f32 + by).round().clamp(0.0, room.saturating_sub(self.side) as f32) as u32;
+        Self { x: shift(self.x, dx, width), y: shift(self.y, dy, height), ..self }
+    }
+
+    /// This crop with its bottom-right corner dragged by (`dx`, `dy`) photo
+    /// pixels: the top-left corner stays, the side follows the larger drag and
+    /// stays within the photo.
+    pub fn resized(self, dx: f32, dy: f32, width: u32, height: u32) -> Self {
+        let room = (width - self.x.min(width)).min(height - self.y.min(height));
+        let side = (self.side as f32 + dx.max(dy)).round().clamp(MIN_SIDE.min(room) as f32, room as f32) as u32;
+        Self { side, ..self }
     }
 
     /// Parses "X,Y,SIDE" (the command line's `--crop`).
@@ -140,6 +158,18 @@ mod tests {
         assert_eq!(Crop::parse("10, 20,30"), Ok(Crop { x: 10, y: 20, side: 30 }));
         assert!(Crop::parse("10,20").is_err());
         assert!(Crop::parse("a,b,c").is_err());
+    }
+
+    #[test]
+    fn dragged_crops_stay_square_and_inside_the_photo() {
+        let crop = Crop { x: 50, y: 0, side: 200 };
+        assert_eq!(crop.moved(20.4, 30.0, 300, 200), Crop { x: 70, y: 0, side: 200 }, "no room to move down");
+        assert_eq!(crop.moved(-80.0, 0.0, 300, 200), Crop { x: 0, y: 0, side: 200 });
+        assert_eq!(crop.moved(500.0, 0.0, 300, 200), Crop { x: 100, y: 0, side: 200 });
+        assert_eq!(crop.resized(-50.0, -120.0, 300, 200), Crop { x: 50, y: 0, side: 150 }, "the larger drag wins");
+        assert_eq!(crop.resized(-500.0, -500.0, 300, 200), Crop { x: 50, y: 0, side: MIN_SIDE });
+        assert_eq!(crop.resized(40.0, 0.0, 300, 200), crop, "already as tall as the photo");
+        assert_eq!(Crop { x: 290, y: 0, side: 10 }.resized(-5.0, 0.0, 300, 200).side, 10, "a corner crop never grows past its room");
     }
 
     #[test]

@@ -27,16 +27,14 @@ const SAMPLES: usize = 8;
 /// Where each uni-modal checkpoint's parts go in the composed one.
 const MASK_PREFIXES: [(&str, &str); 2] =
     [("model.diffusion_model.", "model.seg_mask_unet.diffusion_model."), ("cond_stage_model.", "cond_stage_model.seg_mask_cond_stage_model.")];
-const TEXT_PREFIXES: [(&str, &str); 3] = [
-    ("model.diffusion_model.", "model.text_unet.diffusion_model."),
-    ("cond_stage_model.", "cond_stage_model.text_cond_stage_model."),
-    ("first_stage_model.", "first_stage_model."),
-];
+const TEXT_PREFIXES: [(&str, &str); 2] =
+    [("model.diffusion_model.", "model.text_unet.diffusion_model."), ("cond_stage_model.", "cond_stage_model.text_cond_stage_model.")];
 
 pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
     let mut composed = renamed(load_weights(ctx, Modality::Mask)?, &MASK_PREFIXES);
     composed.extend(renamed(load_weights(ctx, Modality::Text)?, &TEXT_PREFIXES));
+    composed.extend(super::vae::load(ctx, &config)?.1);
     let set = LatentSet::load(ctx, &config, sink)?;
     let frozen = VarBuilder::from_tensors(composed.clone(), DType::F32, &ctx.device);
     let mask_unet = UNetModel::new(frozen.pp("model.seg_mask_unet.diffusion_model"), &config.mask.unet)?;

@@ -49,20 +49,13 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
             pairs_grid(&held_photos.narrow(0, 0, 8)?, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))
         },
     )?;
-    // The trained weights into a fresh autoencoder for the measurements.
     let weights = opt.final_weights();
+    let psnr_db = held_out_psnr(&weights, &config, &held_out, &device)?;
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device).pp("first_stage_model"), &vae_config)?;
-    let mut squared_error = 0f64;
     let mut means = Vec::new();
     for chunk in (0..HELD_OUT).collect::<Vec<_>>().chunks(16) {
-        let x = held_out.photos(chunk, &device)?;
-        let posterior = vae.encode(&x)?;
-        let rec = vae.decode(&posterior.mean)?.clamp(-1f32, 1f32)?;
-        squared_error += ((rec - &x)? / 2.0)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        means.push(posterior.mean);
+        means.push(vae.encode(&held_out.photos(chunk, &device)?)?.mean);
     }
-    let pixels = (HELD_OUT * 3 * size * size) as f64;
-    let psnr_db = -10.0 * (squared_error / pixels).log10();
     let latents = Tensor::cat(&means, 0)?;
     let spread = latents.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
     let scale_factor = 1.0 / spread;
@@ -80,10 +73,28 @@ pub(crate) fn loss(vae: &AutoencoderKL, x: &Tensor, rng: &mut impl rand::Rng) ->
     let posterior = vae.encode(x)?;
     let z = posterior.sample(&gaussian_like(&posterior.mean, rng)?)?;
     let rec = vae.decode(&z)?;
-    let l1 = (&rec - x)?.abs()?.mean_all()?;
     let kl = ((posterior.mean.sqr()? + posterior.logvar.exp()?)? - 1.0 - &posterior.logvar)?;
     let kl = (kl.sum_all()? * (0.5 * KL_WEIGHT / x.elem_count() as f64))?;
-    l1 + (gradient_l1(&rec, x)? + kl)?
+    reconstruction_loss(&rec, x)? + kl
+}
+
+/// L1 plus image-gradient L1 between a reconstruction and its photos.
+pub(crate) fn reconstruction_loss(rec: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+    (rec - x)?.abs()?.mean_all()? + gradient_l1(rec, x)?
+}
+
+/// PSNR (dB, images in [0, 1]) of every held-out photo encoded to its
+/// posterior mean and decoded by the autoencoder in `weights`.
+pub(crate) fn held_out_psnr(weights: &HashMap<String, Tensor>, config: &ComposedConfig, faces: &FaceSet, device: &candle_core::Device) -> Result<f64, TrainError> {
+    let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, device).pp("first_stage_model"), config.first_stage())?;
+    let mut squared_error = 0f64;
+    for chunk in (0..faces.len()).collect::<Vec<_>>().chunks(16) {
+        let x = faces.photos(chunk, device)?;
+        let rec = vae.decode(&vae.encode(&x)?.mean)?.clamp(-1f32, 1f32)?;
+        squared_error += ((rec - &x)? / 2.0)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    let size = faces.size;
+    Ok(-10.0 * (squared_error / (faces.len() * 3 * size * size) as f64).log10())
 }
 
 /// Mean L1 distance between the horizontal and vertical differences of two image batches.
@@ -119,9 +130,11 @@ pub(crate) fn pairs_grid(top: &Tensor, bottom: &Tensor) -> Result<RgbImage, Trai
     RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels).ok_or_else(|| TrainError::Io("bad grid".into()))
 }
 
-/// The trained autoencoder from a stage output, at `first_stage_model`.
+/// The trained autoencoder, at `first_stage_model`: the decoder stage's when
+/// it has run (same encoder, better decoder), else the autoencoder stage's.
 pub(crate) fn load(ctx: &Context, config: &ComposedConfig) -> Result<(AutoencoderKL, HashMap<String, Tensor>), TrainError> {
-    let path = ctx.require(Stage::Vae, "this")?;
+    let decoder = ctx.path(Stage::Decoder.output());
+    let path = if decoder.exists() { decoder } else { ctx.require(Stage::Vae, "this")? };
     let weights = candle_core::safetensors::load(&path, &ctx.device)?;
     let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &ctx.device);
     Ok((AutoencoderKL::new(vb.pp("first_stage_model"), config.first_stage())?, weights))
