@@ -518,8 +518,7 @@ fn a_photo_is_read_onto_the_canvas_edited_and_pasted_back() {
     let path = dir.join("portrait.jpg");
     image::RgbImage::from_pixel(300, 200, image::Rgb([0, 0, 200])).save(&path).unwrap();
     let mut harness = studio(10, None);
-    let ctx = harness.ctx.clone();
-    harness.state_mut().open_photo(&ctx, &path);
+    harness.state_mut().open_photo(&path);
     run_until(&mut harness, "the judges read the photo", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
     let studio = harness.state();
     assert_eq!(studio.prompt(), "This man is in his twenties.", "the reading becomes the prompt to change");
@@ -537,10 +536,19 @@ fn a_photo_is_read_onto_the_canvas_edited_and_pasted_back() {
     let photo = harness.state().photo().unwrap();
     assert_eq!(photo.results.len(), 1);
     assert_eq!(photo.results[0].image.pixels[0], 0, "the target mask (no skin) reached the engine");
-    let full = photo.edited_photo(0).unwrap();
+    let saved = dir.join("portrait-edited.png");
+    harness.state_mut().save_edited_photo(0, saved.clone());
+    run_until(&mut harness, "the edited photo is saved", |s| !s.photo_work_pending());
+    let full = image::open(&saved).expect("the edited photo was written").to_rgb8();
     assert_eq!(full.dimensions(), (300, 200), "the edit is pasted back into the full photo");
     assert_eq!(full.get_pixel(150, 100)[2], 0, "the crop's centre is the edit");
     assert!(full.get_pixel(10, 100)[2] > 150, "outside the crop the photo is unchanged");
+
+    let unwritable = dir.join("no-such-folder").join("edited.png");
+    harness.state_mut().save_edited_photo(0, unwritable);
+    run_until(&mut harness, "the failed save is reported", |s| !s.photo_work_pending());
+    assert!(harness.state().messages().iter().any(|m| m.text.contains("cannot save")), "{:?}", harness.state().messages());
+    assert_eq!(harness.state().photo().unwrap().results.len(), 1, "the edit is kept to save again");
 }
 
 #[test]
@@ -549,8 +557,7 @@ fn dragging_the_crop_square_moves_it_and_reads_the_new_crop() {
     let path = dir.join("wide.jpg");
     image::RgbImage::from_pixel(300, 200, image::Rgb([0, 0, 200])).save(&path).unwrap();
     let mut harness = studio(0, None);
-    let ctx = harness.ctx.clone();
-    harness.state_mut().open_photo(&ctx, &path);
+    harness.state_mut().open_photo(&path);
     run_until(&mut harness, "the judges read the photo", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
     let at = |h: &Harness<'_, Studio>, x: f32, y: f32| h.state().photo().unwrap().overview_to_screen(x, y).expect("the overview was drawn");
     assert_eq!(harness.state().photo().unwrap().photo.crop, Crop { x: 50, y: 0, side: 200 }, "centred at first");
@@ -567,9 +574,9 @@ fn dragging_the_crop_square_moves_it_and_reads_the_new_crop() {
     }
     harness.drop_at(to);
     harness.run();
+    run_until(&mut harness, "the new crop is cut and read", |s| !s.photo_work_pending() && s.photo().is_some_and(|p| p.source_mask.is_some()));
     let crop = harness.state().photo().unwrap().photo.crop;
     assert!((8..=12).contains(&crop.x) && crop.y == 0 && crop.side == 200, "moved left by the drag: {crop:?}");
-    run_until(&mut harness, "the new crop is read", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
 
     // Drag the corner up-left: the square shrinks about its top-left corner.
     let (from, to) = (at(&harness, crop.x as f32 + 199.0, 199.0), at(&harness, crop.x as f32 + 100.0, 100.0));
@@ -583,6 +590,7 @@ fn dragging_the_crop_square_moves_it_and_reads_the_new_crop() {
     }
     harness.drop_at(to);
     harness.run();
+    run_until(&mut harness, "the resized crop is cut and read", |s| !s.photo_work_pending() && s.photo().is_some_and(|p| p.source_mask.is_some()));
     let resized = harness.state().photo().unwrap().photo.crop;
     assert!((95..=105).contains(&resized.side) && resized.x == crop.x && resized.y == 0, "resized by its corner: {resized:?}");
 }
@@ -594,8 +602,8 @@ fn a_bad_photo_is_refused_and_nothing_changes() {
     std::fs::write(&path, b"not a jpeg").unwrap();
     let mut harness = studio(0, None);
     let before = harness.state().mask().clone();
-    let ctx = harness.ctx.clone();
-    harness.state_mut().open_photo(&ctx, &path);
+    harness.state_mut().open_photo(&path);
+    run_until(&mut harness, "the photo is refused", |s| !s.photo_work_pending());
     harness.run();
     assert!(harness.state().photo().is_none());
     assert_eq!(harness.state().mask(), &before);

@@ -13,6 +13,7 @@ pub mod gallery;
 pub mod generation;
 pub mod palette;
 pub mod photo;
+mod photo_jobs;
 pub mod prompt;
 pub mod timeline;
 pub mod worker;
@@ -30,13 +31,14 @@ use self::frame_stats::FrameStats;
 use self::gallery::{encode_result_png, read_result_params, GalleryAction, HistoryEntry, RunParams};
 use self::generation::{Progress, Settings};
 use self::photo::{EditProgress, PhotoAction, PhotoEdit};
+use self::photo_jobs::{PhotoDone, PhotoJobs, Sizes};
 use self::prompt::Attributes;
 use self::timeline::{rgb_image, Export, StepRecord, Timeline};
 use self::worker::{Engine, EngineLoader, Job, ModelInfo, Outcome, Worker, WorkerEvent};
 use crate::data::mask::{Mask, CLASSES};
 use crate::model::checkpoint::LoadProgress;
 use crate::pipeline::edit::EditMethod;
-use crate::pipeline::generate::{Event, GenerateRequest, RgbFrame};
+use crate::pipeline::generate::{Event, GenerateRequest};
 
 /// New masks have the original data's size.
 pub const DEFAULT_MASK_SIZE: usize = 512;
@@ -186,6 +188,8 @@ pub struct Studio {
     /// The photo being edited, if one is open.
     photo: Option<PhotoEdit>,
     edit: Option<ActiveEdit>,
+    /// Decoding, cutting and saving photos, off the UI thread.
+    photo_jobs: PhotoJobs,
     /// The photo asked for on the command line, opened when the model is ready.
     startup_photo: Option<PathBuf>,
 }
@@ -222,6 +226,7 @@ impl Studio {
             frame_stats: FrameStats::from_env(),
             photo: None,
             edit: None,
+            photo_jobs: PhotoJobs::new(cc.egui_ctx.clone()),
             startup_photo: options.photo,
         };
         studio.restore_autosave(&cc.egui_ctx);
@@ -262,6 +267,11 @@ impl Studio {
     /// Whether the worker is busy with a generation or a photo edit.
     pub fn is_busy(&self) -> bool {
         self.run.is_some() || self.edit.is_some()
+    }
+
+    /// Whether a photo is being opened, cut or saved.
+    pub fn photo_work_pending(&self) -> bool {
+        self.photo_jobs.busy()
     }
 
     pub fn photo(&self) -> Option<&PhotoEdit> {
@@ -395,10 +405,10 @@ impl Studio {
 
     /// A dropped PNG that the studio wrote restores its settings; anything else is read as a mask.
     /// A JPEG or WebP opens as a photo to edit; anything else is read as a mask.
-    fn open_dropped(&mut self, ctx: &egui::Context, path: &Path) {
+    fn open_dropped(&mut self, path: &Path) {
         let photo_like = path.extension().is_some_and(|e| ["jpg", "jpeg", "webp"].iter().any(|p| e.eq_ignore_ascii_case(p)));
         if photo_like {
-            self.open_photo(ctx, path);
+            self.open_photo(path);
         } else if let Some(params) = std::fs::read(path).ok().as_deref().and_then(read_result_params) {
             self.restore_params(params);
             self.inform(MessageKind::Info, format!("Restored the settings saved in {}", path.display()));
@@ -416,33 +426,54 @@ impl Studio {
         }
     }
 
+    /// The sizes a photo is cut to, once a model is loaded.
+    fn photo_sizes(&self) -> Option<Sizes> {
+        Some(Sizes { canvas: self.canvas.mask().width(), model: self.model_resolution()? })
+    }
+
     /// Opens a photo to edit: its centred square goes under the canvas and to
     /// the judges, whose reading becomes the mask and the prompt to change.
-    pub fn open_photo(&mut self, ctx: &egui::Context, path: &Path) {
-        if self.model_resolution().is_none() {
+    pub fn open_photo(&mut self, path: &Path) {
+        let Some(sizes) = self.photo_sizes() else {
             self.inform(MessageKind::Error, "load a model before opening a photo to edit");
             return;
-        }
-        match PhotoEdit::open(ctx, path, self.canvas.mask().width()) {
-            Ok(photo) => {
-                self.photo = Some(photo);
+        };
+        self.photo_jobs.open(path.to_path_buf(), sizes);
+    }
+
+    /// A finished photo job.
+    fn photo_done(&mut self, ctx: &egui::Context, done: PhotoDone) {
+        match done {
+            PhotoDone::Opened(Ok(opened)) => {
+                let path = opened.path.display().to_string();
+                self.photo = Some(PhotoEdit::new(ctx, opened));
+                self.canvas.restore = None;
                 self.read_photo();
-                self.inform(MessageKind::Info, format!("Opened {}; reading its mask and description…", path.display()));
+                self.inform(MessageKind::Info, format!("Opened {path}; reading its mask and description…"));
             }
-            Err(e) => self.inform(MessageKind::Error, format!("{e}. Nothing was changed.")),
+            PhotoDone::Opened(Err(e)) => self.inform(MessageKind::Error, format!("{e}. Nothing was changed.")),
+            PhotoDone::Recropped(recropped) => {
+                if let Some(photo) = self.photo.as_mut().filter(|p| p.path == recropped.path) {
+                    photo.set_crop(recropped);
+                    self.read_photo();
+                }
+            }
+            PhotoDone::Saved(Ok(path)) => self.inform(MessageKind::Info, format!("Saved the edited photo to {}", path.display())),
+            PhotoDone::Saved(Err(e)) => self.inform(MessageKind::Error, e),
+            PhotoDone::Crashed(why) => self.inform(MessageKind::Error, format!("the photo job failed ({why}); nothing was changed")),
         }
     }
 
-    fn open_photo_dialog(&mut self, ctx: &egui::Context) {
+    fn open_photo_dialog(&mut self) {
         if let Some(path) = rfd::FileDialog::new().set_title("Photo to edit").add_filter("photo", &["png", "jpg", "jpeg", "webp"]).pick_file() {
-            self.open_photo(ctx, &path);
+            self.open_photo(&path);
         }
     }
 
     /// Sends the photo's crop to the judges.
     fn read_photo(&mut self) {
-        let (Some(size), Some(photo)) = (self.model_resolution(), self.photo.as_mut()) else { return };
-        photo.reading = self.worker.send(Job::ReadPhoto { photo: photo.photo.model_input(size) });
+        let Some(photo) = self.photo.as_mut() else { return };
+        photo.reading = self.worker.send(Job::ReadPhoto { photo: photo.model_input.clone() });
     }
 
     /// The judges' reading: the photo's mask onto the canvas (also what the
@@ -488,12 +519,10 @@ impl Studio {
     fn photo_action(&mut self, ctx: &egui::Context, action: PhotoAction) {
         match action {
             PhotoAction::Recrop => {
-                let side = self.canvas.mask().width();
-                if let Some(photo) = self.photo.as_mut() {
-                    match photo.apply_crop(side) {
-                        Ok(()) => self.read_photo(),
-                        Err(e) => self.inform(MessageKind::Error, e),
-                    }
+                let (Some(sizes), Some(photo)) = (self.photo_sizes(), self.photo.as_ref()) else { return };
+                match photo.drafted_crop() {
+                    Ok(crop) => self.photo_jobs.recrop(photo.path.clone(), photo.photo.clone(), crop, sizes),
+                    Err(e) => self.inform(MessageKind::Error, e),
                 }
             }
             PhotoAction::Edit => self.edit_photo(),
@@ -510,22 +539,25 @@ impl Studio {
 
     fn save_edited_photo_dialog(&mut self, index: usize) {
         let Some(photo) = &self.photo else { return };
-        let Some(edited) = photo.edited_photo(index) else { return };
         let stem = photo.path.file_stem().map_or_else(|| "photo".into(), |s| s.to_string_lossy().into_owned());
-        let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("{stem}-edited.png")).save_file() else { return };
-        let result = &photo.results[index];
-        let params = [
+        if let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("{stem}-edited.png")).save_file() {
+            self.save_edited_photo(index, path);
+        }
+    }
+
+    /// Writes the full photo with edit `index` blended in to `path` (a PNG
+    /// carrying the edit's settings), off the UI thread.
+    pub fn save_edited_photo(&mut self, index: usize, path: PathBuf) {
+        let Some(photo) = &self.photo else { return };
+        let Some(result) = photo.results.get(index) else { return };
+        let params = vec![
             ("text", self.prompt.clone()),
             ("source_text", photo.source_text.clone()),
             ("method", format!("{:?}", result.method).to_lowercase()),
             ("alpha", result.alpha.to_string()),
             ("photo", photo.path.display().to_string()),
         ];
-        let frame = RgbFrame::from_image(&edited);
-        match crate::data::image::save_png_with_params(&path, &frame, &params) {
-            Ok(()) => self.inform(MessageKind::Info, format!("Saved the edited photo to {}", path.display())),
-            Err(e) => self.inform(MessageKind::Error, format!("cannot save {}: {e}", path.display())),
-        }
+        self.photo_jobs.save(photo.photo.clone(), result.image.clone(), path, params);
     }
 
     fn restore_params(&mut self, params: RunParams) {
@@ -600,7 +632,7 @@ impl Studio {
                 WorkerEvent::ModelLoaded(info) => {
                     self.model = ModelStatus::Ready(info);
                     if let Some(path) = self.startup_photo.take() {
-                        self.open_photo(ctx, &path);
+                        self.open_photo(&path);
                     }
                 }
                 WorkerEvent::ModelFailed { label, error } => {
@@ -817,7 +849,7 @@ impl Studio {
         });
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
         for path in dropped {
-            self.open_dropped(ctx, &path);
+            self.open_dropped(&path);
         }
     }
 
@@ -855,7 +887,7 @@ impl Studio {
                 self.save_mask_as_dialog();
             }
             if ui.add_enabled(!self.is_busy(), egui::Button::new("Open photo…")).on_hover_text("Edit a photo: its mask and description are read, you change them").clicked() {
-                self.open_photo_dialog(ui.ctx());
+                self.open_photo_dialog();
             }
             ui.separator();
             if ui.add_enabled(self.canvas.can_undo(), egui::Button::new("Undo")).on_hover_text("Ctrl+Z").clicked() {
@@ -942,7 +974,7 @@ impl Studio {
         ui.heading("Describe");
         prompt::prompt_ui(ui, &mut self.prompt, &mut self.attributes);
         ui.separator();
-        let busy = self.is_busy();
+        let busy = self.is_busy() || self.photo_jobs.busy();
         let action = self.photo.as_mut().and_then(|photo| photo.ui(ui, busy, self.edit.as_ref().map(|e| &e.progress)));
         if let Some(action) = action {
             self.photo_action(ui.ctx(), action);
@@ -1051,6 +1083,9 @@ impl eframe::App for Studio {
             ctx.request_repaint();
         }
         self.handle_worker_events(&ctx);
+        while let Some(done) = self.photo_jobs.poll() {
+            self.photo_done(&ctx, done);
+        }
         self.handle_shortcuts(&ctx);
 
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar_ui(ui));

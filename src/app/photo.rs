@@ -3,12 +3,13 @@
 //! change both, run Imagic or inversion on the worker, compare the results in a
 //! filmstrip and save the chosen one blended back into the full photo.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use egui::{TextureHandle, TextureOptions, Vec2};
 use image::RgbImage;
 
+use super::photo_jobs::{OpenedPhoto, Recropped};
 use super::timeline::rgb_image;
 use crate::data::mask::Mask;
 use crate::pipeline::edit::{Crop, EditEvent, EditMethod, EditRequest, Photo};
@@ -72,6 +73,8 @@ pub struct PhotoEdit {
     pub photo: Photo,
     /// The crop as drawn under the mask.
     pub underlay: TextureHandle,
+    /// The crop at the model's size (what the judges read and the edit starts from).
+    pub model_input: RgbImage,
     /// The photo's own mask at the model's size, as read (the edit's source condition).
     pub source_mask: Option<Mask>,
     /// The photo's own description, as read and corrected by the person.
@@ -105,16 +108,15 @@ enum CropHandle {
 const OVERVIEW_SIDE: u32 = 512;
 
 impl PhotoEdit {
-    /// Opens a photo with its centred crop.
-    pub fn open(ctx: &egui::Context, path: &Path, canvas_size: usize) -> Result<Self, String> {
-        let photo = Photo::load(path, None)?;
-        let underlay = ctx.load_texture("photo", crop_image(&photo, canvas_size), TextureOptions::LINEAR);
-        let overview = ctx.load_texture("photo-overview", overview_image(&photo.full), TextureOptions::LINEAR);
-        let crop_draft = photo.crop;
-        Ok(Self {
-            path: path.to_path_buf(),
+    /// The studio's panel for a photo read off the UI thread.
+    pub fn new(ctx: &egui::Context, opened: OpenedPhoto) -> Self {
+        let OpenedPhoto { path, photo, underlay, overview, model_input } = opened;
+        Self {
+            path,
+            crop_draft: photo.crop,
             photo,
-            underlay,
+            underlay: ctx.load_texture("photo", underlay, TextureOptions::LINEAR),
+            model_input,
             source_mask: None,
             source_text: String::new(),
             reading: false,
@@ -124,25 +126,30 @@ impl PhotoEdit {
             finetune_steps: 1000,
             results: Vec::new(),
             selected: None,
-            crop_draft,
-            overview,
+            overview: ctx.load_texture("photo-overview", overview, TextureOptions::LINEAR),
             crop_drag: None,
             overview_placed: None,
-        })
+        }
     }
 
-    /// Applies the panel's crop; false (with the reason) when it leaves the photo.
-    pub fn apply_crop(&mut self, canvas_size: usize) -> Result<(), String> {
+    /// The panel's crop, checked against the photo (to be cut off the UI thread).
+    pub fn drafted_crop(&self) -> Result<Crop, String> {
         let (w, h) = self.photo.full.dimensions();
-        self.photo.crop = self.crop_draft.within(w, h)?;
-        self.underlay.set(crop_image(&self.photo, canvas_size), TextureOptions::LINEAR);
+        self.crop_draft.within(w, h)
+    }
+
+    /// Takes a new crop of this photo; its reading is to come.
+    pub fn set_crop(&mut self, recropped: Recropped) {
+        self.photo.crop = recropped.crop;
+        self.crop_draft = recropped.crop;
+        self.underlay.set(recropped.underlay, TextureOptions::LINEAR);
+        self.model_input = recropped.model_input;
         self.source_mask = None;
-        Ok(())
     }
 
     /// The request for an edit to `target_mask` and `target_text` at the model's `size`.
     pub fn request(&self, size: usize, target_mask: &Mask, target_text: &str, seed: u64, steps: usize) -> EditRequest {
-        let mut request = EditRequest::new(self.photo.model_input(size), target_mask.resize_nearest(size, size), target_text.to_string(), self.method);
+        let mut request = EditRequest::new(self.model_input.clone(), target_mask.resize_nearest(size, size), target_text.to_string(), self.method);
         request.source_mask = self.source_mask.clone();
         request.source_text = Some(self.source_text.trim().to_string()).filter(|t| !t.is_empty());
         request.alphas = vec![self.alpha];
@@ -159,11 +166,6 @@ impl PhotoEdit {
             self.results.push(EditResult { method, alpha, image, texture });
             self.selected = Some(self.results.len() - 1);
         }
-    }
-
-    /// The full photo with result `index` blended in.
-    pub fn edited_photo(&self, index: usize) -> Option<RgbImage> {
-        Some(self.photo.paste_back(&self.results.get(index)?.image.to_image()?))
     }
 
     /// The photo panel; `busy` while the worker runs something, `progress` while it runs an edit.
@@ -328,7 +330,7 @@ impl PhotoEdit {
 }
 
 /// The whole photo at most [`OVERVIEW_SIDE`] on its longest side, as an egui image.
-fn overview_image(full: &RgbImage) -> egui::ColorImage {
+pub(super) fn overview_image(full: &RgbImage) -> egui::ColorImage {
     let (w, h) = full.dimensions();
     let shrink = (OVERVIEW_SIDE as f32 / w.max(h) as f32).min(1.0);
     let (tw, th) = (((w as f32 * shrink).round() as u32).max(1), ((h as f32 * shrink).round() as u32).max(1));
@@ -337,7 +339,7 @@ fn overview_image(full: &RgbImage) -> egui::ColorImage {
 }
 
 /// The crop at the canvas's resolution, as an egui image.
-fn crop_image(photo: &Photo, size: usize) -> egui::ColorImage {
+pub(super) fn crop_image(photo: &Photo, size: usize) -> egui::ColorImage {
     let crop = photo.crop.cut(&photo.full, size);
     egui::ColorImage::from_rgb([size, size], crop.as_raw())
 }

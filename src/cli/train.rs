@@ -11,8 +11,6 @@ use crate::pipeline::train::{self, Stage, TrainEvent, TrainRequest};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StageArg {
     Vae,
-    /// The autoencoder's decoder, trained on over the frozen encoder's latents.
-    Decoder,
     Mask,
     Text,
     Diffusers,
@@ -84,7 +82,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 fn stage_of(arg: StageArg) -> Option<Stage> {
     Some(match arg {
         StageArg::Vae => Stage::Vae,
-        StageArg::Decoder => Stage::Decoder,
         StageArg::Mask => Stage::Mask,
         StageArg::Text => Stage::Text,
         StageArg::Diffusers => Stage::Diffusers,

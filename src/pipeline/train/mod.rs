@@ -1,5 +1,5 @@
 //! Training the default models on the synthetic face world, stage by stage:
-//! the autoencoder (and its decoder trained on over the frozen latent space), the mask- and text-driven latent diffusion models, the two
+//! the autoencoder, the mask- and text-driven latent diffusion models, the two
 //! dynamic diffusers, and the judges the evaluation uses.
 //!
 //! Everything a stage needs and makes lives in one directory: the YAML configs
@@ -8,7 +8,6 @@
 //! log (CSV) and sample grids.
 
 mod data;
-mod decoder;
 mod diffusers;
 mod init;
 mod judges;
@@ -39,7 +38,6 @@ use crate::model::collaborative::ModelError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Vae,
-    Decoder,
     Mask,
     Text,
     Diffusers,
@@ -47,12 +45,11 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [Stage::Vae, Stage::Decoder, Stage::Mask, Stage::Text, Stage::Diffusers, Stage::Judges];
+    pub const ALL: [Stage; 5] = [Stage::Vae, Stage::Mask, Stage::Text, Stage::Diffusers, Stage::Judges];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Vae => "vae",
-            Stage::Decoder => "decoder",
             Stage::Mask => "mask",
             Stage::Text => "text",
             Stage::Diffusers => "diffusers",
@@ -64,7 +61,6 @@ impl Stage {
     pub fn output(self) -> &'static str {
         match self {
             Stage::Vae => "train/vae.safetensors",
-            Stage::Decoder => "train/decoder.safetensors",
             Stage::Mask => "train/mask.safetensors",
             Stage::Text => "train/text.safetensors",
             Stage::Diffusers => "codiff.safetensors",
@@ -132,7 +128,6 @@ pub fn run(stage: Stage, request: &TrainRequest, cancel: &AtomicBool, sink: &mut
     let ctx = Context::new(request, cancel)?;
     match stage {
         Stage::Vae => vae::train(&ctx, sink),
-        Stage::Decoder => decoder::train(&ctx, sink),
         Stage::Mask => ldm::train(&ctx, ldm::Modality::Mask, sink),
         Stage::Text => ldm::train(&ctx, ldm::Modality::Text, sink),
         Stage::Diffusers => diffusers::train(&ctx, sink),

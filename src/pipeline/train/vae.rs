@@ -79,13 +79,13 @@ pub(crate) fn loss(vae: &AutoencoderKL, x: &Tensor, rng: &mut impl rand::Rng) ->
 }
 
 /// L1 plus image-gradient L1 between a reconstruction and its photos.
-pub(crate) fn reconstruction_loss(rec: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+fn reconstruction_loss(rec: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
     (rec - x)?.abs()?.mean_all()? + gradient_l1(rec, x)?
 }
 
 /// PSNR (dB, images in [0, 1]) of every held-out photo encoded to its
 /// posterior mean and decoded by the autoencoder in `weights`.
-pub(crate) fn held_out_psnr(weights: &HashMap<String, Tensor>, config: &ComposedConfig, faces: &FaceSet, device: &candle_core::Device) -> Result<f64, TrainError> {
+fn held_out_psnr(weights: &HashMap<String, Tensor>, config: &ComposedConfig, faces: &FaceSet, device: &candle_core::Device) -> Result<f64, TrainError> {
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, device).pp("first_stage_model"), config.first_stage())?;
     let mut squared_error = 0f64;
     for chunk in (0..faces.len()).collect::<Vec<_>>().chunks(16) {
@@ -130,11 +130,9 @@ pub(crate) fn pairs_grid(top: &Tensor, bottom: &Tensor) -> Result<RgbImage, Trai
     RgbImage::from_raw(frame.width as u32, frame.height as u32, frame.pixels).ok_or_else(|| TrainError::Io("bad grid".into()))
 }
 
-/// The trained autoencoder, at `first_stage_model`: the decoder stage's when
-/// it has run (same encoder, better decoder), else the autoencoder stage's.
+/// The trained autoencoder from its stage output, at `first_stage_model`.
 pub(crate) fn load(ctx: &Context, config: &ComposedConfig) -> Result<(AutoencoderKL, HashMap<String, Tensor>), TrainError> {
-    let decoder = ctx.path(Stage::Decoder.output());
-    let path = if decoder.exists() { decoder } else { ctx.require(Stage::Vae, "this")? };
+    let path = ctx.require(Stage::Vae, "this")?;
     let weights = candle_core::safetensors::load(&path, &ctx.device)?;
     let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &ctx.device);
     Ok((AutoencoderKL::new(vb.pp("first_stage_model"), config.first_stage())?, weights))
