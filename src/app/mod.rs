@@ -107,10 +107,8 @@ pub fn run(options: StudioOptions) -> Result<(), String> {
 /// Leaves one core to the UI: candle and rayon size their pools from
 /// `RAYON_NUM_THREADS`, so set it (unless the person did) before either starts.
 fn cap_inference_threads() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        std::env::set_var("RAYON_NUM_THREADS", cores.saturating_sub(1).max(1).to_string());
-    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::model::pin_thread_count(Some(cores.saturating_sub(1)));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,6 +47,7 @@ pub enum Command {
 
 /// Runs one subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
+    crate::model::pin_thread_count(None);
     match command {
         Command::Generate(args) => generate::run(args),
         Command::Convert(args) => convert::run(args),
