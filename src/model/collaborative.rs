@@ -270,18 +270,32 @@ impl CollaborativeModel {
     ) -> Result<Combination, ModelError> {
         let t_batch = Self::timesteps(x, t)?;
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
-        let (eps_mask, eps_text) = match mode {
+        let (eps_mask, eps_text, maps) = match mode {
             CombineMode::Mask => {
                 let eps = collaborators.mask.forward(x, &t_batch, &contexts.mask)?;
-                (eps.clone(), eps)
+                (eps.clone(), eps, None)
             }
             CombineMode::Text => {
                 let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
-                (eps.clone(), eps)
+                (eps.clone(), eps, None)
             }
-            _ => collaborators.noise(x, &t_batch, contexts)?,
+            _ => {
+                // The two modalities' networks are independent within a step, and
+                // at small sizes each is bound by per-operation overhead that one
+                // thread cannot share: run them side by side.
+                let diffusers = mode.uses_diffusers();
+                let branch = |unet: &UNetModel, diffuser: &UNetModel, context: &Tensor| -> candle_core::Result<(Tensor, Option<Tensor>)> {
+                    let eps = unet.forward(x, &t_batch, context)?;
+                    Ok((eps, if diffusers { Some(diffuser.forward(x, &t_batch, context)?) } else { None }))
+                };
+                let (mask, text) = rayon::join(
+                    || branch(collaborators.mask, &self.mask_diffuser, &contexts.mask),
+                    || branch(collaborators.text, &self.text_diffuser, &contexts.text),
+                );
+                let ((eps_mask, map_mask), (eps_text, map_text)) = (mask?, text?);
+                (eps_mask, eps_text, map_mask.zip(map_text))
+            }
         };
-        let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
         let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
         Ok(combine(&eps_mask, &eps_text, maps, t, mode, post)?)
     }
