@@ -116,9 +116,16 @@ pub(crate) fn loss(
     rng: &mut impl rand::Rng,
 ) -> candle_core::Result<Tensor> {
     let (x_t, t, eps) = noised(z0, schedule.alphas_cumprod(), rng)?;
-    let eps_mask = collaborators.mask.forward(&x_t, &t, &contexts.mask)?;
-    let eps_text = collaborators.text.forward(&x_t, &t, &contexts.text)?;
-    let maps = DiffuserMaps { mask: &diffusers.mask.forward(&x_t, &t, &contexts.mask)?, text: &diffusers.text.forward(&x_t, &t, &contexts.text)? };
+    // Each modality's two networks, the two modalities side by side (as the sampler runs them).
+    let branch = |unet: &UNetModel, diffuser: &UNetModel, context: &Tensor| -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((unet.forward(&x_t, &t, context)?, diffuser.forward(&x_t, &t, context)?))
+    };
+    let (mask, text) = rayon::join(
+        || branch(collaborators.mask, diffusers.mask, &contexts.mask),
+        || branch(collaborators.text, diffusers.text, &contexts.text),
+    );
+    let ((eps_mask, map_mask), (eps_text, map_text)) = (mask?, text?);
+    let maps = DiffuserMaps { mask: &map_mask, text: &map_text };
     // The sampler's combination in its training form: the plain softmax, which is differentiable.
     let combined = combine(&eps_mask, &eps_text, Some(maps), 0, CombineMode::Softmax, &PostProcess::default())?;
     mse(&combined.eps, &eps)
