@@ -26,9 +26,12 @@ pub struct EvalArgs {
     /// Where results.json, results.md and the figures go.
     #[arg(long)]
     out: PathBuf,
-    /// DDIM steps (eta 0).
+    /// DDIM steps.
     #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// DDIM eta (1.0 as the original generation script; the same noise in every mode).
+    #[arg(long, default_value_t = 1.0)]
+    eta: f64,
     /// Conditions sampled together.
     #[arg(long, default_value_t = 25)]
     batch: usize,
@@ -39,7 +42,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (model, judges) = args.model.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
-    let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, batch: args.batch };
+    let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, eta: args.eta, batch: args.batch };
     let bar = ProgressBar::new((args.count * EvalMode::ALL.len()) as u64)
         .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let cancel = AtomicBool::new(false);
@@ -107,7 +110,7 @@ fn table(report: &EvalReport) -> String {
         );
     };
     let header = "| mode | FD ↓ | text accuracy % ↑ | mask accuracy % ↑ | gender % | age ±1 decade % | beard % |\n|---|---|---|---|---|---|---|\n";
-    let _ = writeln!(s, "{} held-out conditions, {} DDIM steps (eta 0), noise seed {}; [95% bootstrap interval]\n", report.count, report.steps, report.seed);
+    let _ = writeln!(s, "{} held-out conditions, {} DDIM steps (eta {}), noise seed {}; [95% bootstrap interval]\n", report.count, report.steps, report.eta, report.seed);
     let _ = writeln!(s, "**Table 1: uni-modal models, the composable average and collaboration**\n");
     s.push_str(header);
     let find = |m: EvalMode| report.modes.iter().find(|(mode, _)| *mode == m).map(|(_, r)| r);

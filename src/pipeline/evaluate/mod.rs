@@ -68,6 +68,8 @@ pub struct EvalRequest {
     pub count: usize,
     pub seed: u64,
     pub steps: usize,
+    /// DDIM eta: 1 as the original generation script, whose samples the paper scores.
+    pub eta: f64,
     /// Conditions sampled together.
     pub batch: usize,
 }
@@ -132,6 +134,7 @@ pub struct EvalReport {
     pub count: usize,
     pub seed: u64,
     pub steps: usize,
+    pub eta: f64,
     pub influence_over_time: Vec<InfluenceAtStep>,
     /// Judges' scores on the real held-out photos: the ceiling of each metric.
     pub real_photos: ModeResult,
@@ -164,7 +167,7 @@ pub fn run(
     sink: &mut dyn FnMut(EvalEvent),
 ) -> Result<EvalReport, ModelError> {
     let faces = FaceSet::generate(HELD_OUT_SEED, request.count, model.image_size());
-    let ddim = DdimSchedule::new(&model.schedule, request.steps, 0.0).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mid_step = (0..ddim.len()).min_by_key(|&i| ddim.timestep(i).abs_diff(500)).unwrap_or(0);
     let mut scores: Vec<Vec<ItemScores>> = vec![Vec::new(); EvalMode::ALL.len()];
     let mut features: Vec<Vec<Tensor>> = vec![Vec::new(); EvalMode::ALL.len()];
@@ -238,7 +241,7 @@ pub fn run(
         .collect();
     examples.masks = faces.masks.iter().take(EXAMPLES).cloned().collect();
     examples.captions = faces.captions.iter().take(EXAMPLES).cloned().collect();
-    Ok(EvalReport { modes, count: request.count, seed: request.seed, steps: ddim.len(), influence_over_time, real_photos, autoencoded_photos, examples })
+    Ok(EvalReport { modes, count: request.count, seed: request.seed, steps: ddim.len(), eta: request.eta, influence_over_time, real_photos, autoencoded_photos, examples })
 }
 
 /// The contexts of a chunk of conditions, one (mask, caption) per item.
@@ -252,7 +255,8 @@ fn chunk_contexts(model: &CollaborativeModel, faces: &FaceSet, chunk: &[usize]) 
     Ok(Contexts { mask: Tensor::cat(&masks, 0)?, text: Tensor::cat(&texts, 0)? })
 }
 
-/// Deterministic DDIM (eta 0) in one of the evaluation's modes; `record` sees every step's combination.
+/// DDIM in one of the evaluation's modes, every mode drawing the same noise
+/// for the same seeds; `record` sees every step's combination.
 fn sample(
     model: &CollaborativeModel,
     contexts: &Contexts,
@@ -288,7 +292,7 @@ fn sample(
             }
         };
         record(step, &combination)?;
-        x = ddim.step(&x, &combination.eps, step, None)?.0;
+        x = ddim.step_from(&x, &combination.eps, step, &mut noise)?.0;
     }
     Ok(x)
 }
