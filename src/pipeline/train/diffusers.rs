@@ -82,7 +82,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
             mask: held_out.masks[i].clone(),
             text: held_out.captions[i].clone(),
             steps: 50,
-            eta: 0.0,
+            eta: super::ldm::SAMPLE_ETA,
             seed: i as u64,
             mode: CombineMode::Collaborative,
             post: PostProcess::default(),
