@@ -232,7 +232,7 @@ fn imagic_collaborators(
     cancel: &AtomicBool,
     sink: &mut dyn FnMut(EditEvent),
 ) -> Result<Tuned, GenerateError> {
-    let key = cache_key(request);
+    let key = cache_key(model, request);
     // Opened at most once, and only if a modality misses the cache.
     let checkpoint = OnceCell::new();
     let tune = |unet, config, prefix, target, modality, sink: &mut dyn FnMut(EditEvent)| {
@@ -243,14 +243,24 @@ fn imagic_collaborators(
     Ok(Tuned { mask_unet, text_unet, mask_embedding, text_embedding })
 }
 
-/// A hash of everything a fine-tuning result depends on.
-fn cache_key(request: &EditRequest) -> String {
+/// A hash of everything a fine-tuning result depends on: the request and the
+/// model it starts from (its checkpoint's path, size and modification time,
+/// so retrained weights never meet UNets fine-tuned from the old ones).
+fn cache_key(model: &CollaborativeModel, request: &EditRequest) -> String {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut feed = |bytes: &[u8]| {
         for &b in bytes {
             h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
         }
     };
+    if let Some(path) = &model.weights_path {
+        feed(path.to_string_lossy().as_bytes());
+        if let Ok(meta) = std::fs::metadata(path) {
+            feed(&meta.len().to_le_bytes());
+            let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            feed(&modified.map_or(0, |d| d.as_nanos()).to_le_bytes());
+        }
+    }
     feed(request.photo.as_raw());
     feed(request.target_mask.classes());
     feed(request.target_text.as_bytes());
