@@ -503,13 +503,22 @@ fn open_sample_lists_the_samples_folder_and_copes_without_one() {
 
     let dir = temp_dir("samples");
     Mask::filled(64, 64, 13).save(dir.join("all_hair.png")).unwrap();
-    let options = StudioOptions { autosave_dir: None, samples_dir: dir, ..StudioOptions::default() };
+    let options = StudioOptions { autosave_dir: None, samples_dir: dir.clone(), ..StudioOptions::default() };
     let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
     harness.get_by_label("Open sample").click();
     harness.run();
     harness.get_by_label("all_hair").click();
     harness.run();
     assert_eq!(harness.state().mask(), &Mask::filled(64, 64, 13));
+
+    // A sample photo opens as a photo to edit, not as a mask (here there is no model to read it with).
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 150, 120])).save(dir.join("all_hair_photo.png")).unwrap();
+    harness.get_by_label("Open sample").click();
+    harness.run();
+    harness.get_by_label("all_hair_photo").click();
+    harness.run();
+    assert_eq!(harness.state().mask(), &Mask::filled(64, 64, 13), "the mask is untouched");
+    assert!(harness.state().messages().iter().any(|m| m.text.contains("load a model before opening a photo")), "{:?}", harness.state().messages());
 }
 
 #[test]

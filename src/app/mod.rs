@@ -392,13 +392,15 @@ impl Studio {
         }
     }
 
-    /// Sample masks (PNG files) in the samples folder, sorted; empty when the folder is missing.
-    pub fn samples(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(&self.samples_dir) else { return Vec::new() };
+    /// The PNG files in the samples folder, sorted, as (masks, photos): a
+    /// `NAME_photo.png` is the photo painted from mask `NAME.png`, to open for
+    /// editing. Both empty when the folder is missing.
+    pub fn samples(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(&self.samples_dir) else { return Default::default() };
         let mut files: Vec<PathBuf> =
             entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))).collect();
         files.sort();
-        files
+        files.into_iter().partition(|p| !p.file_stem().is_some_and(|s| s.to_string_lossy().ends_with("_photo")))
     }
 
     /// A dropped PNG that the studio wrote restores its settings; anything else is read as a mask.
@@ -866,15 +868,25 @@ impl Studio {
                 self.canvas.replace_mask(Mask::filled(w, h, 0));
             }
             ui.menu_button("Open sample", |ui| {
-                let samples = self.samples(); // read only while the menu is open
-                if samples.is_empty() {
+                let (masks, photos) = self.samples(); // read only while the menu is open
+                if masks.is_empty() {
                     ui.weak(format!("No sample masks in {}", self.samples_dir.display()));
                 }
-                for path in samples {
-                    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                    if ui.button(name).clicked() {
+                let name = |path: &Path| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                for path in masks {
+                    if ui.button(name(&path)).clicked() {
                         self.load_mask(&path);
                         ui.close();
+                    }
+                }
+                if !photos.is_empty() {
+                    ui.separator();
+                    ui.weak("photos to edit");
+                    for path in photos {
+                        if ui.add_enabled(!self.is_busy(), egui::Button::new(name(&path))).clicked() {
+                            self.open_photo(&path);
+                            ui.close();
+                        }
                     }
                 }
             });
