@@ -165,8 +165,16 @@ pub struct Collaborators<'a> {
 impl Collaborators<'_> {
     /// Both noise predictions (mask-driven, text-driven) at timesteps `t` (one per batch item).
     pub fn noise(&self, x: &Tensor, t: &Tensor, contexts: &Contexts) -> candle_core::Result<(Tensor, Tensor)> {
-        Ok((self.mask.forward(x, t, &contexts.mask)?, self.text.forward(x, t, &contexts.text)?))
+        side_by_side(self.mask, self.text, x, t, contexts)
     }
+}
+
+/// One network of each modality (mask-driven, text-driven) on `x` at
+/// timesteps `t`, side by side: they are independent within a step, and at
+/// small sizes each is bound by per-operation overhead one thread cannot share.
+pub fn side_by_side(mask: &UNetModel, text: &UNetModel, x: &Tensor, t: &Tensor, contexts: &Contexts) -> candle_core::Result<(Tensor, Tensor)> {
+    let (mask, text) = rayon::join(|| mask.forward(x, t, &contexts.mask), || text.forward(x, t, &contexts.text));
+    Ok((mask?, text?))
 }
 
 /// Both models' cross-attention contexts for a batch.
@@ -270,32 +278,18 @@ impl CollaborativeModel {
     ) -> Result<Combination, ModelError> {
         let t_batch = Self::timesteps(x, t)?;
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
-        let (eps_mask, eps_text, maps) = match mode {
+        let (eps_mask, eps_text) = match mode {
             CombineMode::Mask => {
                 let eps = collaborators.mask.forward(x, &t_batch, &contexts.mask)?;
-                (eps.clone(), eps, None)
+                (eps.clone(), eps)
             }
             CombineMode::Text => {
                 let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
-                (eps.clone(), eps, None)
+                (eps.clone(), eps)
             }
-            _ => {
-                // The two modalities' networks are independent within a step, and
-                // at small sizes each is bound by per-operation overhead that one
-                // thread cannot share: run them side by side.
-                let diffusers = mode.uses_diffusers();
-                let branch = |unet: &UNetModel, diffuser: &UNetModel, context: &Tensor| -> candle_core::Result<(Tensor, Option<Tensor>)> {
-                    let eps = unet.forward(x, &t_batch, context)?;
-                    Ok((eps, if diffusers { Some(diffuser.forward(x, &t_batch, context)?) } else { None }))
-                };
-                let (mask, text) = rayon::join(
-                    || branch(collaborators.mask, &self.mask_diffuser, &contexts.mask),
-                    || branch(collaborators.text, &self.text_diffuser, &contexts.text),
-                );
-                let ((eps_mask, map_mask), (eps_text, map_text)) = (mask?, text?);
-                (eps_mask, eps_text, map_mask.zip(map_text))
-            }
+            _ => collaborators.noise(x, &t_batch, contexts)?,
         };
+        let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
         let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
         Ok(combine(&eps_mask, &eps_text, maps, t, mode, post)?)
     }
@@ -308,7 +302,7 @@ impl CollaborativeModel {
     /// The dynamic diffusers' raw maps (mask, text), before any softmax.
     pub fn diffuser_maps(&self, x: &Tensor, t: usize, contexts: &Contexts) -> Result<(Tensor, Tensor), ModelError> {
         let t_batch = Self::timesteps(x, t)?;
-        Ok((self.mask_diffuser.forward(x, &t_batch, &contexts.mask)?, self.text_diffuser.forward(x, &t_batch, &contexts.text)?))
+        Ok(side_by_side(&self.mask_diffuser, &self.text_diffuser, x, &t_batch, contexts)?)
     }
 
     fn timesteps(x: &Tensor, t: usize) -> candle_core::Result<Tensor> {

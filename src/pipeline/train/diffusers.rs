@@ -16,7 +16,7 @@ use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Mod
 use super::{fit, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::diffusion::collaborate::{combine, CombineMode, DiffuserMaps, PostProcess};
 use crate::diffusion::schedule::NoiseSchedule;
-use crate::model::collaborative::{CollaborativeModel, ConditionEncoder, Contexts};
+use crate::model::collaborative::{side_by_side, CollaborativeModel, ConditionEncoder, Contexts};
 use crate::model::config::ComposedConfig;
 use crate::model::unet::UNetModel;
 use crate::pipeline::generate::{GenerateRequest, Prepared};
@@ -116,15 +116,8 @@ pub(crate) fn loss(
     rng: &mut impl rand::Rng,
 ) -> candle_core::Result<Tensor> {
     let (x_t, t, eps) = noised(z0, schedule.alphas_cumprod(), rng)?;
-    // Each modality's two networks, the two modalities side by side (as the sampler runs them).
-    let branch = |unet: &UNetModel, diffuser: &UNetModel, context: &Tensor| -> candle_core::Result<(Tensor, Tensor)> {
-        Ok((unet.forward(&x_t, &t, context)?, diffuser.forward(&x_t, &t, context)?))
-    };
-    let (mask, text) = rayon::join(
-        || branch(collaborators.mask, diffusers.mask, &contexts.mask),
-        || branch(collaborators.text, diffusers.text, &contexts.text),
-    );
-    let ((eps_mask, map_mask), (eps_text, map_text)) = (mask?, text?);
+    let (eps_mask, eps_text) = side_by_side(collaborators.mask, collaborators.text, &x_t, &t, contexts)?;
+    let (map_mask, map_text) = side_by_side(diffusers.mask, diffusers.text, &x_t, &t, contexts)?;
     let maps = DiffuserMaps { mask: &map_mask, text: &map_text };
     // The sampler's combination in its training form: the plain softmax, which is differentiable.
     let combined = combine(&eps_mask, &eps_text, Some(maps), 0, CombineMode::Softmax, &PostProcess::default())?;
