@@ -2,6 +2,7 @@
 //! sees, and the edited crop blended back into the full photo.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use image::{DynamicImage, RgbImage};
@@ -79,7 +80,8 @@ fn bad_crop(text: &str) -> String {
 /// A full photo and the square of it that goes to the model.
 #[derive(Debug, Clone)]
 pub struct Photo {
-    pub full: RgbImage,
+    /// Shared, so that handing a photo of many megapixels to another thread copies nothing.
+    pub full: Arc<RgbImage>,
     pub crop: Crop,
 }
 
@@ -93,11 +95,11 @@ impl Photo {
     pub fn new(image: DynamicImage, crop: Option<Crop>) -> Result<Self, String> {
         let full = image.to_rgb8();
         let (w, h) = full.dimensions();
-        if w < 16 || h < 16 {
-            return Err(format!("the photo is {w}x{h}; a photo needs at least 16x16 pixels"));
+        if w < MIN_SIDE || h < MIN_SIDE {
+            return Err(format!("the photo is {w}x{h}; a photo needs at least {MIN_SIDE}x{MIN_SIDE} pixels"));
         }
         let crop = crop.unwrap_or_else(|| Crop::centred(w, h)).within(w, h)?;
-        Ok(Self { full, crop })
+        Ok(Self { full: Arc::new(full), crop })
     }
 
     /// The crop at the model's resolution.
@@ -120,7 +122,7 @@ impl Photo {
             let hi = if hi_open { (side as f32 - i as f32 - 0.5) / ramp } else { 1.0 };
             lo.min(hi).clamp(0.0, 1.0)
         };
-        let mut out = self.full.clone();
+        let mut out = RgbImage::clone(&self.full);
         for j in 0..side {
             let wy = fade(j, y > 0, y + side < h);
             for i in 0..side {
