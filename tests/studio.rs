@@ -147,6 +147,11 @@ fn screen(harness: &Harness<'_, Studio>, x: f32, y: f32) -> Pos2 {
 /// A horizontal brush stroke across the canvas from mask x = 100 to 400 at y = 256.
 fn drag_stroke(harness: &mut Harness<'_, Studio>) {
     let (from, to) = (screen(harness, 100.0, 256.0), screen(harness, 400.0, 256.0));
+    drag(harness, from, to);
+}
+
+/// A mouse drag from `from` to `to` in ten moves, a frame each.
+fn drag(harness: &mut Harness<'_, Studio>, from: Pos2, to: Pos2) {
     harness.hover_at(from);
     harness.step();
     harness.drag_at(from);
@@ -573,32 +578,14 @@ fn dragging_the_crop_square_moves_it_and_reads_the_new_crop() {
 
     // Drag from the middle of the square 40 photo pixels to the left.
     let (from, to) = (at(&harness, 150.0, 100.0), at(&harness, 110.0, 100.0));
-    harness.hover_at(from);
-    harness.step();
-    harness.drag_at(from);
-    harness.step();
-    for i in 1..=8 {
-        harness.hover_at(from.lerp(to, i as f32 / 8.0));
-        harness.step();
-    }
-    harness.drop_at(to);
-    harness.run();
+    drag(&mut harness, from, to);
     run_until(&mut harness, "the new crop is cut and read", |s| !s.photo_work_pending() && s.photo().is_some_and(|p| p.source_mask.is_some()));
     let crop = harness.state().photo().unwrap().photo.crop;
     assert!((8..=12).contains(&crop.x) && crop.y == 0 && crop.side == 200, "moved left by the drag: {crop:?}");
 
     // Drag the corner up-left: the square shrinks about its top-left corner.
     let (from, to) = (at(&harness, crop.x as f32 + 199.0, 199.0), at(&harness, crop.x as f32 + 100.0, 100.0));
-    harness.hover_at(from);
-    harness.step();
-    harness.drag_at(from);
-    harness.step();
-    for i in 1..=8 {
-        harness.hover_at(from.lerp(to, i as f32 / 8.0));
-        harness.step();
-    }
-    harness.drop_at(to);
-    harness.run();
+    drag(&mut harness, from, to);
     run_until(&mut harness, "the resized crop is cut and read", |s| !s.photo_work_pending() && s.photo().is_some_and(|p| p.source_mask.is_some()));
     let resized = harness.state().photo().unwrap().photo.crop;
     assert!((95..=105).contains(&resized.side) && resized.x == crop.x && resized.y == 0, "resized by its corner: {resized:?}");

@@ -256,9 +256,7 @@ impl PhotoEdit {
         }
         action
     }
-}
 
-impl PhotoEdit {
     /// Where photo pixel (`x`, `y`) was drawn on the crop overview.
     pub fn overview_to_screen(&self, x: f32, y: f32) -> Option<egui::Pos2> {
         self.overview_placed.map(|(origin, scale)| origin + Vec2::new(x, y) * scale)
