@@ -65,6 +65,7 @@ fn write_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
         "count": report.count,
         "seed": report.seed,
         "steps": report.steps,
+        "eta": report.eta,
         "real_photos": report.real_photos,
         "autoencoded_photos": report.autoencoded_photos,
         "influence_over_time": report.influence_over_time,
