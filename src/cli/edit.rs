@@ -1,7 +1,6 @@
 //! `codiff edit`: change a photo's mask and description at once (Imagic or DDIM inversion).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Args;
@@ -97,8 +96,8 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     request.mode = args.mode;
     let style = ProgressStyle::with_template("{prefix:>40} {bar:30} {pos}/{len} {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut bar: Option<(String, ProgressBar)> = None;
-    let cancel = AtomicBool::new(false);
-    let output = edit::run(&model, judges.as_ref(), &request, &cancel, &mut |EditEvent::Stage { name, step, total }| {
+    let cancel = super::interrupted();
+    let output = edit::run(&model, judges.as_ref(), &request, cancel, &mut |EditEvent::Stage { name, step, total }| {
         if bar.as_ref().map(|(n, _)| n != &name).unwrap_or(true) {
             if let Some((_, b)) = bar.take() {
                 b.finish();

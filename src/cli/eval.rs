@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Args;
@@ -45,8 +44,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, eta: args.eta, batch: args.batch };
     let bar = ProgressBar::new((args.count * EvalMode::ALL.len()) as u64)
         .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let cancel = AtomicBool::new(false);
-    let report = evaluate::run(&model, &judges, &request, &cancel, &mut |EvalEvent::Progress { done, mode, .. }| {
+    let cancel = super::interrupted();
+    let report = evaluate::run(&model, &judges, &request, cancel, &mut |EvalEvent::Progress { done, mode, .. }| {
         bar.set_position(done as u64);
         bar.set_message(mode.name());
     })?;

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Args;
@@ -52,7 +51,7 @@ pub fn run(args: EvalEditsArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} edits {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let report = edits::run(&model, &judges, &request, &AtomicBool::new(false), &mut |done, total| {
+    let report = edits::run(&model, &judges, &request, super::interrupted(), &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;

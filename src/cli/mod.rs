@@ -10,6 +10,7 @@ mod synth;
 mod train;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -48,6 +49,7 @@ pub enum Command {
 /// Runs one subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
     crate::model::pin_thread_count(None);
+    catch_interrupt();
     match command {
         Command::Generate(args) => generate::run(args),
         Command::Convert(args) => convert::run(args),
@@ -58,6 +60,27 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::EvalEdits(args) => eval_edits::run(args),
         Command::Edit(args) => edit::run(args),
     }
+}
+
+/// Set by the first Ctrl-C: long jobs stop at their next step and keep what
+/// they have (training writes its checkpoint). A second Ctrl-C quits at once.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn catch_interrupt() {
+    let installed = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current step (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will quit without saving ({e})");
+    }
+}
+
+/// The flag long jobs poll as their cancel signal.
+pub(crate) fn interrupted() -> &'static AtomicBool {
+    &INTERRUPTED
 }
 
 /// A composed model and the judges that score what it makes (`eval`, `eval-edits`).

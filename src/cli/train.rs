@@ -1,7 +1,6 @@
 //! `codiff train`: trains the default models on the synthetic face world.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,7 +38,7 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed };
-    let cancel = AtomicBool::new(false);
+    let cancel = super::interrupted();
     let style = ProgressStyle::with_template("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut bar: Option<ProgressBar> = None;
@@ -69,8 +68,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         },
     };
     let result = match stage_of(args.stage) {
-        None => train::run_all(&request, &cancel, &mut sink),
-        Some(stage) => train::run(stage, &request, &cancel, &mut sink),
+        None => train::run_all(&request, cancel, &mut sink),
+        Some(stage) => train::run(stage, &request, cancel, &mut sink),
     };
     if let Some(b) = bar.take() {
         b.finish();
