@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::data::mask::Mask;
 use crate::data::synth::{self, Attributes};
+use crate::model::autoencoder::AutoencoderKL;
 use crate::model::mask_encoder::MaskEncoder;
 use crate::model::tokenizer::{BertTokenizer, MAX_TOKENS};
 
@@ -61,6 +62,19 @@ impl FaceSet {
             data.extend(self.photos[i * plane..(i + 1) * plane].iter().map(|&v| v as f32 / 127.5 - 1.0));
         }
         Tensor::from_vec(data, (indices.len(), self.size, self.size, 3), device)?.permute((0, 3, 1, 2))?.contiguous()
+    }
+
+    /// The same faces with each photo as `vae` renders it (its posterior mean,
+    /// decoded and stored as 8-bit RGB): what a generated image looks like at best.
+    pub fn autoencoded(&self, vae: &AutoencoderKL, device: &Device) -> Result<FaceSet> {
+        let mut photos = Vec::with_capacity(self.photos.len());
+        let indices: Vec<usize> = (0..self.len()).collect();
+        for chunk in indices.chunks(64) {
+            let decoded = vae.decode(&vae.encode(&self.photos(chunk, device)?)?.mean)?;
+            let bytes = ((decoded.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.to_dtype(candle_core::DType::U8)?;
+            photos.extend(bytes.flatten_all()?.to_vec1::<u8>()?);
+        }
+        Ok(FaceSet { size: self.size, photos, masks: self.masks.clone(), captions: self.captions.clone(), attributes: self.attributes.clone() })
     }
 
     /// The class maps of `indices` as B x H x W u32 (for cross-entropy).

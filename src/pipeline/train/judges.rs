@@ -1,15 +1,20 @@
 //! The judges stage: the face parser and the attribute classifier, trained on
-//! synthetic photos with their ground-truth masks and attributes. Photos are
-//! randomly softened and noised so that the judges also read generated images,
-//! which come out of the autoencoder a little blurred.
+//! synthetic photos with their ground-truth masks and attributes. Half the
+//! batches show the photos as the trained autoencoder renders them, and all
+//! are randomly softened and noised, so that the judges read generated images
+//! (which always come out of that decoder, blurred) as well as photos: a judge
+//! that sees only sharp photos under-reads what a decoded image does show.
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::loss::cross_entropy;
 use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
 
+use rand_chacha::ChaCha8Rng;
+
 use super::latents::gaussian_like;
 use super::{fit, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use crate::model::config::ComposedConfig;
 use crate::model::judges::{AttributeJudge, FaceParser, JUDGE_SIZE};
 
 const PARSER_BATCH: usize = 16;
@@ -21,10 +26,16 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let faces = FaceSet::generate(TRAIN_SEED, super::vae::TRAIN_COUNT, JUDGE_SIZE);
     let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, JUDGE_SIZE);
     let device = ctx.device.clone();
+    let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
+    let (vae, _) = super::vae::load(ctx, &config)?;
+    sink(TrainEvent::Note("judges: passing the photos through the autoencoder (once)".into()));
+    let coded = faces.autoencoded(&vae, &device)?;
+    let held_out_coded = held_out.autoencoded(&vae, &device)?;
+    let either = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { &coded } else { &faces };
     let vars = VarMap::new();
     let vb = ctx.var_builder(&vars, "parser");
     let parser = FaceParser::new(vb.pp("parser"))?;
-    let plan = Schedule { steps: 400, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let plan = Schedule { steps: 550, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
     let parser_opt = fit(
         ctx,
         Stage::Judges,
@@ -33,8 +44,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         &plan,
         sink,
         |rng| {
-            let indices = faces.draw(rng, PARSER_BATCH);
-            parser_loss(&parser, &faces, &indices, &device, rng)
+            let (source, indices) = (either(rng), faces.draw(rng, PARSER_BATCH));
+            parser_loss(&parser, source, &indices, &device, rng)
         },
         |_, _| Ok(()),
     )?;
@@ -42,7 +53,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let attribute_vars = VarMap::new();
     let vb = ctx.var_builder(&attribute_vars, "attributes");
     let judge = AttributeJudge::new(vb.pp("attributes"))?;
-    let plan = Schedule { steps: 2500, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let plan = Schedule { steps: 3700, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
     let attribute_opt = fit(
         ctx,
         Stage::Judges,
@@ -51,8 +62,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         &plan,
         sink,
         |rng| {
-            let indices = faces.draw(rng, ATTRIBUTE_BATCH);
-            attribute_loss(&judge, &faces, &indices, &device, rng)
+            let (source, indices) = (either(rng), faces.draw(rng, ATTRIBUTE_BATCH));
+            attribute_loss(&judge, source, &indices, &device, rng)
         },
         |_, _| Ok(()),
     )?;
@@ -60,7 +71,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let mut weights = parser_opt.final_weights();
     weights.extend(attribute_opt.final_weights());
     let judges = crate::model::judges::Judges::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device))?;
-    let metrics = measure(&judges, &held_out, &device)?;
+    let mut metrics = measure(&judges, &held_out, &device)?;
+    metrics["autoencoded"] = measure(&judges, &held_out_coded, &device)?;
     sink(TrainEvent::Note(format!("judges: held-out {metrics}")));
     write_metrics(ctx, Stage::Judges, &metrics)?;
     save_weights(&weights, &ctx.path(Stage::Judges.output()))

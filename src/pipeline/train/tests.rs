@@ -140,3 +140,22 @@ fn seeded_initialisation_is_reproducible() -> Result<()> {
     assert_ne!(values(5)?, values(6)?);
     Ok(())
 }
+
+#[test]
+fn autoencoded_faces_keep_their_truth_and_change_only_the_photos() -> Result<()> {
+    let config = default_config();
+    let dev = Device::Cpu;
+    let faces = FaceSet::generate(TRAIN_SEED, 3, config.first_stage().ddconfig.resolution);
+    let vars = VarMap::new();
+    let autoencoder = AutoencoderKL::new(seeded_var_builder(&vars, 1, &dev).pp("first_stage_model"), config.first_stage())?;
+    let coded = faces.autoencoded(&autoencoder, &dev)?;
+    assert_eq!((coded.len(), coded.size), (faces.len(), faces.size));
+    assert_eq!((&coded.masks, &coded.captions, &coded.attributes), (&faces.masks, &faces.captions, &faces.attributes));
+    let indices = [0, 1, 2];
+    let (original, decoded) = (faces.photos(&indices, &dev)?, coded.photos(&indices, &dev)?);
+    assert_eq!(original.dims(), decoded.dims());
+    // An untrained autoencoder cannot reproduce the photos: they must have been replaced.
+    let difference = (original - decoded)?.abs()?.mean_all()?.to_scalar::<f32>()?;
+    assert!(difference > 0.05, "decoded photos differ from the originals by only {difference}");
+    Ok(())
+}
