@@ -10,7 +10,7 @@ use image::{Rgb, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::image::{hstack, influence_colour, upscale, vstack};
-use crate::data::synth::sheet::draw_text;
+use crate::data::synth::sheet::{contact_sheet, draw_text, SheetEntry};
 use crate::pipeline::evaluate::{self, EvalEvent, EvalMode, EvalReport, EvalRequest, ModeResult};
 use crate::pipeline::generate::{images_to_frames, scalar_maps, RgbFrame};
 
@@ -73,7 +73,24 @@ fn write_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
     write(out.join("results.md"), table(report).as_bytes())?;
     save(influence_plot(report), &out.join("influence_over_time.png"))?;
     save(frame_image(influence_grid(report)?), &out.join("influence_grid.png"))?;
-    save(frame_image(mode_grid(report)?), &out.join("modes.png"))
+    save(frame_image(mode_grid(report)?), &out.join("modes.png"))?;
+    save(captioned_faces(report)?, &out.join("faces.png"))
+}
+
+/// The collaborative results beside their masks with their captions, shown at
+/// 128 pixels or more so that a caption fits under its tile.
+fn captioned_faces(report: &EvalReport) -> anyhow::Result<RgbImage> {
+    let ex = &report.examples;
+    let collaborative = ex.images.iter().find(|(mode, _)| *mode == EvalMode::Collaborative).context("no collaborative examples")?;
+    let frames = images_to_frames(&collaborative.1)?;
+    let factor = frames.first().map_or(1, |f| 128usize.div_ceil(f.width).max(1));
+    let images: Vec<RgbImage> = frames.iter().map(|f| frame_image(upscale(f, factor))).collect();
+    let masks: Vec<_> = ex.masks.iter().zip(&images).map(|(m, img)| m.resize_nearest(img.width() as usize, img.height() as usize)).collect();
+    let names: Vec<String> = (0..images.len()).map(|i| format!("held-out {i}")).collect();
+    let entries: Vec<SheetEntry> = (0..images.len())
+        .map(|i| SheetEntry { name: &names[i], image: &images[i], mask: &masks[i], caption: &ex.captions[i] })
+        .collect();
+    Ok(contact_sheet(&entries))
 }
 
 fn write(path: PathBuf, bytes: &[u8]) -> anyhow::Result<()> {

@@ -156,7 +156,7 @@ pub struct Examples {
     pub w_mask: Vec<Tensor>,
 }
 
-pub const EXAMPLES: usize = 4;
+pub const EXAMPLES: usize = 8;
 
 /// Runs the whole evaluation.
 pub fn run(
