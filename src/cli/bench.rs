@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Args;
 use serde_json::{json, Value};
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::model::checkpoint::StrictLoader;
 use crate::model::collaborative::CollaborativeModel;
 use crate::model::config::ComposedConfig;
 use crate::model::defaults::ModelFiles;
@@ -39,11 +40,22 @@ pub struct BenchArgs {
     pub finetune_memory: bool,
 }
 
-/// A configuration to measure: a composed config, with weights or random ones.
+/// A configuration to measure: a composed config, with its weights or, where
+/// none are on this machine, a checkpoint of random ones written once.
 struct BenchConfig {
     name: &'static str,
     config: PathBuf,
     weights: Option<PathBuf>,
+}
+
+impl BenchConfig {
+    /// The checkpoint to load: the configuration's own, or a random one.
+    fn checkpoint(&self) -> anyhow::Result<PathBuf> {
+        match &self.weights {
+            Some(weights) => Ok(weights.clone()),
+            None => random_checkpoint(&self.config),
+        }
+    }
 }
 
 fn shared_dir() -> PathBuf {
@@ -140,15 +152,14 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Re
 
 fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
     let device = crate::model::device()?;
-    let config = ComposedConfig::load(&bench.config)?;
-    let model = match &bench.weights {
-        Some(weights) => CollaborativeModel::load(&bench.config, weights, &device)?,
-        None => {
-            // Random weights: the speed does not depend on the values.
-            let varmap = VarMap::new();
-            CollaborativeModel::build(VarBuilder::from_varmap(&varmap, DType::F32, &device), config, &device)?
-        }
-    };
+    // Loaded as the studio and `codiff generate` load it, so that the peak
+    // memory is theirs (random weights where none are here: the speed does
+    // not depend on the values).
+    let checkpoint = bench.checkpoint()?;
+    let mut peaks = PhasePeaks::start();
+    let model = CollaborativeModel::load(&bench.config, &checkpoint, &device)?;
+    let rss_after_load_mb = memory_mb("VmRSS:")?;
+    peaks.end("load_peak_rss_mb");
     let size = model.config.diffusion.latent_size;
     let mask_size = model.image_size();
     let mask = Mask::filled(mask_size, mask_size, 1);
@@ -159,11 +170,15 @@ fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
     let post = PostProcess::default();
 
     let mut figures = BTreeMap::new();
+    figures.insert("rss_after_load_mb", rss_after_load_mb);
     figures.insert("unet_ms", time_ms(reps, || Ok(model.mask_unet.forward(&x, &t, &contexts.mask).map(drop)?))?);
     figures.insert("diffuser_ms", time_ms(reps, || Ok(model.mask_diffuser.forward(&x, &t, &contexts.mask).map(drop)?))?);
     figures.insert("text_encode_ms", time_ms(reps, || Ok(model.encode_conditions(&mask, std::slice::from_ref(&caption)).map(drop)?))?);
+    peaks.start_phase();
     figures.insert("vae_decode_ms", time_ms(reps, || Ok(model.decode(&x).map(drop)?))?);
+    peaks.end("decode_peak_rss_mb");
     let ddim = DdimSchedule::new(&model.schedule, 50, 1.0)?;
+    peaks.start_phase();
     figures.insert(
         "collab_step_ms",
         time_ms(reps, || {
@@ -173,6 +188,7 @@ fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
             Ok(())
         })?,
     );
+    peaks.end("step_peak_rss_mb");
     if bench.name == "default" {
         let request = GenerateRequest { mask: mask.clone(), text: caption.clone(), ..GenerateRequest::default() };
         let never = AtomicBool::new(false);
@@ -186,8 +202,140 @@ fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
         figures.insert("generate50_ms", start.elapsed().as_secs_f64() * 1e3);
         figures.insert("first_preview_ms", first_preview_ms.unwrap_or(f64::NAN));
     }
-    figures.insert("peak_rss_mb", peak_rss_mb()?);
+    figures.extend(peaks.finish()?);
     Ok(json!(figures))
+}
+
+/// The peak resident memory of phases of a run. Linux lets a process reset
+/// its peak (VmHWM) by writing 5 to /proc/self/clear_refs; where it cannot,
+/// each phase's figure is the peak so far, and `peak_rss_mb` is right either way.
+struct PhasePeaks {
+    figures: Vec<(&'static str, f64)>,
+    /// The process's peak before the last reset (none: never reset).
+    before_reset_mb: f64,
+    error: Option<anyhow::Error>,
+}
+
+impl PhasePeaks {
+    /// Starts the first phase at the start of the process.
+    fn start() -> Self {
+        Self { figures: Vec::new(), before_reset_mb: 0.0, error: None }
+    }
+
+    /// Starts a phase: from here VmHWM counts from the current resident memory.
+    fn start_phase(&mut self) {
+        match peak_rss_mb() {
+            Ok(peak) => {
+                self.before_reset_mb = self.before_reset_mb.max(peak);
+                let _ = std::fs::write("/proc/self/clear_refs", "5");
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Ends the phase that started last, naming its peak.
+    fn end(&mut self, name: &'static str) {
+        match peak_rss_mb() {
+            Ok(peak) => self.figures.push((name, peak)),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Every phase's peak and the process's, `peak_rss_mb`.
+    fn finish(self) -> anyhow::Result<Vec<(&'static str, f64)>> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let peak = peak_rss_mb()?.max(self.before_reset_mb);
+        let mut figures = self.figures;
+        figures.push(("peak_rss_mb", peak));
+        Ok(figures)
+    }
+}
+
+/// A checkpoint of random weights for `config`, with every key the composed
+/// model reads, as float32 safetensors; written once into the temporary
+/// directory (about 4.3 GB for the full-size 256 model) and reused. The file
+/// name carries a hash of the keys and shapes, so a changed architecture gets a new file.
+fn random_checkpoint(config: &Path) -> anyhow::Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let recorder = StrictLoader::recording();
+    // Zero-cost stand-in tensors: this only records what the model asks for.
+    CollaborativeModel::build(recorder.var_builder(DType::F32, &Device::Cpu), ComposedConfig::load(config)?, &Device::Cpu)?;
+    let shapes = recorder.requested();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    shapes.hash(&mut hasher);
+    let stem = config.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let dir = std::env::temp_dir().join("codiff-bench");
+    let path = dir.join(format!("{stem}-random-{:016x}.safetensors", hasher.finish()));
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let parameters: usize = shapes.values().map(|s| s.iter().product::<usize>()).sum();
+    eprintln!("writing {} ({:.1} GB of random float32 weights; once)", path.display(), parameters as f64 * 4e-9);
+    let tensors = shapes.into_iter().enumerate().map(|(i, (name, shape))| {
+        let fill = RandomTensor::fill_for(&name, &shape);
+        (name, RandomTensor { shape, seed: i as u64, fill })
+    });
+    // The writer asks each tensor for its bytes in turn: one tensor is in memory at a time.
+    safetensors::serialize_to_file(tensors, None, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// One tensor of a random checkpoint, drawn when the writer asks for its bytes.
+struct RandomTensor {
+    shape: Vec<usize>,
+    seed: u64,
+    fill: Fill,
+}
+
+enum Fill {
+    Constant(f32),
+    /// Uniform in [-bound, bound].
+    Uniform(f32),
+}
+
+impl RandomTensor {
+    /// Vectors named `weight` (the norms' scales) one, other vectors (biases)
+    /// zero, matrices and kernels in PyTorch's default range (1 / sqrt(fan-in)),
+    /// so that activations stay finite.
+    fn fill_for(name: &str, shape: &[usize]) -> Fill {
+        match shape {
+            [_] if name.ends_with(".weight") => Fill::Constant(1.0),
+            [_] => Fill::Constant(0.0),
+            [_, rest @ ..] => Fill::Uniform(1.0 / (rest.iter().product::<usize>().max(1) as f32).sqrt()),
+            [] => Fill::Constant(0.0),
+        }
+    }
+}
+
+impl safetensors::View for RandomTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        use rand::{Rng, SeedableRng};
+        let n = self.shape.iter().product::<usize>();
+        let mut bytes = Vec::with_capacity(n * 4);
+        match self.fill {
+            Fill::Constant(v) => (0..n).for_each(|_| bytes.extend_from_slice(&v.to_le_bytes())),
+            Fill::Uniform(bound) => {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+                (0..n).for_each(|_| bytes.extend_from_slice(&rng.random_range(-bound..=bound).to_le_bytes()));
+            }
+        }
+        std::borrow::Cow::Owned(bytes)
+    }
+
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * 4
+    }
 }
 
 /// One Imagic fine-tuning step (forward, backward, AdamW) of the mask UNet at
