@@ -19,7 +19,7 @@ use codiff::model::config::CondStageConfig;
 use codiff::model::mask_encoder::MaskEncoder;
 use codiff::model::tokenizer::BertTokenizer;
 use codiff::pipeline::generate::sample;
-use common::{assert_close, Golden, FORWARD_TOLERANCE, TRAJECTORY_TOLERANCE};
+use common::{assert_close, relative_error, Golden, FORWARD_TOLERANCE, HALF_PRECISION_TOLERANCE, TRAJECTORY_TOLERANCE};
 
 /// The contexts the golden tensors were computed with, from the golden inputs.
 fn golden_contexts(golden: &Golden) -> Contexts {
@@ -111,6 +111,60 @@ fn sampling_trajectory_matches() {
     assert_close("sample.z0", &z0, golden.tensor("sample.z0"), TRAJECTORY_TOLERANCE);
     let image = model.decode(&z0).unwrap();
     assert_close("sample.image", &image, golden.tensor("sample.image"), TRAJECTORY_TOLERANCE);
+}
+
+/// With its weights kept in f16 (`--weights-dtype f16`) the composed model
+/// gives every golden output (encoders, both UNets, the VAE, collaborative
+/// steps, the whole trajectory and its image) within 1e-2 relative error.
+#[test]
+fn half_precision_weights_stay_within_a_percent() {
+    let Some(golden) = Golden::get() else { return };
+    let model = golden.composed_f16();
+    let mut errors: Vec<(String, f64)> = Vec::new();
+    let mut check = |name: &str, got: &Tensor| {
+        assert_eq!(got.dims(), golden.tensor(name).dims(), "{name}: shape");
+        errors.push((name.to_string(), relative_error(got, golden.tensor(name))));
+    };
+    let (contexts, _) = model.encode_conditions(&golden.mask(), &golden.captions()).unwrap();
+    check("text.context", &contexts.text);
+    check("mask.context", &contexts.mask);
+    let x = golden.tensor("unet.x");
+    let t = golden.tensor("unet.t").to_dtype(candle_core::DType::F32).unwrap();
+    let eps_mask = model.mask_unet.forward(x, &t, &contexts.mask).unwrap();
+    check("unet.mask_eps", &eps_mask);
+    check("unet.text_eps", &model.text_unet.forward(x, &t, &contexts.text).unwrap());
+    let posterior = model.vae.encode(golden.tensor("vae.image")).unwrap();
+    check("vae.mean", &posterior.mean);
+    check("vae.decoded", &model.decode(golden.tensor("vae.z_scaled")).unwrap());
+    for t in golden.timesteps_under("compose") {
+        let step = model.predict_noise(x, t, &contexts, CombineMode::Collaborative, &PostProcess::default()).unwrap();
+        check(&format!("compose.t{t}.eps"), &step.eps);
+        check(&format!("compose.t{t}.w_mask"), &step.w_mask);
+    }
+    let steps: usize = golden.meta("sample_S").parse().unwrap();
+    let eta: f64 = golden.meta("sample_eta").parse().unwrap();
+    let ddim = DdimSchedule::new(&model.schedule, steps, eta).unwrap();
+    let mut noise = NoiseSource::injected(golden.tensor("sample.x_T").clone(), golden.tensor("sample.noise").clone());
+    let mut x_inter = Vec::new();
+    let never = AtomicBool::new(false);
+    let z0 = sample(model, &contexts, &ddim, CombineMode::Collaborative, &PostProcess::default(), &mut noise, &never, |s| {
+        x_inter.push(s.x_prev.clone());
+        Ok(())
+    })
+    .unwrap();
+    check("sample.x_inter", &Tensor::stack(&x_inter, 0).unwrap());
+    check("sample.z0", &z0);
+    check("sample.image", &model.decode(&z0).unwrap());
+
+    for (name, err) in &errors {
+        eprintln!("f16 weights, {name}: relative error {err:.2e}");
+    }
+    let (worst, err) = errors.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    eprintln!("f16 weights: largest relative error {err:.2e} ({worst})");
+    assert!(*err < HALF_PRECISION_TOLERANCE, "{worst}: relative error {err:.3e} exceeds {HALF_PRECISION_TOLERANCE:.0e}");
+    // The weights were narrowed: the f32 model's output differs.
+    let eps_f32 = golden.composed().mask_unet.forward(x, &t, &contexts.mask).unwrap();
+    assert!(relative_error(&eps_mask, &eps_f32) > 0.0, "the f16 model computed exactly what the f32 one did");
 }
 
 /// A uni-modal checkpoint gives the same outputs as its branch of the composed model.

@@ -12,6 +12,7 @@ use crate::data::mask::Mask;
 use crate::model::checkpoint::{LoadProgress, Weights};
 use crate::model::collaborative::{unused_ok, CollaborativeModel};
 use crate::model::defaults::ModelFiles;
+use crate::model::precision::WeightsDtype;
 use crate::model::judges::Judges;
 use crate::pipeline::edit::{self, EditEvent, EditRequest};
 use crate::pipeline::generate::{self, Event, GenerateError, GenerateRequest, RgbFrame};
@@ -27,10 +28,12 @@ pub struct CollaborativeEngine {
 }
 
 impl CollaborativeEngine {
-    /// Loads a composed config and checkpoint (seconds: run it on the worker).
+    /// Loads a composed config and checkpoint (seconds: run it on the worker),
+    /// keeping the weights in the precision `CODIFF_WEIGHTS_DTYPE` names (f32 unless set).
     pub fn load(files: &ModelFiles, progress: Arc<LoadProgress>) -> Result<Self, String> {
         let device = crate::model::device().map_err(|e| format!("no device to run on: {e}"))?;
-        let model = CollaborativeModel::load_reporting(&files.config, &files.weights, &device, progress).map_err(|e| e.to_string())?;
+        let precision = WeightsDtype::from_env()?;
+        let model = CollaborativeModel::load_keeping(&files.config, &files.weights, &device, progress, precision).map_err(|e| e.to_string())?;
         // The checkpoint's own tensor shapes give the parameter count, minus the buffers no network reads.
         let parameters = Weights::open(&files.weights)
             .map(|w| w.shapes().iter().filter(|(k, _)| !unused_ok(k)).map(|(_, s)| s.iter().product::<usize>()).sum())

@@ -19,6 +19,7 @@ use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::model::checkpoint::StrictLoader;
 use crate::model::collaborative::CollaborativeModel;
 use crate::model::config::ComposedConfig;
+use crate::model::precision::WeightsDtype;
 use crate::model::defaults::ModelFiles;
 use crate::pipeline::generate::{self, GenerateRequest};
 
@@ -38,6 +39,9 @@ pub struct BenchArgs {
     /// `codiff edit` may start one.
     #[arg(long)]
     pub finetune_memory: bool,
+    /// Precision the loaded weights are kept in (as `codiff generate --weights-dtype`).
+    #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
+    pub weights_dtype: WeightsDtype,
 }
 
 /// A configuration to measure: a composed config, with its weights or, where
@@ -85,7 +89,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .into_iter()
             .find(|c| c.name == only)
             .with_context(|| format!("no configuration {only} on this machine"))?;
-        let figures = if args.finetune_memory { finetune_memory(&config)? } else { measure(&config, args.reps)? };
+        let figures = if args.finetune_memory { finetune_memory(&config)? } else { measure(&config, args.reps, args.weights_dtype)? };
         println!("{}", serde_json::to_string(&figures)?);
         return Ok(());
     }
@@ -95,6 +99,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("measuring {} ({})", config.name, config.config.display());
         let mut command = std::process::Command::new(&exe);
         command.args(["bench", "--only", config.name, "--reps", &args.reps.to_string()]);
+        command.args(["--weights-dtype", args.weights_dtype.name()]);
         if args.finetune_memory {
             command.arg("--finetune-memory");
         }
@@ -105,7 +110,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let figures: Value = serde_json::from_slice(&out.stdout)?;
         results.insert(config.name.to_string(), figures);
     }
-    let report = json!({ "configs": results, "threads": candle_core::utils::get_num_threads() });
+    let report = json!({
+        "configs": results,
+        "threads": candle_core::utils::get_num_threads(),
+        "weights_dtype": args.weights_dtype.name(),
+    });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if args.finetune_memory {
@@ -150,14 +159,14 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Re
     Ok(times[times.len() / 2])
 }
 
-fn measure(bench: &BenchConfig, reps: usize) -> anyhow::Result<Value> {
+fn measure(bench: &BenchConfig, reps: usize, weights_dtype: WeightsDtype) -> anyhow::Result<Value> {
     let device = crate::model::device()?;
     // Loaded as the studio and `codiff generate` load it, so that the peak
     // memory is theirs (random weights where none are here: the speed does
     // not depend on the values).
     let checkpoint = bench.checkpoint()?;
     let mut peaks = PhasePeaks::start();
-    let model = CollaborativeModel::load(&bench.config, &checkpoint, &device)?;
+    let model = CollaborativeModel::load_keeping(&bench.config, &checkpoint, &device, Default::default(), weights_dtype)?;
     let rss_after_load_mb = memory_mb("VmRSS:")?;
     peaks.end("load_peak_rss_mb");
     let size = model.config.diffusion.latent_size;

@@ -11,6 +11,7 @@ use crate::data::image::{hstack, influence_colour, save_png_with_params, upscale
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::model::collaborative::CollaborativeModel;
+use crate::model::precision::WeightsDtype;
 use crate::pipeline::generate::{
     images_to_frames, scalar_maps, Prepared, GenerateError, GenerateRequest, RgbFrame, ScalarMap, StepOutput,
 };
@@ -44,6 +45,9 @@ pub struct GenerateArgs {
     /// Writes, per step, the decoded predicted x0 and both influence maps as image strips.
     #[arg(long)]
     pub intermediates: Option<PathBuf>,
+    /// Precision the weights are kept in: f16 halves their memory (computation stays f32).
+    #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
+    pub weights_dtype: WeightsDtype,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -52,7 +56,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     mask.square_size(&args.mask.display().to_string())?;
     let device = crate::model::device()?;
     eprintln!("loading {}", files.weights.display());
-    let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
+    let model = CollaborativeModel::load_keeping(&files.config, &files.weights, &device, Default::default(), args.weights_dtype)?;
     let request = GenerateRequest {
         mask,
         text: args.text.clone(),

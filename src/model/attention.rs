@@ -3,9 +3,9 @@
 //! SpatialTransformer (`ldm.modules.attention`) built on it.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::layers::{group_norm32, Conv2d, GroupNorm32, LayerNorm};
+use super::layers::{group_norm32, linear, linear_no_bias, Conv2d, GroupNorm32, LayerNorm, Linear};
 
 /// softmax(q k^T / sqrt(d)) v for q: B x H x Lq x d, k and v: B x H x Lk x d;
 /// returns B x H x Lq x d. Differentiable (`ops::softmax`, not the fused

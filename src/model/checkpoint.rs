@@ -22,6 +22,8 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use thiserror::Error;
 
+use super::precision::{to_storage, WeightsDtype};
+
 #[derive(Debug, Error)]
 pub enum CheckpointError {
     #[error("cannot open checkpoint {path}: {reason}")]
@@ -225,6 +227,8 @@ struct LoaderState {
     weights: Option<Arc<Weights>>,
     requested: Mutex<BTreeMap<String, Vec<usize>>>,
     progress: Arc<LoadProgress>,
+    /// The precision f32 weights are kept in once copied out.
+    precision: WeightsDtype,
 }
 
 impl StrictLoader {
@@ -234,15 +238,28 @@ impl StrictLoader {
 
     /// A loader that counts the elements it copies out in `progress`.
     pub fn reporting(weights: Arc<Weights>, progress: Arc<LoadProgress>) -> Self {
+        Self::keeping(weights, progress, WeightsDtype::F32)
+    }
+
+    /// [`Self::reporting`], keeping the weights it hands out in `precision`
+    /// (the networks' layers widen them to f32 as they run).
+    pub fn keeping(weights: Arc<Weights>, progress: Arc<LoadProgress>, precision: WeightsDtype) -> Self {
         let total: u64 = weights.shapes.values().map(|s| s.iter().product::<usize>() as u64).sum();
         progress.total.store(total.max(1), Ordering::Relaxed);
-        Self { inner: Arc::new(LoaderState { weights: Some(weights), requested: Mutex::default(), progress }) }
+        Self { inner: Arc::new(LoaderState { weights: Some(weights), requested: Mutex::default(), progress, precision }) }
     }
 
     /// A loader without weights: builds an architecture on cheap zero tensors and
     /// records the keys and shapes it asks for.
     pub fn recording() -> Self {
-        Self { inner: Arc::new(LoaderState { weights: None, requested: Mutex::default(), progress: Arc::default() }) }
+        Self {
+            inner: Arc::new(LoaderState {
+                weights: None,
+                requested: Mutex::default(),
+                progress: Arc::default(),
+                precision: WeightsDtype::F32,
+            }),
+        }
     }
 
     /// A `VarBuilder` whose tensors come from this loader, converted to `dtype` on `device`.
@@ -285,7 +302,10 @@ impl StrictLoader {
         let stored = self.inner.weights.as_ref().and_then(|w| w.get(name)).filter(|t| t.shape() == shape);
         match stored {
             Some(t) => {
-                let t = t.to_dtype(dtype)?.to_device(dev)?;
+                let t = t.to_dtype(dtype)?;
+                // Narrowed on the CPU, before the copy to the device: it moves half the bytes.
+                let t = if dtype == DType::F32 { to_storage(&t, self.inner.precision)? } else { t };
+                let t = t.to_device(dev)?;
                 self.inner.progress.loaded.fetch_add(t.elem_count() as u64, Ordering::Relaxed);
                 Ok(t)
             }
@@ -365,6 +385,30 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         // Only the header's page may stay; the tensors' 16 MB must not.
         assert!(resident_kb <= 64, "{resident_kb} kB of the 16 MB file stay resident after copying every tensor out");
+    }
+
+    #[test]
+    fn a_half_precision_loader_keeps_matrices_in_f16_and_vectors_in_f32() {
+        let dir = std::env::temp_dir().join(format!("codiff-loader-f16-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weights.safetensors");
+        let weight = Tensor::arange(0f32, 12.0, &Device::Cpu).unwrap().reshape((3, 4)).unwrap();
+        let bias = Tensor::new(&[0.1f32, 0.2, 0.3], &Device::Cpu).unwrap();
+        let tensors = HashMap::from([("layer.weight".to_string(), weight.clone()), ("layer.bias".to_string(), bias.clone())]);
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let weights = Arc::new(Weights::open(&path).unwrap());
+        for (precision, matrix_dtype) in [(WeightsDtype::F32, DType::F32), (WeightsDtype::F16, DType::F16)] {
+            let loader = StrictLoader::keeping(weights.clone(), Arc::default(), precision);
+            let vb = loader.var_builder(DType::F32, &Device::Cpu).pp("layer");
+            let got_weight = vb.get((3, 4), "weight").unwrap();
+            let got_bias = vb.get(3, "bias").unwrap();
+            assert_eq!((got_weight.dtype(), got_bias.dtype()), (matrix_dtype, DType::F32), "{precision:?}");
+            // Small integers are exact in f16.
+            let widened = crate::model::precision::widen(&got_weight).unwrap();
+            assert_eq!(widened.to_vec2::<f32>().unwrap(), weight.to_vec2::<f32>().unwrap());
+            loader.finish(|_| false).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::mask_encoder::MaskEncoder;
 use super::text_encoder::TextEncoder;
 use super::tokenizer::BertTokenizer;
 use super::unet::UNetModel;
+use super::precision::WeightsDtype;
 use super::preview::LatentPreview;
 use crate::data::mask::{Mask, MaskError};
 use crate::diffusion::collaborate::{combine, Combination, CombineMode, DiffuserMaps, PostProcess};
@@ -149,6 +150,8 @@ pub struct CollaborativeModel {
     pub device: Device,
     /// The checkpoint the model was loaded from (fine-tuning starts from its tensors).
     pub weights_path: Option<std::path::PathBuf>,
+    /// The precision its weights are kept in.
+    pub weights_dtype: WeightsDtype,
 }
 
 /// Where each collaborator's UNet lives in a composed checkpoint.
@@ -197,10 +200,23 @@ impl CollaborativeModel {
 
     /// [`Self::load`], counting the weights copied in `progress` as it goes.
     pub fn load_reporting(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device, progress: Arc<LoadProgress>) -> Result<Self, ModelError> {
+        Self::load_keeping(config, ckpt, device, progress, WeightsDtype::F32)
+    }
+
+    /// [`Self::load_reporting`], keeping the weights in `precision` (f16
+    /// halves their memory; every layer still computes in f32).
+    pub fn load_keeping(
+        config: impl AsRef<Path>,
+        ckpt: impl AsRef<Path>,
+        device: &Device,
+        progress: Arc<LoadProgress>,
+        precision: WeightsDtype,
+    ) -> Result<Self, ModelError> {
         let config = ComposedConfig::load(config)?;
-        let loader = StrictLoader::reporting(Arc::new(Weights::open(ckpt.as_ref())?), progress);
+        let loader = StrictLoader::keeping(Arc::new(Weights::open(ckpt.as_ref())?), progress, precision);
         let mut model = load_with(loader, device, |vb| Self::build(vb, config, device))?;
         model.weights_path = Some(ckpt.as_ref().to_path_buf());
+        model.weights_dtype = precision;
         model.latent_preview()?;
         Ok(model)
     }
@@ -227,6 +243,7 @@ impl CollaborativeModel {
             config,
             device: device.clone(),
             weights_path: None,
+            weights_dtype: WeightsDtype::F32,
         })
     }
 

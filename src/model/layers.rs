@@ -1,10 +1,16 @@
 //! The small layers every network here is built from: the one 2-D convolution
 //! (the single place a faster kernel gets swapped in), group and layer norms
-//! written from differentiable primitives, and the activations the original
-//! uses.
+//! written from differentiable primitives, linear and embedding layers, and
+//! the activations the original uses.
+//!
+//! Every layer widens its weights to f32 as it runs ([`widen`]), so a model
+//! loaded with half-precision weights (see `precision`) computes in f32; for
+//! f32 weights that is the same tensor, and training is unaffected.
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
+
+use super::precision::widen;
 
 /// 2-D convolution of `x` (B x Cin x H x W) with `weight` (Cout x Cin x k x k),
 /// zero padding on every side. Every convolution of the UNets and the VAE goes
@@ -94,7 +100,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, Some(&self.bias), self.stride, self.padding)
+        conv2d(x, &widen(&self.weight)?, Some(&widen(&self.bias)?), self.stride, self.padding)
     }
 }
 
@@ -112,13 +118,13 @@ pub struct GroupNorm32 {
 impl GroupNorm32 {
     /// GroupNorm followed by SiLU, in one pass.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        crate::kernels::group_norm(x, 32, &self.weight, &self.bias, self.eps, true)
+        crate::kernels::group_norm(x, 32, &widen(&self.weight)?, &widen(&self.bias)?, self.eps, true)
     }
 }
 
 impl Module for GroupNorm32 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::kernels::group_norm(x, 32, &self.weight, &self.bias, self.eps, false)
+        crate::kernels::group_norm(x, 32, &widen(&self.weight)?, &widen(&self.bias)?, self.eps, false)
     }
 }
 
@@ -162,9 +168,54 @@ impl Module for LayerNorm {
         centred
             .broadcast_div(&(variance + self.eps)?.sqrt()?)?
             .to_dtype(dtype)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+            .broadcast_mul(&widen(&self.weight)?)?
+            .broadcast_add(&widen(&self.bias)?)
     }
+}
+
+/// torch.nn.Linear: `x W^T + b`, as `candle_nn::Linear`, with its weights widened as it runs.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let bias = self.bias.as_ref().map(widen).transpose()?;
+        candle_nn::Linear::new(widen(&self.weight)?, bias).forward(x)
+    }
+}
+
+/// A Linear layer with bias, initialised as `candle_nn::linear`.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let candle = candle_nn::linear(in_dim, out_dim, vb)?;
+    Ok(Linear { weight: candle.weight().clone(), bias: candle.bias().cloned() })
+}
+
+/// A Linear layer without bias, initialised as `candle_nn::linear_no_bias`.
+pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let candle = candle_nn::linear_no_bias(in_dim, out_dim, vb)?;
+    Ok(Linear { weight: candle.weight().clone(), bias: None })
+}
+
+/// torch.nn.Embedding: rows of a table by index; only the rows looked up are widened.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Module for Embedding {
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.table.dim(1)?);
+        widen(&self.table.index_select(&ids.flatten_all()?, 0)?)?.reshape(dims)
+    }
+}
+
+/// An embedding table of `count` rows of `dim`, initialised as `candle_nn::embedding`.
+pub fn embedding(count: usize, dim: usize, vb: VarBuilder) -> Result<Embedding> {
+    Ok(Embedding { table: candle_nn::embedding(count, dim, vb)?.embeddings().clone() })
 }
 
 /// x * sigmoid(x): the original's SiLU / `nonlinearity`.

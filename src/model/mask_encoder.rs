@@ -5,7 +5,9 @@
 //! nearest neighbour, flattened row-major) through one shared Linear layer.
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::layers::{linear, Linear};
 use serde::Deserialize;
 
 use crate::data::mask::{Mask, NUM_CLASSES};

@@ -6,9 +6,9 @@
 //! **no attention mask**: padding tokens are attended to, as in the original.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::layers::LayerNorm;
+use super::layers::{embedding, linear, linear_no_bias, Embedding, LayerNorm, Linear};
 use serde::Deserialize;
 
 /// x-transformers' defaults, which `BERTEmbedder` never overrides.
@@ -162,7 +162,7 @@ impl TextEncoder {
             );
         }
         // Learned absolute positions, added without scaling.
-        let mut x = self.token_emb.forward(ids)?.broadcast_add(&self.pos_emb.narrow(0, 0, n)?)?;
+        let mut x = self.token_emb.forward(ids)?.broadcast_add(&super::precision::widen(&self.pos_emb.narrow(0, 0, n)?)?)?;
         for layer in &self.layers {
             x = layer.forward(&x)?;
         }

@@ -4,11 +4,12 @@
 //! function. Module paths spell the checkpoint keys under `diffusion_model`.
 
 use candle_core::{bail, DType, Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
 use serde::Deserialize;
 
 use super::attention::SpatialTransformer;
-use super::layers::{group_norm32, silu, Conv2d, GroupNorm32};
+use super::layers::{group_norm32, linear, silu, Conv2d, GroupNorm32, Linear};
 
 /// The YAML `params` of `ldm.modules.diffusionmodules.openaimodel.UNetModel`,
 /// with the original's defaults for the optional ones. Options the released

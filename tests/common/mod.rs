@@ -10,17 +10,21 @@ use candle_core::{DType, Device, Tensor};
 use codiff::data::mask::Mask;
 use codiff::model::collaborative::CollaborativeModel;
 use codiff::model::config::ModelConfig;
+use codiff::model::precision::WeightsDtype;
 
 /// Relative error allowed for one forward pass (float32, CPU).
 pub const FORWARD_TOLERANCE: f64 = 1e-4;
 /// Relative error allowed for a whole sampling trajectory and its decoded image.
 pub const TRAJECTORY_TOLERANCE: f64 = 1e-3;
+/// Relative error allowed for any output of a model with f16 weights (`--weights-dtype f16`).
+pub const HALF_PRECISION_TOLERANCE: f64 = 1e-2;
 
 pub struct Golden {
     pub dir: PathBuf,
     tensors: HashMap<String, Tensor>,
     metadata: HashMap<String, String>,
     composed: OnceLock<CollaborativeModel>,
+    composed_f16: OnceLock<CollaborativeModel>,
 }
 
 impl Golden {
@@ -50,7 +54,7 @@ impl Golden {
         let bytes = std::fs::read(&path).expect("expected.safetensors is readable");
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
         let metadata = header.metadata().clone().unwrap_or_default();
-        Some(Self { dir, tensors, metadata, composed: OnceLock::new() })
+        Some(Self { dir, tensors, metadata, composed: OnceLock::new(), composed_f16: OnceLock::new() })
     }
 
     pub fn tensor(&self, name: &str) -> &Tensor {
@@ -108,14 +112,22 @@ impl Golden {
 
     /// The composed model, loaded once.
     pub fn composed(&self) -> &CollaborativeModel {
-        self.composed.get_or_init(|| {
-            let (config, _, ckpt) = self
-                .configs()
-                .into_iter()
-                .find(|(_, c, _)| matches!(c, ModelConfig::Composed(_)))
-                .expect("the golden directory holds a composed config with its checkpoint");
-            CollaborativeModel::load(&config, &ckpt, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"))
-        })
+        self.composed.get_or_init(|| self.load_composed(WeightsDtype::F32))
+    }
+
+    /// The composed model with its weights kept in f16, loaded once.
+    pub fn composed_f16(&self) -> &CollaborativeModel {
+        self.composed_f16.get_or_init(|| self.load_composed(WeightsDtype::F16))
+    }
+
+    fn load_composed(&self, precision: WeightsDtype) -> CollaborativeModel {
+        let (config, _, ckpt) = self
+            .configs()
+            .into_iter()
+            .find(|(_, c, _)| matches!(c, ModelConfig::Composed(_)))
+            .expect("the golden directory holds a composed config with its checkpoint");
+        CollaborativeModel::load_keeping(&config, &ckpt, &Device::Cpu, Default::default(), precision)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// (config, checkpoint) of every uni-modal model in the directory.
