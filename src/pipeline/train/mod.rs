@@ -227,6 +227,7 @@ pub(crate) fn fit(
     let total = ctx.request.steps.unwrap_or(schedule.steps);
     let checkpoint = work.join(format!("{name}.checkpoint.safetensors"));
     let mut opt = AdamW::new(vars, schedule.lr, schedule.ema_decay)?;
+    opt.end_step = Some(total);
     if ctx.request.resume && checkpoint.exists() {
         opt.load(&checkpoint)?;
         sink(TrainEvent::Note(format!("{name}: resumed at step {}", opt.step)));

@@ -19,13 +19,18 @@ struct Slot {
     ema: Option<Tensor>,
 }
 
-/// AdamW (decoupled weight decay) with global gradient-norm clipping and a
-/// linear learning-rate warm-up.
+/// AdamW (decoupled weight decay) with global gradient-norm clipping, a linear
+/// learning-rate warm-up and, when the run's last step is known, a linear
+/// cool-down to zero over its last fifth.
 pub struct AdamW {
     slots: Vec<Slot>,
     pub step: usize,
     pub lr: f64,
     pub warmup_steps: usize,
+    /// The run's last step, where the cool-down ends; `None`: constant after the warm-up.
+    /// Short runs end with weights as noisy as their learning rate makes them;
+    /// cooling down takes that noise out (it is not saved: each run sets its own end).
+    pub end_step: Option<usize>,
     pub weight_decay: f64,
     pub clip_norm: f64,
     /// EMA decay, or `None` for no EMA.
@@ -35,6 +40,8 @@ pub struct AdamW {
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
+/// The share of a run's steps over which the learning rate cools down.
+const COOLDOWN: f64 = 0.2;
 
 impl AdamW {
     /// Every variable of `vars`, in name order so that runs are reproducible.
@@ -50,7 +57,7 @@ impl AdamW {
                 Ok(Slot { name, first_moment: zeros.clone(), second_moment: zeros, ema, var })
             })
             .collect::<Result<_>>()?;
-        Ok(Self { slots, step: 0, lr, warmup_steps: 200, weight_decay: 0.0, clip_norm: 1.0, ema_decay })
+        Ok(Self { slots, step: 0, lr, warmup_steps: 200, end_step: None, weight_decay: 0.0, clip_norm: 1.0, ema_decay })
     }
 
     /// Backpropagates `loss` and takes one step. Returns the gradient norm before clipping.
@@ -69,8 +76,7 @@ impl AdamW {
         let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
         let clip = if norm as f64 > self.clip_norm { self.clip_norm / norm as f64 } else { 1.0 };
         self.step += 1;
-        let warmup = (self.step as f64 / self.warmup_steps.max(1) as f64).min(1.0);
-        let lr = self.lr * warmup;
+        let lr = self.lr * self.lr_factor(self.step);
         let (c1, c2) = (1.0 - BETA1.powi(self.step as i32), 1.0 - BETA2.powi(self.step as i32));
         for slot in &mut self.slots {
             let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
@@ -89,6 +95,16 @@ impl AdamW {
             }
         }
         Ok(norm)
+    }
+
+    /// The learning rate of `step` (counted from 1) as a share of the peak.
+    fn lr_factor(&self, step: usize) -> f64 {
+        let warmup = (step as f64 / self.warmup_steps.max(1) as f64).min(1.0);
+        let cooldown = self.end_step.map_or(1.0, |end| {
+            let length = (end as f64 * COOLDOWN).max(1.0);
+            ((end as f64 + 1.0 - step as f64) / length).clamp(0.0, 1.0)
+        });
+        warmup.min(cooldown)
     }
 
     /// The weights to ship: the EMA where there is one, else the current ones.
@@ -175,6 +191,20 @@ mod tests {
             assert!((got - want).abs() < 0.05, "{got} vs {want}");
         }
         std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
+    #[test]
+    fn learning_rate_warms_up_then_cools_down_over_the_last_fifth() -> Result<()> {
+        let vars = VarMap::new();
+        vars.get((1,), "w", candle_nn::init::ZERO, DType::F32, &Device::Cpu)?;
+        let mut opt = AdamW::new(&vars, 1.0, None)?;
+        opt.warmup_steps = 10;
+        assert_eq!([1, 5, 10, 500].map(|s| opt.lr_factor(s)), [0.1, 0.5, 1.0, 1.0], "constant without an end");
+        opt.end_step = Some(1000);
+        let factors = [10, 800, 801, 900, 1000].map(|s| opt.lr_factor(s));
+        assert_eq!(factors[..3], [1.0, 1.0, 1.0], "full rate until the last fifth");
+        assert!((factors[3] - 0.505).abs() < 1e-9 && (factors[4] - 0.005).abs() < 1e-9, "{factors:?}");
         Ok(())
     }
 }
