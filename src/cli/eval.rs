@@ -67,6 +67,7 @@ fn write_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
         "eta": report.eta,
         "real_photos": report.real_photos,
         "autoencoded_photos": report.autoencoded_photos,
+        "condition_use": report.condition_use,
         "influence_over_time": report.influence_over_time,
     });
     write(out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -147,6 +148,26 @@ fn table(report: &EvalReport) -> String {
     s.push_str(header);
     row(&mut s, "real photos", &report.real_photos);
     row(&mut s, "autoencoded photos", &report.autoencoded_photos);
+    let _ = writeln!(
+        s,
+        "\nHow much each model uses its condition: the error of its predicted noise on the held-out photos noised to t, \
+         given the sample's own condition and given another sample's; the gain is how much lower the own condition makes it:\n"
+    );
+    s.push_str("| t | mask model: own | swapped | gain % | text model: own | swapped | gain % |\n|---|---|---|---|---|---|---|\n");
+    for c in &report.condition_use {
+        let (mask_gain, text_gain) = c.gains();
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {:.1} | {:.4} | {:.4} | {:.1} |",
+            c.t,
+            c.mask_own,
+            c.mask_swapped,
+            100.0 * mask_gain,
+            c.text_own,
+            c.text_swapped,
+            100.0 * text_gain
+        );
+    }
     s
 }
 

@@ -20,6 +20,7 @@ use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
 use crate::model::judges::Judges;
 use crate::pipeline::train::{FaceSet, HELD_OUT_SEED};
 
+pub mod condition_use;
 pub mod edits;
 
 /// The ways of generating the evaluation compares (the paper's Table 1 rows, then Table 2's).
@@ -138,6 +139,8 @@ pub struct EvalReport {
     pub influence_over_time: Vec<InfluenceAtStep>,
     /// Judges' scores on the real held-out photos: the ceiling of each metric.
     pub real_photos: ModeResult,
+    /// How much each model's noise prediction depends on its condition, per timestep.
+    pub condition_use: Vec<condition_use::ConditionUse>,
     /// The same photos encoded and decoded by the autoencoder: what the latent
     /// space can carry at all, the ceiling of any latent diffusion model.
     pub autoencoded_photos: ModeResult,
@@ -233,6 +236,7 @@ pub fn run(
         coded_features.push(judges.attributes.features(&judged)?);
     }
     let autoencoded_photos = summarise(&coded_scores, &Tensor::cat(&coded_features, 0)?, &real_stats, &mut rng)?;
+    let condition_use = condition_use::measure(model, &faces, request.batch, request.seed)?;
     let n = request.count as f64;
     let influence_over_time = influence
         .iter()
@@ -241,7 +245,7 @@ pub fn run(
         .collect();
     examples.masks = faces.masks.iter().take(EXAMPLES).cloned().collect();
     examples.captions = faces.captions.iter().take(EXAMPLES).cloned().collect();
-    Ok(EvalReport { modes, count: request.count, seed: request.seed, steps: ddim.len(), eta: request.eta, influence_over_time, real_photos, autoencoded_photos, examples })
+    Ok(EvalReport { modes, count: request.count, seed: request.seed, steps: ddim.len(), eta: request.eta, influence_over_time, real_photos, condition_use, autoencoded_photos, examples })
 }
 
 /// The contexts of a chunk of conditions, one (mask, caption) per item.
