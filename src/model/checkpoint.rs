@@ -344,6 +344,15 @@ impl SimpleBackend for StrictLoader {
 mod tests {
     use super::*;
 
+    /// Writes `tensors` to a fresh temporary safetensors file; returns (its folder, its path).
+    fn saved(tag: &str, tensors: &HashMap<String, Tensor>) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("codiff-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weights.safetensors");
+        candle_core::safetensors::save(tensors, &path).unwrap();
+        (dir, path)
+    }
+
     /// Resident kilobytes of this process's mappings of `path` (from /proc/self/smaps).
     #[cfg(target_os = "linux")]
     fn mapped_rss_kb(path: &Path) -> u64 {
@@ -367,14 +376,11 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn copied_tensors_leave_no_mapped_pages_resident() {
-        let dir = std::env::temp_dir().join(format!("codiff-mapped-release-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("weights.safetensors");
         // 16 tensors of 1 MB, with odd sizes so that tensors share pages.
         let tensors: HashMap<String, Tensor> = (0..16)
             .map(|i| (format!("layer{i}.weight"), Tensor::arange(0f32, (262_144 + 7 * i) as f32, &Device::Cpu).unwrap()))
             .collect();
-        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let (dir, path) = saved("mapped-release", &tensors);
         let weights = Weights::open(&path).unwrap();
         for (name, want) in &tensors {
             let got = weights.get(name).unwrap();
@@ -389,13 +395,10 @@ mod tests {
 
     #[test]
     fn a_half_precision_loader_keeps_matrices_in_f16_and_vectors_in_f32() {
-        let dir = std::env::temp_dir().join(format!("codiff-loader-f16-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("weights.safetensors");
         let weight = Tensor::arange(0f32, 12.0, &Device::Cpu).unwrap().reshape((3, 4)).unwrap();
         let bias = Tensor::new(&[0.1f32, 0.2, 0.3], &Device::Cpu).unwrap();
         let tensors = HashMap::from([("layer.weight".to_string(), weight.clone()), ("layer.bias".to_string(), bias.clone())]);
-        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let (dir, path) = saved("loader-f16", &tensors);
         let weights = Arc::new(Weights::open(&path).unwrap());
         for (precision, matrix_dtype) in [(WeightsDtype::F32, DType::F32), (WeightsDtype::F16, DType::F16)] {
             let loader = StrictLoader::keeping(weights.clone(), Arc::default(), precision);
@@ -413,11 +416,8 @@ mod tests {
 
     #[test]
     fn a_tensor_read_twice_is_read_again_from_the_file() {
-        let dir = std::env::temp_dir().join(format!("codiff-mapped-twice-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("weights.safetensors");
         let tensor = Tensor::arange(0f32, 5000.0, &Device::Cpu).unwrap().reshape((50, 100)).unwrap();
-        candle_core::safetensors::save(&HashMap::from([("w".to_string(), tensor.clone())]), &path).unwrap();
+        let (dir, path) = saved("mapped-twice", &HashMap::from([("w".to_string(), tensor.clone())]));
         let weights = Weights::open(&path).unwrap();
         for _ in 0..2 {
             let got = weights.get("w").unwrap();

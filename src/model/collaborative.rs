@@ -150,8 +150,6 @@ pub struct CollaborativeModel {
     pub device: Device,
     /// The checkpoint the model was loaded from (fine-tuning starts from its tensors).
     pub weights_path: Option<std::path::PathBuf>,
-    /// The precision its weights are kept in.
-    pub weights_dtype: WeightsDtype,
 }
 
 /// Where each collaborator's UNet lives in a composed checkpoint.
@@ -216,7 +214,6 @@ impl CollaborativeModel {
         let loader = StrictLoader::keeping(Arc::new(Weights::open(ckpt.as_ref())?), progress, precision);
         let mut model = load_with(loader, device, |vb| Self::build(vb, config, device))?;
         model.weights_path = Some(ckpt.as_ref().to_path_buf());
-        model.weights_dtype = precision;
         model.latent_preview()?;
         Ok(model)
     }
@@ -243,7 +240,6 @@ impl CollaborativeModel {
             config,
             device: device.clone(),
             weights_path: None,
-            weights_dtype: WeightsDtype::F32,
         })
     }
 
