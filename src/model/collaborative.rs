@@ -304,7 +304,18 @@ impl CollaborativeModel {
         };
         let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
         let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
-        Ok(combine(&eps_mask, &eps_text, maps, t, mode, post)?)
+        let mut combination = combine(&eps_mask, &eps_text, maps, t, mode, post)?;
+        combination.eps = self.complete_channel_means(x, combination.eps, t)?;
+        Ok(combination)
+    }
+
+    /// `eps` with the channel means the UNets cannot see filled in from the
+    /// config's prior (unchanged for models without one, the released ones).
+    pub fn complete_channel_means(&self, x: &Tensor, eps: Tensor, t: usize) -> candle_core::Result<Tensor> {
+        match &self.config.diffusion.channel_mean_prior {
+            Some(prior) => prior.complete(x, &eps, self.schedule.alphas_cumprod()[t]),
+            None => Ok(eps),
+        }
     }
 
     /// Both collaborators' noise predictions (mask-driven, text-driven) at timestep `t`.

@@ -11,6 +11,7 @@ use super::autoencoder::AutoencoderConfig;
 use super::mask_encoder::MaskEncoderConfig;
 use super::text_encoder::TextEncoderConfig;
 use super::unet::UNetConfig;
+use crate::diffusion::channel_means::ChannelMeanPrior;
 use crate::diffusion::schedule::ScheduleConfig;
 
 #[derive(Debug, Error)]
@@ -43,6 +44,9 @@ pub struct DiffusionSettings {
     pub latent_channels: usize,
     /// The latent is multiplied by this after encoding and divided by it before decoding.
     pub scale_factor: f64,
+    /// This project's addition for UNets too narrow to see the latent's
+    /// channel means (see [`ChannelMeanPrior`]); the original configs have none.
+    pub channel_mean_prior: Option<ChannelMeanPrior>,
 }
 
 /// A uni-modal latent diffusion model (`ldm.models.diffusion.ddpm.LatentDiffusion`).
@@ -194,6 +198,9 @@ struct Doc<'a> {
     root: &'a Value,
 }
 
+/// Where a config keeps its [`ChannelMeanPrior`], when it has one.
+pub const CHANNEL_MEAN_PRIOR: &str = "model.params.channel_mean_prior";
+
 impl Doc<'_> {
     fn invalid(&self, reason: String) -> ConfigError {
         ConfigError::Invalid { path: self.path.to_path_buf(), reason }
@@ -215,11 +222,20 @@ impl Doc<'_> {
     }
 
     fn diffusion(&self) -> Result<DiffusionSettings, ConfigError> {
+        let latent_channels = self.typed("model.params.channels")?;
+        let channel_mean_prior: Option<ChannelMeanPrior> = match self.at(CHANNEL_MEAN_PRIOR) {
+            Ok(_) => Some(self.typed(CHANNEL_MEAN_PRIOR)?),
+            Err(_) => None,
+        };
+        if let Some(prior) = &channel_mean_prior {
+            prior.validate(latent_channels).map_err(|reason| self.invalid(reason))?;
+        }
         Ok(DiffusionSettings {
             schedule: self.typed("model.params")?,
             latent_size: self.typed("model.params.image_size")?,
-            latent_channels: self.typed("model.params.channels")?,
+            latent_channels,
             scale_factor: self.typed("model.params.scale_factor")?,
+            channel_mean_prior,
         })
     }
 
@@ -242,5 +258,43 @@ impl Doc<'_> {
             name: name.to_string(),
             tried: tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default models' configs in a temporary directory, the composed
+    /// one's prior line rewritten by `edit`.
+    fn default_configs(edit: impl Fn(&str) -> String) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("codiff-config-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        for name in ["mask.yaml", "text.yaml"] {
+            std::fs::copy(models.join(name), dir.join(name)).unwrap();
+        }
+        let composed = std::fs::read_to_string(models.join("codiff.yaml")).unwrap();
+        let edited: Vec<String> = composed.lines().map(|l| if l.contains("channel_mean_prior:") { edit(l) } else { l.to_string() }).collect();
+        std::fs::write(dir.join("codiff.yaml"), edited.join("\n")).unwrap();
+        dir.join("codiff.yaml")
+    }
+
+    #[test]
+    fn the_channel_mean_prior_is_read_and_checked() {
+        let config = ComposedConfig::load(default_configs(str::to_string)).unwrap();
+        let prior = config.diffusion.channel_mean_prior.expect("the default models carry a prior");
+        assert_eq!(prior.mean.len(), config.diffusion.latent_channels);
+
+        let two_channels = default_configs(|_| "    channel_mean_prior: {mean: [0, 0], covariance: [[1, 0], [0, 1]]}".into());
+        let err = ComposedConfig::load(two_channels).unwrap_err().to_string();
+        assert!(err.contains("channel_mean_prior must give 3 means"), "{err}");
+
+        let not_definite = default_configs(|_| "    channel_mean_prior: {mean: [0, 0, 0], covariance: [[1, 0, 0], [0, -1, 0], [0, 0, 1]]}".into());
+        let err = ComposedConfig::load(not_definite).unwrap_err().to_string();
+        assert!(err.contains("positive semi-definite"), "{err}");
+
+        let without = ComposedConfig::load(default_configs(|_| String::new())).unwrap();
+        assert!(without.diffusion.channel_mean_prior.is_none());
     }
 }

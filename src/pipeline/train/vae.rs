@@ -1,7 +1,9 @@
 //! The autoencoder stage: the original AutoencoderKL, trained to reconstruct
 //! synthetic photos (L1 plus an L1 on image gradients for sharp edges) with the
 //! paper's small KL weight. It then sets the latent `scale_factor` in the
-//! configs, as the original's `scale_by_std` does, so diffusion sees unit variance.
+//! configs, as the original's `scale_by_std` does, so diffusion sees unit
+//! variance, and the prior of the latents' channel means that the sampler
+//! fills in for the narrow default UNets.
 
 use std::collections::HashMap;
 
@@ -11,6 +13,7 @@ use image::RgbImage;
 
 use super::{fit, io_error, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use super::latents::gaussian_like;
+use crate::diffusion::channel_means::ChannelMeanPrior;
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
 use crate::pipeline::generate::images_to_frames;
@@ -59,10 +62,16 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let latents = Tensor::cat(&means, 0)?;
     let spread = latents.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
     let scale_factor = 1.0 / spread;
+    let mut prior = channel_mean_prior(&vae, scale_factor, size, &device)?;
+    let round = |v: &mut f64| *v = (*v * 1e6).round() / 1e6;
+    prior.mean.iter_mut().chain(prior.covariance.iter_mut().flatten()).for_each(round);
+    let prior_yaml = serde_json::to_string(&prior).map_err(|e| TrainError::Io(e.to_string()))?;
     for name in ["codiff.yaml", "mask.yaml", "text.yaml"] {
-        set_scale_factor(&ctx.path(name), scale_factor)?;
+        let path = ctx.path(name);
+        set_param(&path, "scale_factor", &format!("{scale_factor:.6}"))?;
+        set_param(&path, "channel_mean_prior", &prior_yaml)?;
     }
-    sink(TrainEvent::Note(format!("vae: held-out PSNR {psnr_db:.2} dB; latent std {spread:.4}, scale_factor {scale_factor:.5}")));
+    sink(TrainEvent::Note(format!("vae: held-out PSNR {psnr_db:.2} dB; latent std {spread:.4}, scale_factor {scale_factor:.5}; channel means {prior_yaml}")));
     write_metrics(ctx, Stage::Vae, &serde_json::json!({ "held_out_psnr_db": psnr_db, "held_out_count": HELD_OUT, "latent_std": spread, "scale_factor": scale_factor, "steps": opt.step, "batch": BATCH }))?;
     save_weights(&weights, &ctx.path(Stage::Vae.output()))
 }
@@ -108,16 +117,40 @@ fn gradient_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     dx + dy
 }
 
-/// Rewrites every `scale_factor:` line of a YAML config to `value`.
-fn set_scale_factor(path: &std::path::Path, value: f64) -> Result<(), TrainError> {
+/// Photos whose latents the channel-mean prior is fitted to (a 3 x 3
+/// covariance wants more than the 64 that set the scale).
+const PRIOR_COUNT: usize = 512;
+
+/// The distribution of the latents' channel means (diffusion scale) over
+/// held-out photos of the training world, which the sampler needs because the
+/// default UNets cannot see them (see [`ChannelMeanPrior`]).
+fn channel_mean_prior(vae: &AutoencoderKL, scale_factor: f64, size: usize, device: &candle_core::Device) -> Result<ChannelMeanPrior, TrainError> {
+    let faces = FaceSet::generate(HELD_OUT_SEED, PRIOR_COUNT, size);
+    let mut means = Vec::new();
+    for chunk in (0..PRIOR_COUNT).collect::<Vec<_>>().chunks(64) {
+        means.push((vae.encode(&faces.photos(chunk, device)?)?.mean * scale_factor)?);
+    }
+    Ok(ChannelMeanPrior::fit(&Tensor::cat(&means, 0)?)?)
+}
+
+/// Sets `key: value` at every place a YAML config has `key:`; where it has
+/// none, adds it after each `scale_factor:` line, at the same indentation.
+fn set_param(path: &std::path::Path, key: &str, value: &str) -> Result<(), TrainError> {
     let text = std::fs::read_to_string(path).map_err(|e| io_error("read", path, e))?;
-    let rewritten: Vec<String> = text
-        .lines()
-        .map(|line| match line.find("scale_factor:") {
-            Some(at) => format!("{}scale_factor: {value:.6}", &line[..at]),
-            None => line.to_string(),
-        })
-        .collect();
+    let field = format!("{key}:");
+    let has_key = text.lines().any(|line| line.trim_start().starts_with(&field));
+    let mut rewritten = Vec::new();
+    for line in text.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        if line.trim_start().starts_with(&field) {
+            rewritten.push(format!("{indent}{field} {value}"));
+            continue;
+        }
+        rewritten.push(line.to_string());
+        if !has_key && line.trim_start().starts_with("scale_factor:") {
+            rewritten.push(format!("{indent}{field} {value}"));
+        }
+    }
     std::fs::write(path, rewritten.join("\n") + "\n").map_err(|e| io_error("write", path, e))
 }
 
