@@ -110,6 +110,23 @@ pub struct AttributeLogits {
     pub beard: Tensor,
 }
 
+impl AttributeLogits {
+    /// The decade to read when a reading within one decade counts as right:
+    /// the one whose neighbourhood (itself and the decades either side) is
+    /// most probable. The synthetic world paints no age before 30 (wrinkles
+    /// start at 30, grey hair at 32 to 48), so the likeliest single decade of
+    /// a young face is a guess among teens, twenties and thirties, while
+    /// "twenties" is within one of all three.
+    pub fn decade_within_one(&self) -> Result<Tensor> {
+        let p = candle_nn::ops::softmax_last_dim(&self.decade)?;
+        let (batch, decades) = p.dims2()?;
+        let zero = Tensor::zeros((batch, 1), p.dtype(), p.device())?;
+        let padded = Tensor::cat(&[&zero, &p, &zero], 1)?;
+        let neighbourhood = ((padded.narrow(1, 0, decades)? + padded.narrow(1, 1, decades)?)? + padded.narrow(1, 2, decades)?)?;
+        neighbourhood.argmax(D::Minus1)
+    }
+}
+
 /// Photo -> pooled features -> gender, age decade and beard level logits.
 pub struct AttributeJudge {
     stem: Conv2d,
@@ -185,5 +202,27 @@ impl Judges {
             return images.avg_pool2d((h / JUDGE_SIZE, w / JUDGE_SIZE));
         }
         images.upsample_nearest2d(JUDGE_SIZE, JUDGE_SIZE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_within_one_reading_picks_the_likeliest_neighbourhood() {
+        let device = Device::Cpu;
+        let logits = |p: [f32; 7]| {
+            let decade = Tensor::new(&[p.map(f32::ln)], &device).unwrap();
+            let none = Tensor::zeros((1, 2), DType::F32, &device).unwrap();
+            AttributeLogits { gender: none.clone(), decade, beard: none }
+        };
+        let read = |p: [f32; 7]| logits(p).decade_within_one().unwrap().to_vec1::<u32>().unwrap()[0];
+        // A young face: teens likeliest alone, but twenties covers teens, twenties and thirties.
+        assert_eq!(read([0.35, 0.30, 0.30, 0.02, 0.01, 0.01, 0.01]), 1);
+        // An old face: sixties covers fifties to seventies.
+        assert_eq!(read([0.01, 0.01, 0.01, 0.01, 0.30, 0.20, 0.46]), 5);
+        // A sure reading stays where it is.
+        assert_eq!(read([0.01, 0.01, 0.01, 0.9, 0.05, 0.01, 0.01]), 3);
     }
 }

@@ -292,7 +292,9 @@ fn sample(
                         spatial_mean(&learned.w_mask)?
                     }
                 };
-                Combination::from_mask_influence(&eps_mask, &eps_text, w_mask)?
+                let mut combination = Combination::from_mask_influence(&eps_mask, &eps_text, w_mask)?;
+                combination.eps = model.complete_channel_means(&x, combination.eps, t)?;
+                combination
             }
         };
         record(step, &combination)?;
@@ -346,6 +348,7 @@ fn score_parsed(judges: &Judges, images: &Tensor, parsed: &Tensor, targets: &[(&
     let logits = judges.attributes.forward(images)?;
     let argmax = |t: &Tensor| -> candle_core::Result<Vec<u32>> { t.argmax(D::Minus1)?.to_vec1::<u32>() };
     let (gender, decade, beard) = (argmax(&logits.gender)?, argmax(&logits.decade)?, argmax(&logits.beard)?);
+    let decade_near = logits.decade_within_one()?.to_vec1::<u32>()?;
     let size = images.dim(3)?;
     targets
         .iter()
@@ -358,7 +361,7 @@ fn score_parsed(judges: &Judges, images: &Tensor, parsed: &Tensor, targets: &[(&
             Ok(ItemScores {
                 mask_accuracy: right as f64 / predicted.len() as f64,
                 gender: said.gender.map(|g| g == Gender::ALL[gender[k] as usize]),
-                decade_within_one: said.decade.map(|d| (d as i32 - decade[k] as i32).abs() <= 1),
+                decade_within_one: said.decade.map(|d| (d as i32 - decade_near[k] as i32).abs() <= 1),
                 decade_exact: said.decade.map(|d: Decade| d as u32 == decade[k]),
                 beard: said.beard == BeardLevel::ALL[beard[k] as usize],
             })

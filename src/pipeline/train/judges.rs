@@ -135,7 +135,7 @@ fn measure(judges: &crate::model::judges::Judges, held_out: &FaceSet, device: &D
         gender += right(&logits.gender, &g)?;
         decade += right(&logits.decade, &d)?;
         beard += right(&logits.beard, &b)?;
-        let predicted = logits.decade.argmax(D::Minus1)?.to_dtype(DType::F32)?;
+        let predicted = logits.decade_within_one()?.to_dtype(DType::F32)?;
         let off = (predicted - d.to_dtype(DType::F32)?)?.abs()?;
         decade_near += off.le(1f32)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64;
     }
