@@ -1,6 +1,7 @@
 //! Frame timing for an instrumented run: with `CODIFF_FRAME_STATS=1` the studio
-//! repaints continuously, records every frame's interval and CPU time, split
-//! by whether a generation is running, and prints percentiles on exit.
+//! repaints continuously while idle (a run's events drive its frames), records
+//! every frame's interval and CPU time, split by whether a generation is
+//! running, and prints percentiles at the end of each run.
 
 use std::time::Instant;
 
