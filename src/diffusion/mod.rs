@@ -5,3 +5,4 @@ pub mod channel_means;
 pub mod collaborate;
 pub mod ddim;
 pub mod schedule;
+pub mod x0_detail;

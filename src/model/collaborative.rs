@@ -305,17 +305,14 @@ impl CollaborativeModel {
         let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
         let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
         let mut combination = combine(&eps_mask, &eps_text, maps, t, mode, post)?;
-        combination.eps = self.complete_channel_means(x, combination.eps, t)?;
+        combination.eps = self.correct_noise(x, combination.eps, t)?;
         Ok(combination)
     }
 
-    /// `eps` with the channel means the UNets cannot see filled in from the
-    /// config's prior (unchanged for models without one, the released ones).
-    pub fn complete_channel_means(&self, x: &Tensor, eps: Tensor, t: usize) -> candle_core::Result<Tensor> {
-        match &self.config.diffusion.channel_mean_prior {
-            Some(prior) => prior.complete(x, &eps, self.schedule.alphas_cumprod()[t]),
-            None => Ok(eps),
-        }
+    /// `eps` with the config's corrections for what narrow UNets cannot
+    /// predict near t = 1000 (unchanged for the released models, which have none).
+    pub fn correct_noise(&self, x: &Tensor, eps: Tensor, t: usize) -> candle_core::Result<Tensor> {
+        self.config.diffusion.correct_noise(x, eps, self.schedule.alphas_cumprod()[t], t)
     }
 
     /// Both collaborators' noise predictions (mask-driven, text-driven) at timestep `t`.

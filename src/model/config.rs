@@ -12,6 +12,7 @@ use super::mask_encoder::MaskEncoderConfig;
 use super::text_encoder::TextEncoderConfig;
 use super::unet::UNetConfig;
 use crate::diffusion::channel_means::ChannelMeanPrior;
+use crate::diffusion::x0_detail::DetailFactors;
 use crate::diffusion::schedule::ScheduleConfig;
 
 #[derive(Debug, Error)]
@@ -44,9 +45,27 @@ pub struct DiffusionSettings {
     pub latent_channels: usize,
     /// The latent is multiplied by this after encoding and divided by it before decoding.
     pub scale_factor: f64,
-    /// This project's addition for UNets too narrow to see the latent's
-    /// channel means (see [`ChannelMeanPrior`]); the original configs have none.
+    /// This project's additions for UNets too narrow to predict the noise
+    /// near t = 1000 (see [`ChannelMeanPrior`] and [`DetailFactors`]); the
+    /// original configs have neither.
     pub channel_mean_prior: Option<ChannelMeanPrior>,
+    pub x0_detail_factors: Option<DetailFactors>,
+}
+
+impl DiffusionSettings {
+    /// `eps`, predicted from `x_t` at timestep `t` (alpha-bar `alpha_bar`),
+    /// with the config's corrections applied: the channel means filled in,
+    /// then the x0 detail scaled. Unchanged for configs without them.
+    pub fn correct_noise(&self, x_t: &candle_core::Tensor, eps: candle_core::Tensor, alpha_bar: f64, t: usize) -> candle_core::Result<candle_core::Tensor> {
+        let eps = match &self.channel_mean_prior {
+            Some(prior) => prior.complete(x_t, &eps, alpha_bar)?,
+            None => eps,
+        };
+        match &self.x0_detail_factors {
+            Some(factors) => factors.apply(x_t, &eps, alpha_bar, t),
+            None => Ok(eps),
+        }
+    }
 }
 
 /// A uni-modal latent diffusion model (`ldm.models.diffusion.ddpm.LatentDiffusion`).
@@ -200,6 +219,8 @@ struct Doc<'a> {
 
 /// Where a config keeps its [`ChannelMeanPrior`], when it has one.
 pub const CHANNEL_MEAN_PRIOR: &str = "model.params.channel_mean_prior";
+/// Where a config keeps its [`DetailFactors`], when it has them.
+pub const X0_DETAIL_FACTORS: &str = "model.params.x0_detail_factors";
 
 impl Doc<'_> {
     fn invalid(&self, reason: String) -> ConfigError {
@@ -217,18 +238,27 @@ impl Doc<'_> {
         self.at(dotted)?.as_str().map(str::to_string).ok_or_else(|| self.invalid(format!("`{dotted}` is not text")))
     }
 
+    /// [`Self::typed`] for a key that may be absent.
+    fn optional<T: DeserializeOwned>(&self, dotted: &str) -> Result<Option<T>, ConfigError> {
+        match self.at(dotted) {
+            Ok(_) => Ok(Some(self.typed(dotted)?)),
+            Err(_) => Ok(None),
+        }
+    }
+
     fn typed<T: DeserializeOwned>(&self, dotted: &str) -> Result<T, ConfigError> {
         serde_yaml::from_value(self.at(dotted)?.clone()).map_err(|e| self.invalid(format!("`{dotted}`: {e}")))
     }
 
     fn diffusion(&self) -> Result<DiffusionSettings, ConfigError> {
         let latent_channels = self.typed("model.params.channels")?;
-        let channel_mean_prior: Option<ChannelMeanPrior> = match self.at(CHANNEL_MEAN_PRIOR) {
-            Ok(_) => Some(self.typed(CHANNEL_MEAN_PRIOR)?),
-            Err(_) => None,
-        };
+        let channel_mean_prior: Option<ChannelMeanPrior> = self.optional(CHANNEL_MEAN_PRIOR)?;
         if let Some(prior) = &channel_mean_prior {
             prior.validate(latent_channels).map_err(|reason| self.invalid(reason))?;
+        }
+        let x0_detail_factors: Option<DetailFactors> = self.optional(X0_DETAIL_FACTORS)?;
+        if let Some(factors) = &x0_detail_factors {
+            factors.validate().map_err(|reason| self.invalid(reason))?;
         }
         Ok(DiffusionSettings {
             schedule: self.typed("model.params")?,
@@ -236,6 +266,7 @@ impl Doc<'_> {
             latent_channels,
             scale_factor: self.typed("model.params.scale_factor")?,
             channel_mean_prior,
+            x0_detail_factors,
         })
     }
 
@@ -265,8 +296,8 @@ impl Doc<'_> {
 mod tests {
     use super::*;
 
-    /// The default models' configs in a temporary directory, the composed
-    /// one's prior line rewritten by `edit`.
+    /// The default models' configs in a temporary directory, each line of
+    /// the composed one passed through `edit`.
     fn default_configs(edit: impl Fn(&str) -> String) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("codiff-config-{}-{:?}", std::process::id(), std::thread::current().id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -275,26 +306,34 @@ mod tests {
             std::fs::copy(models.join(name), dir.join(name)).unwrap();
         }
         let composed = std::fs::read_to_string(models.join("codiff.yaml")).unwrap();
-        let edited: Vec<String> = composed.lines().map(|l| if l.contains("channel_mean_prior:") { edit(l) } else { l.to_string() }).collect();
+        let edited: Vec<String> = composed.lines().map(edit).collect();
         std::fs::write(dir.join("codiff.yaml"), edited.join("\n")).unwrap();
         dir.join("codiff.yaml")
     }
 
     #[test]
-    fn the_channel_mean_prior_is_read_and_checked() {
+    fn the_noise_corrections_are_read_and_checked() {
         let config = ComposedConfig::load(default_configs(str::to_string)).unwrap();
         let prior = config.diffusion.channel_mean_prior.expect("the default models carry a prior");
         assert_eq!(prior.mean.len(), config.diffusion.latent_channels);
+        let factors = config.diffusion.x0_detail_factors.expect("the default models carry x0 detail factors");
+        assert!(factors.at(0) > 0.99 && factors.at(999) < 0.5, "{factors:?}");
 
-        let two_channels = default_configs(|_| "    channel_mean_prior: {mean: [0, 0], covariance: [[1, 0], [0, 1]]}".into());
-        let err = ComposedConfig::load(two_channels).unwrap_err().to_string();
+        // `key`'s line replaced by `line`.
+        let replacing = |key: &'static str, line: &'static str| move |l: &str| if l.contains(key) { line.to_string() } else { l.to_string() };
+        let err = ComposedConfig::load(default_configs(replacing("x0_detail_factors:", "    x0_detail_factors: [[0, 1.0], [999, 2.0]]"))).unwrap_err().to_string();
+        assert!(err.contains("must lie in [0, 1]"), "{err}");
+
+        let two_channels = replacing("channel_mean_prior:", "    channel_mean_prior: {mean: [0, 0], covariance: [[1, 0], [0, 1]]}");
+        let err = ComposedConfig::load(default_configs(two_channels)).unwrap_err().to_string();
         assert!(err.contains("channel_mean_prior must give 3 means"), "{err}");
 
-        let not_definite = default_configs(|_| "    channel_mean_prior: {mean: [0, 0, 0], covariance: [[1, 0, 0], [0, -1, 0], [0, 0, 1]]}".into());
-        let err = ComposedConfig::load(not_definite).unwrap_err().to_string();
+        let not_definite = replacing("channel_mean_prior:", "    channel_mean_prior: {mean: [0, 0, 0], covariance: [[1, 0, 0], [0, -1, 0], [0, 0, 1]]}");
+        let err = ComposedConfig::load(default_configs(not_definite)).unwrap_err().to_string();
         assert!(err.contains("positive semi-definite"), "{err}");
 
-        let without = ComposedConfig::load(default_configs(|_| String::new())).unwrap();
-        assert!(without.diffusion.channel_mean_prior.is_none());
+        let neither = |l: &str| if l.contains("channel_mean_prior:") || l.contains("x0_detail_factors:") { String::new() } else { l.to_string() };
+        let without = ComposedConfig::load(default_configs(neither)).unwrap();
+        assert!(without.diffusion.channel_mean_prior.is_none() && without.diffusion.x0_detail_factors.is_none());
     }
 }

@@ -293,7 +293,7 @@ fn sample(
                     }
                 };
                 let mut combination = Combination::from_mask_influence(&eps_mask, &eps_text, w_mask)?;
-                combination.eps = model.complete_channel_means(&x, combination.eps, t)?;
+                combination.eps = model.correct_noise(&x, combination.eps, t)?;
                 combination
             }
         };

@@ -4,7 +4,8 @@
 //! plain softmax over the two maps weights the two noise predictions per
 //! pixel; the loss is the MSE between that combination and the true noise,
 //! with t uniform over 0..T. The stage ends by assembling the composed
-//! checkpoint the studio opens.
+//! checkpoint the studio opens and fitting, for the sampler, how far to
+//! trust the two models' x0 detail near t = 1000 (`x0_detail_factors`).
 
 use std::collections::HashMap;
 
@@ -13,9 +14,12 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::latents::{noised, LatentSet};
 use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
-use super::{fit, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use super::{fit, io_error, mse, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::diffusion::collaborate::{combine, CombineMode, DiffuserMaps, PostProcess};
+use crate::diffusion::ddim::NoiseSource;
 use crate::diffusion::schedule::NoiseSchedule;
+use crate::diffusion::x0_detail::DetailFactors;
+use crate::model::autoencoder::AutoencoderKL;
 use crate::model::collaborative::{side_by_side, CollaborativeModel, ConditionEncoder, Contexts};
 use crate::model::config::ComposedConfig;
 use crate::model::unet::UNetModel;
@@ -73,6 +77,13 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     composed.extend(opt.final_weights());
     let out = ctx.path(Stage::Diffusers.output());
     save_weights(&composed, &out)?;
+    let (vae, _) = super::vae::load(ctx, &config)?;
+    let factors = fit_detail_factors(Pair { mask: &mask_unet, text: &text_unet }, [&mask_encoder, &text_encoder], &vae, &config, &schedule, ctx)?;
+    let factors_yaml = serde_json::to_string(&factors).map_err(|e| TrainError::Io(e.to_string()))?;
+    for name in ["codiff.yaml", "mask.yaml", "text.yaml"] {
+        set_param(&ctx.path(name), "x0_detail_factors", &factors_yaml)?;
+    }
+    sink(TrainEvent::Note(format!("diffusers: x0 detail factors {factors_yaml}")));
     // Loads through the studio's own strict path, then samples a grid with it.
     let model = CollaborativeModel::load(&config.path, &out, &ctx.device)?;
     let sheet_path = ctx.work_dir(Stage::Diffusers)?.join("samples").join("collaborative.png");
@@ -96,6 +107,51 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     sheet.save(&sheet_path).map_err(|e| io_error("write", &sheet_path, e))?;
     write_metrics(ctx, Stage::Diffusers, &serde_json::json!({ "parameters": parameters, "steps": opt.step, "batch": BATCH, "lr": plan.lr }))?;
     Ok(())
+}
+
+/// Held-out photos the x0 detail factors are fitted on, and the timesteps they are fitted at.
+const FACTOR_PHOTOS: usize = 64;
+const FACTOR_STEP: usize = 50;
+
+/// The least-squares factor for the predicted x0's detail (see
+/// [`DetailFactors`]) at every 50th timestep and the last, pooled over both
+/// latent diffusion models given their own conditions, with the config's
+/// channel-mean prior already applied as the sampler applies it.
+fn fit_detail_factors(
+    unets: Pair,
+    encoders: [&ConditionEncoder; 2],
+    vae: &AutoencoderKL,
+    config: &ComposedConfig,
+    schedule: &NoiseSchedule,
+    ctx: &Context,
+) -> Result<DetailFactors, TrainError> {
+    let device = &ctx.device;
+    let faces = FaceSet::generate(HELD_OUT_SEED, FACTOR_PHOTOS, config.first_stage().ddconfig.resolution);
+    let indices: Vec<usize> = (0..FACTOR_PHOTOS).collect();
+    let z0 = (vae.encode(&faces.photos(&indices, device)?)?.mean * config.diffusion.scale_factor)?;
+    let contexts = [encode_batch(encoders[0], &faces, &indices, device)?, encode_batch(encoders[1], &faces, &indices, device)?];
+    let last = schedule.num_timesteps() - 1;
+    let timesteps: Vec<usize> = (0..last).step_by(FACTOR_STEP).chain([last]).collect();
+    let mut factors = Vec::new();
+    for (k, &t) in timesteps.iter().enumerate() {
+        let a = schedule.alphas_cumprod()[t];
+        let eps = NoiseSource::seeded((0..FACTOR_PHOTOS as u64).map(|i| i * 1000 + k as u64)).start_latent(z0.dims(), device)?;
+        let x_t = ((&z0 * a.sqrt())? + (&eps * (1.0 - a).sqrt())?)?;
+        let t_batch = Tensor::full(t as f32, FACTOR_PHOTOS, device)?;
+        let mut predicted = Vec::new();
+        for (unet, context) in [unets.mask, unets.text].into_iter().zip(&contexts) {
+            let eps_hat = unet.forward(&x_t, &t_batch, context)?;
+            let eps_hat = match &config.diffusion.channel_mean_prior {
+                Some(prior) => prior.complete(&x_t, &eps_hat, a)?,
+                None => eps_hat,
+            };
+            predicted.push(((&x_t - (eps_hat * (1.0 - a).sqrt())?)? / a.sqrt())?);
+        }
+        let truth = Tensor::cat(&[&z0, &z0], 0)?;
+        let factor = DetailFactors::fit_one(&Tensor::cat(&predicted, 0)?, &truth)?;
+        factors.push((t, (factor * 1e4).round() / 1e4));
+    }
+    Ok(DetailFactors(factors))
 }
 
 /// One network per modality.

@@ -118,10 +118,8 @@ fn sample(unet: &UNetModel, context: &Tensor, schedule: &NoiseSchedule, config: 
     let mut x = noise.start_latent(&[batch, d.latent_channels, d.latent_size, d.latent_size], context.device())?;
     for step in 0..ddim.len() {
         let t = Tensor::full(ddim.timestep(step) as f32, batch, context.device())?;
-        let mut eps = unet.forward(&x, &t, context)?;
-        if let Some(prior) = &d.channel_mean_prior {
-            eps = prior.complete(&x, &eps, schedule.alphas_cumprod()[ddim.timestep(step)])?;
-        }
+        let timestep = ddim.timestep(step);
+        let eps = d.correct_noise(&x, unet.forward(&x, &t, context)?, schedule.alphas_cumprod()[timestep], timestep)?;
         x = ddim.step_from(&x, &eps, step, &mut noise)?.0;
     }
     Ok(x)

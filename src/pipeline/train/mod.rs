@@ -291,6 +291,27 @@ pub(crate) fn write_metrics(ctx: &Context, stage: Stage, metrics: &serde_json::V
     file.write_all(text.as_bytes()).map_err(|e| io_error("write", &path, e))
 }
 
+/// Sets `key: value` at every place a YAML config has `key:`; where it has
+/// none, adds it after each `scale_factor:` line, at the same indentation.
+pub(crate) fn set_param(path: &std::path::Path, key: &str, value: &str) -> Result<(), TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error("read", path, e))?;
+    let field = format!("{key}:");
+    let has_key = text.lines().any(|line| line.trim_start().starts_with(&field));
+    let mut rewritten = Vec::new();
+    for line in text.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        if line.trim_start().starts_with(&field) {
+            rewritten.push(format!("{indent}{field} {value}"));
+            continue;
+        }
+        rewritten.push(line.to_string());
+        if !has_key && line.trim_start().starts_with("scale_factor:") {
+            rewritten.push(format!("{indent}{field} {value}"));
+        }
+    }
+    std::fs::write(path, rewritten.join("\n") + "\n").map_err(|e| io_error("write", path, e))
+}
+
 /// Mean squared error.
 pub(crate) fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     (a - b)?.sqr()?.mean_all()

@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use image::RgbImage;
 
-use super::{fit, io_error, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use super::{fit, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use super::latents::gaussian_like;
 use crate::diffusion::channel_means::ChannelMeanPrior;
 use crate::model::autoencoder::AutoencoderKL;
@@ -131,27 +131,6 @@ fn channel_mean_prior(vae: &AutoencoderKL, scale_factor: f64, size: usize, devic
         means.push((vae.encode(&faces.photos(chunk, device)?)?.mean * scale_factor)?);
     }
     Ok(ChannelMeanPrior::fit(&Tensor::cat(&means, 0)?)?)
-}
-
-/// Sets `key: value` at every place a YAML config has `key:`; where it has
-/// none, adds it after each `scale_factor:` line, at the same indentation.
-fn set_param(path: &std::path::Path, key: &str, value: &str) -> Result<(), TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_error("read", path, e))?;
-    let field = format!("{key}:");
-    let has_key = text.lines().any(|line| line.trim_start().starts_with(&field));
-    let mut rewritten = Vec::new();
-    for line in text.lines() {
-        let indent = &line[..line.len() - line.trim_start().len()];
-        if line.trim_start().starts_with(&field) {
-            rewritten.push(format!("{indent}{field} {value}"));
-            continue;
-        }
-        rewritten.push(line.to_string());
-        if !has_key && line.trim_start().starts_with("scale_factor:") {
-            rewritten.push(format!("{indent}{field} {value}"));
-        }
-    }
-    std::fs::write(path, rewritten.join("\n") + "\n").map_err(|e| io_error("write", path, e))
 }
 
 /// Two rows of images in [-1, 1], `top` above `bottom`.
