@@ -21,7 +21,7 @@ use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::x0_detail::DetailFactors;
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::collaborative::{side_by_side, CollaborativeModel, ConditionEncoder, Contexts};
-use crate::model::config::ComposedConfig;
+use crate::model::config::{ComposedConfig, DiffusionSettings};
 use crate::model::unet::UNetModel;
 use crate::pipeline::generate::{GenerateRequest, Prepared};
 
@@ -38,7 +38,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
     let mut composed = renamed(load_weights(ctx, Modality::Mask)?, &MASK_PREFIXES);
     composed.extend(renamed(load_weights(ctx, Modality::Text)?, &TEXT_PREFIXES));
-    composed.extend(super::vae::load(ctx, &config)?.1);
+    let (vae, vae_weights) = super::vae::load(ctx, &config)?;
+    composed.extend(vae_weights);
     let set = LatentSet::load(ctx, &config, sink)?;
     let frozen = VarBuilder::from_tensors(composed.clone(), DType::F32, &ctx.device);
     let mask_unet = UNetModel::new(frozen.pp("model.seg_mask_unet.diffusion_model"), &config.mask.unet)?;
@@ -77,7 +78,6 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     composed.extend(opt.final_weights());
     let out = ctx.path(Stage::Diffusers.output());
     save_weights(&composed, &out)?;
-    let (vae, _) = super::vae::load(ctx, &config)?;
     let factors = fit_detail_factors(Pair { mask: &mask_unet, text: &text_unet }, [&mask_encoder, &text_encoder], &vae, &config, &schedule, ctx)?;
     let factors_yaml = serde_json::to_string(&factors).map_err(|e| TrainError::Io(e.to_string()))?;
     for name in ["codiff.yaml", "mask.yaml", "text.yaml"] {
@@ -130,6 +130,8 @@ fn fit_detail_factors(
     let indices: Vec<usize> = (0..FACTOR_PHOTOS).collect();
     let z0 = (vae.encode(&faces.photos(&indices, device)?)?.mean * config.diffusion.scale_factor)?;
     let contexts = [encode_batch(encoders[0], &faces, &indices, device)?, encode_batch(encoders[1], &faces, &indices, device)?];
+    // The sampler's corrections as they stand before these factors (a rerun must not fit on top of old ones).
+    let before_factors = DiffusionSettings { x0_detail_factors: None, ..config.diffusion.clone() };
     let last = schedule.num_timesteps() - 1;
     let timesteps: Vec<usize> = (0..last).step_by(FACTOR_STEP).chain([last]).collect();
     let mut factors = Vec::new();
@@ -140,11 +142,7 @@ fn fit_detail_factors(
         let t_batch = Tensor::full(t as f32, FACTOR_PHOTOS, device)?;
         let mut predicted = Vec::new();
         for (unet, context) in [unets.mask, unets.text].into_iter().zip(&contexts) {
-            let eps_hat = unet.forward(&x_t, &t_batch, context)?;
-            let eps_hat = match &config.diffusion.channel_mean_prior {
-                Some(prior) => prior.complete(&x_t, &eps_hat, a)?,
-                None => eps_hat,
-            };
+            let eps_hat = before_factors.correct_noise(&x_t, unet.forward(&x_t, &t_batch, context)?, a, t)?;
             predicted.push(((&x_t - (eps_hat * (1.0 - a).sqrt())?)? / a.sqrt())?);
         }
         let truth = Tensor::cat(&[&z0, &z0], 0)?;

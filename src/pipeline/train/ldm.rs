@@ -117,8 +117,8 @@ fn sample(unet: &UNetModel, context: &Tensor, schedule: &NoiseSchedule, config: 
     let mut noise = NoiseSource::seeded((0..batch as u64).map(|k| seed * 1000 + k));
     let mut x = noise.start_latent(&[batch, d.latent_channels, d.latent_size, d.latent_size], context.device())?;
     for step in 0..ddim.len() {
-        let t = Tensor::full(ddim.timestep(step) as f32, batch, context.device())?;
         let timestep = ddim.timestep(step);
+        let t = Tensor::full(timestep as f32, batch, context.device())?;
         let eps = d.correct_noise(&x, unet.forward(&x, &t, context)?, schedule.alphas_cumprod()[timestep], timestep)?;
         x = ddim.step_from(&x, &eps, step, &mut noise)?.0;
     }

@@ -24,6 +24,9 @@ const BATCH: usize = 8;
 /// Relative to a per-pixel mean L1, the original's 1e-6 on a per-image sum.
 const KL_WEIGHT: f64 = 1e-6;
 const HELD_OUT: usize = 64;
+/// Held-out photos the channel-mean prior is fitted to (a 3 x 3 covariance
+/// wants more than the 64 that set the scale).
+const PRIOR_COUNT: usize = 512;
 
 pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
@@ -55,14 +58,19 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let weights = opt.final_weights();
     let psnr_db = held_out_psnr(&weights, &config, &held_out, &device)?;
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device).pp("first_stage_model"), &vae_config)?;
+    // Held-out samples depend only on their index, so the first HELD_OUT of
+    // these are the PSNR photos: the scale comes from them (one batch, as
+    // the original's `scale_by_std`), the channel-mean prior from all.
+    let prior_faces = FaceSet::generate(HELD_OUT_SEED, PRIOR_COUNT, size);
     let mut means = Vec::new();
-    for chunk in (0..HELD_OUT).collect::<Vec<_>>().chunks(16) {
-        means.push(vae.encode(&held_out.photos(chunk, &device)?)?.mean);
+    for chunk in (0..PRIOR_COUNT).collect::<Vec<_>>().chunks(64) {
+        means.push(vae.encode(&prior_faces.photos(chunk, &device)?)?.mean);
     }
     let latents = Tensor::cat(&means, 0)?;
-    let spread = latents.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
+    let spread = latents.narrow(0, 0, HELD_OUT)?.flatten_all()?.var(0)?.sqrt()?.to_scalar::<f32>()? as f64;
     let scale_factor = 1.0 / spread;
-    let mut prior = channel_mean_prior(&vae, scale_factor, size, &device)?;
+    // The sampler fills in these channel means for the narrow default UNets (see [`ChannelMeanPrior`]).
+    let mut prior = ChannelMeanPrior::fit(&(latents * scale_factor)?)?;
     let round = |v: &mut f64| *v = (*v * 1e6).round() / 1e6;
     prior.mean.iter_mut().chain(prior.covariance.iter_mut().flatten()).for_each(round);
     let prior_yaml = serde_json::to_string(&prior).map_err(|e| TrainError::Io(e.to_string()))?;
@@ -115,22 +123,6 @@ fn gradient_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let dx = (diff(a, 3)? - diff(b, 3)?)?.abs()?.mean_all()?;
     let dy = (diff(a, 2)? - diff(b, 2)?)?.abs()?.mean_all()?;
     dx + dy
-}
-
-/// Photos whose latents the channel-mean prior is fitted to (a 3 x 3
-/// covariance wants more than the 64 that set the scale).
-const PRIOR_COUNT: usize = 512;
-
-/// The distribution of the latents' channel means (diffusion scale) over
-/// held-out photos of the training world, which the sampler needs because the
-/// default UNets cannot see them (see [`ChannelMeanPrior`]).
-fn channel_mean_prior(vae: &AutoencoderKL, scale_factor: f64, size: usize, device: &candle_core::Device) -> Result<ChannelMeanPrior, TrainError> {
-    let faces = FaceSet::generate(HELD_OUT_SEED, PRIOR_COUNT, size);
-    let mut means = Vec::new();
-    for chunk in (0..PRIOR_COUNT).collect::<Vec<_>>().chunks(64) {
-        means.push((vae.encode(&faces.photos(chunk, device)?)?.mean * scale_factor)?);
-    }
-    Ok(ChannelMeanPrior::fit(&Tensor::cat(&means, 0)?)?)
 }
 
 /// Two rows of images in [-1, 1], `top` above `bottom`.
