@@ -112,8 +112,8 @@ mod tests {
         let devs = [-1.0f64, 0.5, 0.5, 0.0];
         let mut values = Vec::new();
         for d in devs {
-            values.extend(std::iter::repeat((1.0 + d) as f32).take(4));
-            values.extend(std::iter::repeat((-2.0 + 2.0 * d) as f32).take(4));
+            values.extend(std::iter::repeat_n((1.0 + d) as f32, 4));
+            values.extend(std::iter::repeat_n((-2.0 + 2.0 * d) as f32, 4));
         }
         let latents = Tensor::from_vec(values, (4, 2, 2, 2), &Device::Cpu).unwrap();
         let p = ChannelMeanPrior::fit(&latents).unwrap();

@@ -67,7 +67,7 @@ impl DetailFactors {
     pub fn fit_one(predicted_x0: &Tensor, true_x0: &Tensor) -> Result<f64> {
         let detail = |x: &Tensor| -> Result<Tensor> { x.broadcast_sub(&x.mean_keepdim((2, 3))?) };
         let (p, r) = (detail(predicted_x0)?, detail(true_x0)?);
-        let dot = |u: &Tensor, v: &Tensor| -> Result<f64> { Ok((u * v)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?) };
+        let dot = |u: &Tensor, v: &Tensor| -> Result<f64> { (u * v)?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>() };
         let pp = dot(&p, &p)?;
         Ok(if pp > 0.0 { (dot(&p, &r)? / pp).clamp(0.0, 1.0) } else { 1.0 })
     }
