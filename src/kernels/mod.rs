@@ -8,10 +8,12 @@
 //! - [`attention`]: online-softmax attention that holds one tile of scores at
 //!   a time; its backward recomputes the probabilities;
 //! - [`group_norm`]: group normalisation, affine map and optional SiLU fused
-//!   into one pass, and its backward into one more.
+//!   into one pass, and its backward into one more;
+//! - [`gelu_erf`]: the exact GELU with a vectorised normal CDF, and its backward.
 
 mod attention;
 mod conv;
+mod gelu;
 mod group_norm;
 mod vector;
 
@@ -72,6 +74,14 @@ pub fn group_norm(
     }
     let op = group_norm::GroupNormOp { groups, eps, silu };
     x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
+}
+
+/// The exact (erf) GELU, as `x.gelu_erf()`.
+pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !handled(&[Some(x)]) {
+        return x.gelu_erf();
+    }
+    x.contiguous()?.apply_op1(gelu::GeluErfOp)
 }
 
 /// Whether every present tensor is an f32 CPU tensor.

@@ -100,7 +100,7 @@ impl Module for FeedForward {
         let projected = self.proj.forward(x)?;
         let value = projected.narrow(D::Minus1, 0, projected.dim(D::Minus1)? / 2)?;
         let gate = projected.narrow(D::Minus1, value.dim(D::Minus1)?, value.dim(D::Minus1)?)?;
-        self.out.forward(&(value * gate.gelu_erf()?)?)
+        self.out.forward(&(value * crate::kernels::gelu_erf(&gate)?)?)
     }
 }
 

@@ -90,7 +90,7 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.project_out.forward(&self.project_in.forward(x)?.gelu_erf()?)
+        self.project_out.forward(&crate::kernels::gelu_erf(&self.project_in.forward(x)?)?)
     }
 }
 
