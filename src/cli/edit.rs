@@ -52,6 +52,7 @@ pub struct EditArgs {
     /// DDIM steps (eta 0).
     #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// Seeds Imagic's training noise and the wording of the judged description (sampling is deterministic).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Collaborative, or one modality's edit alone (mask or text).

@@ -30,6 +30,9 @@ pub struct EvalEditsArgs {
     embed_steps: usize,
     #[arg(long, default_value_t = 1000)]
     finetune_steps: usize,
+    /// Imagic's interpolation weights, each judged on its own (the original sweeps 0 to 2.5).
+    #[arg(long, value_delimiter = ',', default_value = "1,2.5")]
+    imagic_alphas: Vec<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where results.json, results.md and examples.png go.
@@ -48,6 +51,7 @@ pub fn run(args: EvalEditsArgs) -> anyhow::Result<()> {
         steps: args.steps,
         embed_steps: args.embed_steps,
         finetune_steps: args.finetune_steps,
+        imagic_alphas: args.imagic_alphas.clone(),
         seed: args.seed,
     };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} edits {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));

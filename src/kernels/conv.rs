@@ -129,7 +129,7 @@ impl ConvGeometry {
 
     /// Fills `col` (rows: channels `c0..c1` x taps, columns: pixels `p0..p1`) from one image.
     fn im2col(&self, img: &[f32], c0: usize, c1: usize, p0: usize, p1: usize, col: &mut [f32]) {
-        if self.stride == 1 && p0 % self.w_out == 0 && (p1 - p0) % self.w_out == 0 {
+        if self.stride == 1 && p0.is_multiple_of(self.w_out) && (p1 - p0).is_multiple_of(self.w_out) {
             return self.im2col_rows(img, c0, c1, p0 / self.w_out, p1 / self.w_out, col);
         }
         let np = p1 - p0;

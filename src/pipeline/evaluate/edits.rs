@@ -91,10 +91,11 @@ pub struct EditVariant {
 }
 
 impl EditVariant {
-    pub fn name(self) -> String {
+    /// Imagic's rows name their alpha.
+    pub fn name(self, alpha: f64) -> String {
         let method = match self.method {
-            EditMethod::Inversion => "inversion",
-            EditMethod::Imagic => "imagic",
+            EditMethod::Inversion => "inversion".to_string(),
+            EditMethod::Imagic => format!("imagic (alpha {alpha})"),
         };
         let mode = match self.mode {
             CombineMode::Mask => "mask edit only",
@@ -113,6 +114,8 @@ pub struct EditEvalRequest {
     pub steps: usize,
     pub embed_steps: usize,
     pub finetune_steps: usize,
+    /// Imagic is judged at each of these (one fine-tuning serves them all).
+    pub imagic_alphas: Vec<f64>,
     pub seed: u64,
 }
 
@@ -138,6 +141,7 @@ pub struct EditEvalReport {
     pub steps: usize,
     pub embed_steps: usize,
     pub finetune_steps: usize,
+    pub imagic_alphas: Vec<f64>,
     /// The source photos themselves, judged against the targets: what "no edit" scores.
     pub unedited: VariantResult,
     pub variants: Vec<VariantResult>,
@@ -183,8 +187,13 @@ pub fn run(
     let mut examples: Vec<EditExample> = cases.iter().take(EXAMPLES).map(|c| EditExample { case: c.clone(), results: Vec::new() }).collect();
     let mut results = Vec::new();
     for (variant, n) in variants {
+        let alphas = match variant.method {
+            EditMethod::Imagic => request.imagic_alphas.clone(),
+            EditMethod::Inversion => vec![1.0],
+        };
         let started = Instant::now();
-        let mut images = Vec::with_capacity(n);
+        // One list of images per alpha.
+        let mut images: Vec<Vec<RgbFrame>> = vec![Vec::with_capacity(n); alphas.len()];
         for c in &cases[..n] {
             let mut edit = EditRequest::new(c.photo.clone(), c.target_mask.clone(), c.target_caption.clone(), variant.method);
             edit.source_mask = Some(c.source_mask.clone());
@@ -194,24 +203,33 @@ pub fn run(
             edit.seed = request.seed;
             edit.embed_steps = request.embed_steps;
             edit.finetune_steps = request.finetune_steps;
+            edit.alphas = alphas.clone();
             // Imagic's fine-tuning is cached per case, so its three modes tune once.
             let output = edit::run(model, None, &edit, cancel, &mut |_| {})?;
-            let (_, image) = output.images.into_iter().next().ok_or_else(|| GenerateError::Request("the edit returned no image".into()))?;
-            images.push(image);
+            if output.images.len() != alphas.len() {
+                return Err(GenerateError::Request("the edit returned an image per alpha".into()));
+            }
+            for (list, (_, image)) in images.iter_mut().zip(output.images) {
+                list.push(image);
+            }
             done += 1;
             progress(done, total);
         }
         let seconds = started.elapsed().as_secs_f64() / n as f64;
-        for (example, image) in examples.iter_mut().zip(&images) {
-            example.results.push((variant.name(), image.clone()));
+        for (&alpha, images) in alphas.iter().zip(&images) {
+            let name = variant.name(alpha);
+            for (example, image) in examples.iter_mut().zip(images) {
+                example.results.push((name.clone(), image.clone()));
+            }
+            results.push(judge(model, judges, &cases[..n], images, &name, seconds)?);
         }
-        results.push(judge(model, judges, &cases[..n], &images, &variant.name(), seconds)?);
     }
     Ok(EditEvalReport {
         count: request.count,
         steps: request.steps,
         embed_steps: request.embed_steps,
         finetune_steps: request.finetune_steps,
+        imagic_alphas: request.imagic_alphas.clone(),
         unedited,
         variants: results,
         examples,
