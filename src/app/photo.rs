@@ -207,7 +207,7 @@ impl PhotoEdit {
             ui.radio_value(&mut self.method, EditMethod::Imagic, "Imagic").on_hover_text("The paper's method: fine-tunes both models on the photo (minutes; cached per photo and target)");
         });
         if self.method == EditMethod::Imagic {
-            ui.add(egui::Slider::new(&mut self.alpha, 0.0..=2.0).step_by(0.1).text("alpha")).on_hover_text("0 reconstructs the photo, 1 applies the target, above 1 exaggerates; a new alpha only samples again");
+            ui.add(egui::Slider::new(&mut self.alpha, 0.0..=10.0).step_by(0.5).text("alpha")).on_hover_text("0 reconstructs the photo, 1 is the original's target; above 1 the edit grows (the default models need about 10); a new alpha only samples again");
             ui.horizontal(|ui| {
                 ui.add(egui::DragValue::new(&mut self.embed_steps).range(0..=5000).prefix("embedding steps "));
                 ui.add(egui::DragValue::new(&mut self.finetune_steps).range(0..=5000).prefix("fine-tuning steps "));
