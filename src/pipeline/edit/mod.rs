@@ -32,7 +32,7 @@ use crate::model::checkpoint::Weights;
 use crate::model::collaborative::{CollaborativeModel, Collaborators, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
 use crate::model::judges::Judges;
 use crate::model::unet::UNetModel;
-use crate::pipeline::generate::{images_to_frames, sample, sample_with, GenerateError, RgbFrame};
+use crate::pipeline::generate::{images_to_frames, sample_with, GenerateError, RgbFrame};
 use crate::pipeline::train::AdamW;
 
 pub mod memory;
@@ -149,40 +149,44 @@ pub fn run(
     let ddim = DdimSchedule::new(&model.schedule, request.steps, 0.0).map_err(|e| GenerateError::Request(e.to_string()))?;
     let (target, _) = model.encode_conditions(&request.target_mask, std::slice::from_ref(&request.target_text))?;
     let post = PostProcess::default();
-    let images = match request.method {
-        EditMethod::Inversion => {
-            let (source, _) = model.encode_conditions(&source_mask, std::slice::from_ref(&source_text))?;
-            let x_t = invert(model, model.collaborators(), &z0, &source, &ddim, request.mode, cancel, sink)?;
-            let mut noise = NoiseSource::injected(x_t, Tensor::zeros((1,), DType::F32, &model.device)?);
-            let z = sample(model, &target, &ddim, request.mode, &post, &mut noise, cancel, |s| {
-                sink(EditEvent::Stage { name: "sampling".into(), step: s.index + 1, total: s.total });
-                Ok(())
-            })?;
-            vec![(1.0, decode(model, &z)?)]
-        }
-        EditMethod::Imagic => {
-            let tuned = imagic_collaborators(model, &z0, &target, request, cancel, sink)?;
-            let collaborators = Collaborators { mask: &tuned.mask_unet, text: &tuned.text_unet };
+    let tuned = match request.method {
+        EditMethod::Imagic => Some(imagic_collaborators(model, &z0, &target, request, cancel, sink)?),
+        EditMethod::Inversion => None,
+    };
+    // What the photo is inverted under, and the (alpha, conditions) sampled from there.
+    let (collaborators, source, targets) = match &tuned {
+        // What reconstructs the photo: alpha 0 gives it back.
+        Some(tuned) => {
+            let targets = request
+                .alphas
+                .iter()
+                .map(|&alpha| {
+                    let contexts = Contexts {
+                        mask: mix(&target.mask, &tuned.mask_embedding, alpha)?,
+                        text: mix(&target.text, &tuned.text_embedding, alpha)?,
+                    };
+                    Ok((alpha, contexts))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
             let optimised = Contexts { mask: tuned.mask_embedding.clone(), text: tuned.text_embedding.clone() };
-            // Every alpha starts from the photo's inversion under what reconstructs
-            // it (the tuned UNets and optimised conditions), so alpha 0 gives the photo back.
-            let x_t = invert(model, collaborators, &z0, &optimised, &ddim, request.mode, cancel, sink)?;
-            let mut images = Vec::new();
-            for &alpha in &request.alphas {
-                let contexts = Contexts {
-                    mask: mix(&target.mask, &tuned.mask_embedding, alpha)?,
-                    text: mix(&target.text, &tuned.text_embedding, alpha)?,
-                };
-                let mut noise = NoiseSource::injected(x_t.clone(), Tensor::zeros((1,), DType::F32, &model.device)?);
-                let z = sample_with(model, collaborators, &contexts, &ddim, request.mode, &post, &mut noise, cancel, |s| {
-                    sink(EditEvent::Stage { name: format!("sampling (alpha {alpha})"), step: s.index + 1, total: s.total });
-                    Ok(())
-                })?;
-                images.push((alpha, decode(model, &z)?));
-            }
-            images
+            (Collaborators { mask: &tuned.mask_unet, text: &tuned.text_unet }, optimised, targets)
+        }
+        None => {
+            let (source, _) = model.encode_conditions(&source_mask, std::slice::from_ref(&source_text))?;
+            (model.collaborators(), source, vec![(1.0, target)])
         }
     };
+    let x_t = invert(model, collaborators, &z0, &source, &ddim, request.mode, cancel, sink)?;
+    let mut images = Vec::new();
+    for (alpha, contexts) in targets {
+        let stage = if tuned.is_some() { format!("sampling (alpha {alpha})") } else { "sampling".into() };
+        let mut noise = NoiseSource::injected(x_t.clone(), Tensor::zeros((1,), DType::F32, &model.device)?);
+        let z = sample_with(model, collaborators, &contexts, &ddim, request.mode, &post, &mut noise, cancel, |s| {
+            sink(EditEvent::Stage { name: stage.clone(), step: s.index + 1, total: s.total });
+            Ok(())
+        })?;
+        images.push((alpha, decode(model, &z)?));
+    }
     Ok(EditOutput { source_mask, source_text, images })
 }
 
