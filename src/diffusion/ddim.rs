@@ -112,7 +112,7 @@ impl DdimSchedule {
     pub fn step(&self, x_t: &Tensor, eps: &Tensor, step: usize, noise: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         let i = self.index(step);
         let (a, a_prev, sigma) = (self.alphas[i], self.alphas_prev[i], self.sigmas[i]);
-        let pred_x0 = ((x_t - (eps * (1.0 - a).sqrt())?)? / a.sqrt())?;
+        let pred_x0 = predicted_x0(x_t, eps, a)?;
         let towards_x_t = (eps * (1.0 - a_prev - sigma * sigma).sqrt())?;
         let mut x_prev = ((&pred_x0 * a_prev.sqrt())? + towards_x_t)?;
         if sigma > 0.0 {
@@ -129,6 +129,12 @@ impl DdimSchedule {
         let noise = if self.needs_noise(step) { Some(source.step_noise(step, x_t.dims(), x_t.device())?) } else { None };
         self.step(x_t, eps, step, noise.as_ref())
     }
+}
+
+/// The x_0 that `x_t` at alpha-bar `alpha_bar` and the noise `eps` in it imply:
+/// (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar).
+pub fn predicted_x0(x_t: &Tensor, eps: &Tensor, alpha_bar: f64) -> Result<Tensor> {
+    (x_t - (eps * (1.0 - alpha_bar).sqrt())?)? / alpha_bar.sqrt()
 }
 
 /// Where the start latent x_T and each step's noise come from.

@@ -54,11 +54,10 @@ impl DetailFactors {
         if factor >= 1.0 {
             return Ok(eps.clone());
         }
-        let (a, b) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
-        let x0 = ((x_t - (eps * b)?)? / a)?;
+        let x0 = super::ddim::predicted_x0(x_t, eps, alpha_bar)?;
         let means = x0.mean_keepdim((2, 3))?;
         let x0 = (x0.broadcast_sub(&means)? * factor)?.broadcast_add(&means)?;
-        (x_t - (x0 * a)?)? / b
+        (x_t - (x0 * alpha_bar.sqrt())?)? / (1.0 - alpha_bar).sqrt()
     }
 
     /// The least-squares factor (clamped to [0, 1]) that best maps predicted

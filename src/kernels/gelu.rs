@@ -56,11 +56,22 @@ unsafe fn gelu_grad_chunk_avx2(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     gelu_grad_chunk::<true>(x, dy, dx)
 }
 
-fn has_avx2_fma() -> bool {
+fn gelu_dispatch(x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { gelu_chunk_avx2(x, y) };
+    }
+    gelu_chunk::<false>(x, y)
+}
+
+fn gelu_grad_dispatch(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { gelu_grad_chunk_avx2(x, dy, dx) };
+    }
+    gelu_grad_chunk::<false>(x, dy, dx)
 }
 
 /// Fills `out` chunk by chunk, in parallel, with `f(range start, chunk of out)`.
@@ -83,17 +94,7 @@ impl CustomOp1 for GeluErfOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "GELU input")?;
         let mut y = vec![0f32; x.len()];
-        let avx2 = has_avx2_fma();
-        par_fill(&mut y, |a, y| {
-            let x = &x[a..a + y.len()];
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has the features the function is compiled for.
-                return unsafe { gelu_chunk_avx2(x, y) };
-            }
-            let _ = avx2;
-            gelu_chunk::<false>(x, y)
-        });
+        par_fill(&mut y, |a, y| gelu_dispatch(&x[a..a + y.len()], y));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -116,17 +117,7 @@ impl CustomOp2 for GeluErfGradOp {
             candle_core::bail!("the GELU gradient has {} elements, its input {}", dy.len(), x.len())
         }
         let mut dx = vec![0f32; x.len()];
-        let avx2 = has_avx2_fma();
-        par_fill(&mut dx, |a, dx| {
-            let (x, dy) = (&x[a..a + dx.len()], &dy[a..a + dx.len()]);
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has the features the function is compiled for.
-                return unsafe { gelu_grad_chunk_avx2(x, dy, dx) };
-            }
-            let _ = avx2;
-            gelu_grad_chunk::<false>(x, dy, dx)
-        });
+        par_fill(&mut dx, |a, dx| gelu_grad_dispatch(&x[a..a + dx.len()], &dy[a..a + dx.len()], dx));
         Ok((CpuStorage::F32(dx), lx.shape().clone()))
     }
 }

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::mask::Mask;
 use crate::data::synth::{caption, sample_attributes, Beard, BeardLevel, Decade, Gender};
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
-use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::diffusion::ddim::{predicted_x0, DdimSchedule, NoiseSource};
 use crate::model::checkpoint::Weights;
 use crate::model::collaborative::{CollaborativeModel, Collaborators, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
 use crate::model::judges::Judges;
@@ -224,7 +224,7 @@ fn invert(
         let i = n - 1 - step;
         let (a, a_prev) = (ddim.alphas()[i], ddim.alphas_prev()[i]);
         let eps = model.predict_noise_with(collaborators, &x, ddim.timestep(step), contexts, mode, &post)?.eps;
-        let pred_x0 = ((&x - (&eps * (1.0 - a_prev).sqrt())?)? / a_prev.sqrt())?;
+        let pred_x0 = predicted_x0(&x, &eps, a_prev)?;
         x = ((pred_x0 * a.sqrt())? + (eps * (1.0 - a).sqrt())?)?;
         sink(EditEvent::Stage { name: "inverting".into(), step: done + 1, total: n });
     }

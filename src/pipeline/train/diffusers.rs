@@ -16,7 +16,7 @@ use super::latents::{noised, LatentSet};
 use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
 use super::{fit, io_error, mse, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::diffusion::collaborate::{combine, CombineMode, DiffuserMaps, PostProcess};
-use crate::diffusion::ddim::NoiseSource;
+use crate::diffusion::ddim::{predicted_x0, NoiseSource};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::x0_detail::DetailFactors;
 use crate::model::autoencoder::AutoencoderKL;
@@ -143,7 +143,7 @@ fn fit_detail_factors(
         let mut predicted = Vec::new();
         for (unet, context) in [unets.mask, unets.text].into_iter().zip(&contexts) {
             let eps_hat = before_factors.correct_noise(&x_t, unet.forward(&x_t, &t_batch, context)?, a, t)?;
-            predicted.push(((&x_t - (eps_hat * (1.0 - a).sqrt())?)? / a.sqrt())?);
+            predicted.push(predicted_x0(&x_t, &eps_hat, a)?);
         }
         let truth = Tensor::cat(&[&z0, &z0], 0)?;
         let factor = DetailFactors::fit_one(&Tensor::cat(&predicted, 0)?, &truth)?;
