@@ -2,6 +2,7 @@
 
 mod bench;
 mod convert;
+mod coverage;
 mod edit;
 mod eval;
 mod eval_edits;
@@ -38,6 +39,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Generate a synthetic face data set (masks, photos, captions, attributes).
     Synth(synth::SynthArgs),
+    /// Compare how sets of masks lay faces out (face box, class shares).
+    Coverage(coverage::CoverageArgs),
     /// Reproduce the paper's Tables 1 and 2 on held-out synthetic conditions, with the judges.
     Eval(eval::EvalArgs),
     /// Measure collaborative photo editing against each uni-modal edit on held-out synthetic photos.
@@ -56,6 +59,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Train(args) => train::run(args),
+        Command::Coverage(args) => coverage::run(args),
         Command::Eval(args) => eval::run(args),
         Command::EvalEdits(args) => eval_edits::run(args),
         Command::Edit(args) => edit::run(args),

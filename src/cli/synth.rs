@@ -9,6 +9,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use rayon::prelude::*;
+
+use crate::data::conditions;
+use crate::data::painted::painted;
 use crate::data::synth::sheet::{contact_sheet, SheetEntry};
 use crate::data::synth::{generate, AttributeRecord, Sample};
 
@@ -32,6 +36,10 @@ pub struct SynthArgs {
     /// Also write sheet.png: the first faces beside their masks and captions.
     #[arg(long)]
     pub sheet: bool,
+    /// Write rough masks as a person paints them instead (masks/ and captions.json only;
+    /// for evaluation, never training).
+    #[arg(long)]
+    pub painted: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -51,6 +59,18 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
     }
     if args.count == 0 {
         bail!("--count is 0; ask for at least one face");
+    }
+    if args.painted {
+        let entries: Vec<_> = (0..args.count)
+            .into_par_iter()
+            .map(|i| {
+                let (mask, caption) = painted(args.seed, i as u64, args.size);
+                (file_name(i), mask, vec![caption])
+            })
+            .collect();
+        conditions::write(&args.out, &entries)?;
+        println!("wrote {} painted-style masks of {}x{} to {}", args.count, args.size, args.size, args.out.display());
+        return Ok(());
     }
     let masks = args.out.join("masks");
     let images = args.out.join("images");

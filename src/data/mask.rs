@@ -42,15 +42,39 @@ pub const CLASSES: [MaskClass; NUM_CLASSES] = [
     MaskClass { name: "cloth", rgb: [0, 204, 0] },
 ];
 
+/// Mask class indices, in the order of [`CLASSES`].
+pub mod class {
+    pub const BACKGROUND: u8 = 0;
+    pub const SKIN: u8 = 1;
+    pub const NOSE: u8 = 2;
+    pub const EYEGLASS: u8 = 3;
+    pub const L_EYE: u8 = 4;
+    pub const R_EYE: u8 = 5;
+    pub const L_BROW: u8 = 6;
+    pub const R_BROW: u8 = 7;
+    pub const L_EAR: u8 = 8;
+    pub const R_EAR: u8 = 9;
+    pub const MOUTH: u8 = 10;
+    pub const U_LIP: u8 = 11;
+    pub const L_LIP: u8 = 12;
+    pub const HAIR: u8 = 13;
+    pub const HAT: u8 = 14;
+    pub const EARRING: u8 = 15;
+    pub const NECKLACE: u8 = 16;
+    pub const NECK: u8 = 17;
+    pub const CLOTH: u8 = 18;
+}
+
 /// The class that mirrors `class` left/right (l_eye <-> r_eye, ...); others map to themselves.
-pub fn mirrored_class(class: u8) -> u8 {
-    match class {
-        4 => 5,
-        5 => 4,
-        6 => 7,
-        7 => 6,
-        8 => 9,
-        9 => 8,
+pub fn mirrored_class(c: u8) -> u8 {
+    use class::*;
+    match c {
+        L_EYE => R_EYE,
+        R_EYE => L_EYE,
+        L_BROW => R_BROW,
+        R_BROW => L_BROW,
+        L_EAR => R_EAR,
+        R_EAR => L_EAR,
         c => c,
     }
 }

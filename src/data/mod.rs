@@ -1,6 +1,10 @@
 //! Data the engine reads and writes: face masks, images with their
 //! parameters, and the synthetic face world.
 
+pub mod augment;
+pub mod conditions;
+pub mod coverage;
 pub mod image;
 pub mod mask;
+pub mod painted;
 pub mod synth;

@@ -314,8 +314,9 @@ impl Decoder {
     }
 }
 
-impl Module for Decoder {
-    fn forward(&self, z: &Tensor) -> Result<Tensor> {
+impl Decoder {
+    /// Everything up to `conv_out`.
+    fn features(&self, z: &Tensor) -> Result<Tensor> {
         let mut h = self.mid.forward(&self.conv_in.forward(z)?)?;
         for (level, upsample) in &self.up {
             h = level.forward(&h)?;
@@ -324,7 +325,7 @@ impl Module for Decoder {
                 h = conv.forward(&h.upsample_nearest2d(2 * height, 2 * width)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
+        self.norm_out.forward_silu(&h)
     }
 }
 
@@ -394,7 +395,18 @@ impl AutoencoderKL {
 
     /// z: the unscaled latent (the caller divides by scale_factor). No tanh at the end.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
-        self.decoder.forward(&self.post_quant_conv.forward(z)?)
+        self.decode_last_layer(&self.decode_features(z)?)
+    }
+
+    /// The decoder up to its last convolution. Training weighs its adversarial
+    /// term by the gradients at that layer, so it runs the layer apart.
+    pub fn decode_features(&self, z: &Tensor) -> Result<Tensor> {
+        self.decoder.features(&self.post_quant_conv.forward(z)?)
+    }
+
+    /// The decoder's last convolution (`decoder.conv_out`).
+    pub fn decode_last_layer(&self, features: &Tensor) -> Result<Tensor> {
+        self.decoder.conv_out.forward(features)
     }
 
     /// Image side / latent side (4 for the 256 model, 8 for the 512 one).

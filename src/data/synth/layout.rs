@@ -12,29 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::attributes::{Attributes, Earrings, Expression, FaceShape, Fringe, Gender, HairStyle, Hat, Eyeglasses};
 use super::math::{ellipse, smoothstep};
-
-/// Mask class indices (see `data::mask::CLASSES`).
-pub mod class {
-    pub const BACKGROUND: u8 = 0;
-    pub const SKIN: u8 = 1;
-    pub const NOSE: u8 = 2;
-    pub const EYEGLASS: u8 = 3;
-    pub const L_EYE: u8 = 4;
-    pub const R_EYE: u8 = 5;
-    pub const L_BROW: u8 = 6;
-    pub const R_BROW: u8 = 7;
-    pub const L_EAR: u8 = 8;
-    pub const R_EAR: u8 = 9;
-    pub const MOUTH: u8 = 10;
-    pub const U_LIP: u8 = 11;
-    pub const L_LIP: u8 = 12;
-    pub const HAIR: u8 = 13;
-    pub const HAT: u8 = 14;
-    pub const EARRING: u8 = 15;
-    pub const NECKLACE: u8 = 16;
-    pub const NECK: u8 = 17;
-    pub const CLOTH: u8 = 18;
-}
+use crate::data::mask::class;
 
 /// The subject's left is the image right (x > 0): pick the class for a side.
 #[inline]
@@ -267,17 +245,18 @@ pub struct Ears {
     /// Centre x and half width for the image-left (subject's right) and image-right ear.
     pub cx: [f32; 2],
     pub rx: [f32; 2],
-    pub visible: bool,
+    /// Per ear, in the same order: hidden by hair or by the turn of the head.
+    pub visible: [bool; 2],
 }
 
 impl Ears {
     /// 0 for the image-left ear, 1 for the image-right one, if (x, y) is inside an ear.
     #[inline]
     pub fn side(&self, x: f32, y: f32) -> Option<usize> {
-        if !self.visible {
+        let i = (x > 0.0) as usize;
+        if !self.visible[i] {
             return None;
         }
-        let i = (x > 0.0) as usize;
         (ellipse(x - self.cx[i], y - self.y, self.rx[i], self.ry) < 1.0).then_some(i)
     }
 
@@ -574,6 +553,8 @@ impl Body {
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub pose: Pose,
+    /// How far the face is turned: positive towards the image right.
+    pub yaw: f32,
     /// Sideways offset of the eyes, brows and mouth (yaw), and of the nose.
     pub feature_shift: f32,
     pub nose_shift: f32,
@@ -601,15 +582,9 @@ impl Layout {
     /// (not age or beard), so faces that differ in those get the same mask.
     pub fn sample(attrs: &Attributes, rng: &mut ChaCha8Rng) -> Layout {
         let male = attrs.gender == Gender::Male;
-        let roll = range(rng, -0.14, 0.14);
-        let pose = Pose {
-            cx: 0.5 + range(rng, -0.03, 0.03),
-            cy: 0.5 + range(rng, -0.025, 0.025),
-            unit: 0.19 * range(rng, 0.9, 1.1),
-            cos: roll.cos(),
-            sin: roll.sin(),
-        };
-        let yaw = range(rng, -0.12, 0.12);
+        let pose = sample_pose(rng);
+        // Yaw in -0.35..0.35, small turns more often than large ones.
+        let yaw = 0.35 * (rng.random::<f32>() + rng.random::<f32>() - 1.0);
 
         let (half_w, chin, n_up, n_lo, taper) = match attrs.face_shape {
             FaceShape::Oval => (0.97, 1.55, 2.2, 2.2, 0.12),
@@ -620,8 +595,8 @@ impl Layout {
         };
         let face = FaceOval::new(
             half_w * range(rng, 0.96, 1.04) * if male { 1.02 } else { 0.98 },
-            -1.45 * range(rng, 0.96, 1.04),
-            chin * range(rng, 0.96, 1.04),
+            -1.45 * range(rng, 0.94, 1.1),
+            chin * range(rng, 0.96, 1.14),
             n_up,
             n_lo,
             taper,
@@ -653,8 +628,8 @@ impl Layout {
         let nose = Nose {
             top: ey + range(rng, -0.02, 0.04),
             bottom: range(rng, 0.45, 0.55),
-            bridge_hw: range(rng, 0.07, 0.1),
-            tip_hw: range(rng, 0.17, 0.23) + if male { 0.02 } else { 0.0 },
+            bridge_hw: range(rng, 0.07, 0.14),
+            tip_hw: range(rng, 0.17, 0.32) + if male { 0.02 } else { 0.0 },
         };
         let (curve, open_h, widen) = match attrs.expression {
             Expression::Neutral => (range(rng, -0.01, 0.02), 0.0, 1.0),
@@ -675,12 +650,16 @@ impl Layout {
         let ear_rx = range(rng, 0.15, 0.2);
         let ear_scale = [1.0 + 2.0 * yaw, 1.0 - 2.0 * yaw];
         let edge = face.half_width(ear_y).max(0.5);
+        // The far ear (on the side the face turns towards) hides behind the head on a strong turn.
+        let far = (yaw > 0.0) as usize;
+        let mut visible = [!attrs.ears_covered; 2];
+        visible[far] &= yaw.abs() < 0.2;
         let ears = Ears {
             y: ear_y,
             ry: range(rng, 0.28, 0.34),
             cx: [-(edge + ear_rx * 0.45 * ear_scale[0]), edge + ear_rx * 0.45 * ear_scale[1]],
             rx: [ear_rx * ear_scale[0], ear_rx * ear_scale[1]],
-            visible: !attrs.ears_covered,
+            visible,
         };
 
         let hair = sample_hair(attrs, &face, &brows, rng);
@@ -704,6 +683,7 @@ impl Layout {
         });
         Layout {
             pose,
+            yaw,
             feature_shift: yaw * 0.5,
             nose_shift: yaw * 0.75,
             face,
@@ -718,6 +698,19 @@ impl Layout {
             earrings,
             necklace,
             body,
+        }
+    }
+
+    /// Where face-frame x lies in the frame the eyes, brows, mouth and glasses
+    /// are drawn in: shifted with the yaw, the far half (the side the face
+    /// turns towards) foreshortened and the near half widened.
+    #[inline]
+    pub fn feature_x(&self, x: f32) -> f32 {
+        let xf = x - self.feature_shift;
+        if xf * self.yaw > 0.0 {
+            xf / (1.0 - 1.2 * self.yaw.abs())
+        } else {
+            xf / (1.0 + 0.4 * self.yaw.abs())
         }
     }
 
@@ -736,7 +729,7 @@ impl Layout {
         if self.hair.front(x, y, face_hw) {
             return HAIR;
         }
-        let xf = x - self.feature_shift;
+        let xf = self.feature_x(x);
         if let Some(g) = &self.glasses {
             if let Some(part) = g.part(xf, y, face_hw) {
                 if self.brows.local(xf, y).is_some() && face_hw > x.abs() {
@@ -788,10 +781,10 @@ impl Layout {
 
     fn earring_at(&self, x: f32, y: f32) -> bool {
         let Some(e) = &self.earrings else { return false };
-        if !self.ears.visible {
+        let i = (x > 0.0) as usize;
+        if !self.ears.visible[i] {
             return false;
         }
-        let i = (x > 0.0) as usize;
         let (lx, ly) = self.ears.lobe(i);
         let (dx, dy) = ((x - lx) / e.size, (y - ly) / e.size);
         match e.kind {
@@ -803,6 +796,16 @@ impl Layout {
             Earrings::Drops => ellipse(dx, dy - 0.01, 0.035, 0.035) < 1.0 || ellipse(dx, dy - 0.13, 0.045, 0.085) < 1.0,
         }
     }
+}
+
+/// Framing from a head-and-shoulders portrait to a tight CelebA-HQ-style crop:
+/// the face 30 to 85% of the frame wide (log-uniform), off-centre by up to a
+/// tenth of the frame, rolled up to 25 degrees (small rolls more often).
+fn sample_pose(rng: &mut ChaCha8Rng) -> Pose {
+    let (narrow, wide) = (0.15f32, 0.425f32);
+    let unit = narrow * (wide / narrow).powf(rng.random::<f32>());
+    let roll = 0.436 * (rng.random::<f32>() + rng.random::<f32>() - 1.0);
+    Pose { cx: 0.5 + range(rng, -0.1, 0.1), cy: 0.5 + range(rng, -0.08, 0.1), unit, cos: roll.cos(), sin: roll.sin() }
 }
 
 fn sample_hair(attrs: &Attributes, face: &FaceOval, brows: &Brows, rng: &mut ChaCha8Rng) -> Hair {
@@ -822,7 +825,7 @@ fn sample_hair(attrs: &Attributes, face: &FaceOval, brows: &Brows, rng: &mut Cha
         Fringe::SideSwept => range(rng, -1.05, -0.85),
     };
     let (length, spread) = match style {
-        HairStyle::Long => (range(rng, 2.2, 3.6), range(rng, 0.25, 0.55)),
+        HairStyle::Long => (range(rng, 2.2, 4.5), range(rng, 0.25, 0.7)),
         HairStyle::Bob => (range(rng, 1.1, 1.5), range(rng, 0.1, 0.25)),
         HairStyle::Curly => (range(rng, 0.9, 2.4), range(rng, 0.2, 0.5)),
         _ => (0.0, 0.0),
@@ -892,10 +895,10 @@ fn sample_body(male: bool, face: &FaceOval, rng: &mut ChaCha8Rng) -> Body {
         Neckline::Wide => (range(rng, 1.0, 1.4), range(rng, 0.1, 0.25)),
     };
     Body {
-        neck_hw: if male { range(rng, 0.55, 0.65) } else { range(rng, 0.45, 0.55) },
+        neck_hw: if male { range(rng, 0.5, 0.7) } else { range(rng, 0.4, 0.58) },
         neck_top: face.chin * 0.5,
-        shoulder_y: face.chin + range(rng, 0.35, 0.55),
-        slope: range(rng, 0.07, 0.14),
+        shoulder_y: face.chin + range(rng, 0.3, 0.75),
+        slope: range(rng, 0.05, 0.3),
         neckline,
         neckline_w: w,
         neckline_d: d,

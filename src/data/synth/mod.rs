@@ -8,7 +8,7 @@
 pub mod attributes;
 pub mod caption;
 mod layout;
-mod math;
+pub(crate) mod math;
 mod paint;
 mod render;
 pub mod sheet;

@@ -8,7 +8,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::attributes::{Attributes, BeardKind, EyeColor, Eyeglasses, Gender, HairColor, HairStyle, Hat};
-use super::layout::{class, GlassPart, HatPart, Layout, MouthPart};
+use super::layout::{GlassPart, HatPart, Layout, MouthPart};
+use crate::data::mask::class;
 use super::math::{cell, desaturate, ellipse, floor_i32, hash2, hsv, luma, mix, rgb8, scale, smoothstep, unit, value_noise, Rgb};
 
 /// Skin tones from lightest to darkest; `Attributes::skin_tone` interpolates them.
@@ -229,7 +230,7 @@ impl Look {
 
     /// The colour of image point (u, v) (fractions) at face point (x, y) of class `c`.
     pub fn colour(&self, l: &Layout, c: u8, x: f32, y: f32, u: f32, v: f32) -> Rgb {
-        let xf = x - l.feature_shift;
+        let xf = l.feature_x(x);
         match c {
             class::SKIN => {
                 let base = self.skin_at(l, x, y, xf, true);

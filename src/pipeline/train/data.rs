@@ -7,6 +7,7 @@ use rand::seq::index::sample;
 use rand::Rng;
 use rayon::prelude::*;
 
+use crate::data::augment::Augmentation;
 use crate::data::mask::Mask;
 use crate::data::synth::{self, Attributes};
 use crate::model::autoencoder::AutoencoderKL;
@@ -16,6 +17,8 @@ use crate::model::tokenizer::{BertTokenizer, MAX_TOKENS};
 /// The world seed of training data; evaluation draws from [`HELD_OUT_SEED`], which shares no sample.
 pub const TRAIN_SEED: u64 = 1;
 pub const HELD_OUT_SEED: u64 = 2;
+/// Mixed into the world seed for the augmentation streams.
+const AUGMENTATION_SALT: u64 = 0x6175_676d;
 
 /// `count` synthetic faces at `size` x `size` pixels.
 pub struct FaceSet {
@@ -30,8 +33,29 @@ pub struct FaceSet {
 impl FaceSet {
     /// Samples 0..count of the world of `seed`.
     pub fn generate(seed: u64, count: usize, size: usize) -> Self {
-        let samples: Vec<synth::Sample> = (0..count as u64).into_par_iter().map(|i| synth::generate(seed, i, size)).collect();
-        let mut set = Self { size, photos: Vec::with_capacity(count * size * size * 3), masks: Vec::new(), captions: Vec::new(), attributes: Vec::new() };
+        Self::collect(size, (0..count as u64).into_par_iter().map(|i| synth::generate(seed, i, size)).collect())
+    }
+
+    /// Samples 0..count of the world of `seed`, each moved by an [`Augmentation`]
+    /// of its own (drawn from a stream apart from the sample's, so the faces are
+    /// those of [`generate`](Self::generate)): the training set.
+    pub fn augmented(seed: u64, count: usize, size: usize) -> Self {
+        Self::collect(
+            size,
+            (0..count as u64)
+                .into_par_iter()
+                .map(|i| {
+                    let mut s = synth::generate(seed, i, size);
+                    let augmentation = Augmentation::sample(&mut synth::sample_rng(seed ^ AUGMENTATION_SALT, i));
+                    (s.mask, s.image) = augmentation.apply(&s.mask, &s.image);
+                    s
+                })
+                .collect(),
+        )
+    }
+
+    fn collect(size: usize, samples: Vec<synth::Sample>) -> Self {
+        let mut set = Self { size, photos: Vec::with_capacity(samples.len() * size * size * 3), masks: Vec::new(), captions: Vec::new(), attributes: Vec::new() };
         for s in samples {
             set.photos.extend_from_slice(s.image.as_raw());
             set.masks.push(s.mask);

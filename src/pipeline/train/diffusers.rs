@@ -63,8 +63,9 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         "diffusers",
         &vars,
         &plan,
+        &[],
         sink,
-        |rng| {
+        |_, rng| {
             let indices = set.faces.draw(rng, BATCH);
             let z0 = set.latents(&indices, rng)?;
             let contexts = Contexts {

@@ -42,8 +42,9 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         "parser",
         &vars,
         &plan,
+        &[],
         sink,
-        |rng| {
+        |_, rng| {
             let (source, indices) = (either(rng), faces.draw(rng, PARSER_BATCH));
             parser_loss(&parser, source, &indices, &device, rng)
         },
@@ -60,8 +61,9 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         "attributes",
         &attribute_vars,
         &plan,
+        &[],
         sink,
-        |rng| {
+        |_, rng| {
             let (source, indices) = (either(rng), faces.draw(rng, ATTRIBUTE_BATCH));
             attribute_loss(&judge, source, &indices, &device, rng)
         },

@@ -71,8 +71,9 @@ pub fn train(ctx: &Context, modality: Modality, sink: &mut dyn FnMut(TrainEvent)
         stage.name(),
         &vars,
         &plan,
+        &[],
         sink,
-        |rng| {
+        |_, rng| {
             let indices = set.faces.draw(rng, BATCH);
             let z0 = set.latents(&indices, rng)?;
             let context = encode_batch(&encoder, &set.faces, &indices, &device)?;

@@ -7,6 +7,7 @@
 //! stage outputs, and under `train/<stage>/` the resumable checkpoint, the loss
 //! log (CSV) and sample grids.
 
+mod adversarial;
 mod data;
 mod diffusers;
 mod init;
@@ -14,8 +15,10 @@ mod judges;
 mod latents;
 mod ldm;
 mod optim;
+mod perceptual;
 mod vae;
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +40,8 @@ use crate::model::collaborative::ModelError;
 /// The stages, in the order `all` runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The feature network of the autoencoder's perceptual loss.
+    Perceptual,
     Vae,
     Mask,
     Text,
@@ -45,10 +50,11 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [Stage::Vae, Stage::Mask, Stage::Text, Stage::Diffusers, Stage::Judges];
+    pub const ALL: [Stage; 6] = [Stage::Perceptual, Stage::Vae, Stage::Mask, Stage::Text, Stage::Diffusers, Stage::Judges];
 
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Perceptual => "perceptual",
             Stage::Vae => "vae",
             Stage::Mask => "mask",
             Stage::Text => "text",
@@ -60,6 +66,7 @@ impl Stage {
     /// The file a finished stage leaves, relative to the model directory.
     pub fn output(self) -> &'static str {
         match self {
+            Stage::Perceptual => "train/perceptual.safetensors",
             Stage::Vae => "train/vae.safetensors",
             Stage::Mask => "train/mask.safetensors",
             Stage::Text => "train/text.safetensors",
@@ -116,17 +123,18 @@ pub(crate) fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> Tr
     TrainError::Io(format!("could not {what} {}: {e}", path.display()))
 }
 
-/// The project's default configs, written into a model directory that has none.
+/// The training recipe's configs (`recipe/`), written into a model directory that has none.
 const DEFAULT_CONFIGS: [(&str, &str); 3] = [
-    ("codiff.yaml", include_str!("../../../models/codiff.yaml")),
-    ("mask.yaml", include_str!("../../../models/mask.yaml")),
-    ("text.yaml", include_str!("../../../models/text.yaml")),
+    ("codiff.yaml", include_str!("recipe/codiff.yaml")),
+    ("mask.yaml", include_str!("recipe/mask.yaml")),
+    ("text.yaml", include_str!("recipe/text.yaml")),
 ];
 
 /// Runs one stage.
 pub fn run(stage: Stage, request: &TrainRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
     let ctx = Context::new(request, cancel)?;
     match stage {
+        Stage::Perceptual => perceptual::train(&ctx, sink),
         Stage::Vae => vae::train(&ctx, sink),
         Stage::Mask => ldm::train(&ctx, ldm::Modality::Mask, sink),
         Stage::Text => ldm::train(&ctx, ldm::Modality::Text, sink),
@@ -211,7 +219,9 @@ const CHECKPOINT_SECS: u64 = 180;
 /// The optimisation loop every stage shares: AdamW over `vars`, `loss_at`
 /// giving each step's loss from a generator seeded by (seed, step) so that a
 /// resumed run draws the same batches, a CSV loss log, periodic checkpoints
-/// and `sample` called every `sample_every` steps. Returns the optimiser,
+/// and `sample` called every `sample_every` steps. `companions` are optimisers
+/// that `loss_at` steps itself (a GAN's discriminator), checkpointed and
+/// resumed together with the main one. Returns the optimiser,
 /// whose [`AdamW::final_weights`] are the trained weights.
 pub(crate) fn fit(
     ctx: &Context,
@@ -219,8 +229,9 @@ pub(crate) fn fit(
     name: &str,
     vars: &VarMap,
     schedule: &Schedule,
+    companions: &[(&str, &RefCell<AdamW>)],
     sink: &mut dyn FnMut(TrainEvent),
-    mut loss_at: impl FnMut(&mut ChaCha8Rng) -> candle_core::Result<Tensor>,
+    mut loss_at: impl FnMut(usize, &mut ChaCha8Rng) -> candle_core::Result<Tensor>,
     mut sample: impl FnMut(usize, &Path) -> Result<(), TrainError>,
 ) -> Result<AdamW, TrainError> {
     let work = ctx.work_dir(stage)?;
@@ -228,8 +239,21 @@ pub(crate) fn fit(
     let checkpoint = work.join(format!("{name}.checkpoint.safetensors"));
     let mut opt = AdamW::new(vars, schedule.lr, schedule.ema_decay)?;
     opt.end_step = Some(total);
+    let companion_path = |c: &str| work.join(format!("{c}.checkpoint.safetensors"));
+    let save = |opt: &AdamW| -> candle_core::Result<()> {
+        for (c, companion) in companions {
+            companion.borrow().save(&companion_path(c))?;
+        }
+        opt.save(&checkpoint)
+    };
+    for (_, companion) in companions {
+        companion.borrow_mut().end_step = Some(total);
+    }
     if ctx.request.resume && checkpoint.exists() {
         opt.load(&checkpoint)?;
+        for (c, companion) in companions {
+            companion.borrow_mut().load(&companion_path(c))?;
+        }
         sink(TrainEvent::Note(format!("{name}: resumed at step {}", opt.step)));
     }
     let log_path = work.join(format!("{name}.loss.csv"));
@@ -249,12 +273,12 @@ pub(crate) fn fit(
     let stage_seed = ctx.request.seed ^ ((stage as u64 + 1) << 32) ^ name.len() as u64;
     while opt.step < total {
         if ctx.cancel.load(Ordering::Relaxed) {
-            opt.save(&checkpoint)?;
+            save(&opt)?;
             return Err(TrainError::Cancelled);
         }
         let mut rng = ChaCha8Rng::seed_from_u64(stage_seed);
         rng.set_stream(opt.step as u64);
-        let loss = loss_at(&mut rng)?;
+        let loss = loss_at(opt.step, &mut rng)?;
         let grad_norm = opt.backward_step(&loss)?;
         let loss = loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
@@ -267,11 +291,11 @@ pub(crate) fn fit(
             sample(opt.step, &work.join("samples"))?;
         }
         if saved.elapsed().as_secs() >= CHECKPOINT_SECS {
-            opt.save(&checkpoint)?;
+            save(&opt)?;
             saved = Instant::now();
         }
     }
-    opt.save(&checkpoint)?;
+    save(&opt)?;
     sample(opt.step, &work.join("samples"))?;
     Ok(opt)
 }

@@ -1,18 +1,24 @@
-//! The autoencoder stage: the original AutoencoderKL, trained to reconstruct
-//! synthetic photos (L1 plus an L1 on image gradients for sharp edges) with the
-//! paper's small KL weight. It then sets the latent `scale_factor` in the
-//! configs, as the original's `scale_by_std` does, so diffusion sees unit
-//! variance, and the prior of the latents' channel means that the sampler
-//! fills in for the narrow default UNets.
+//! The autoencoder stage: the original AutoencoderKL trained with the
+//! original LDM recipe (`LPIPSWithDiscriminator`): L1 plus a perceptual
+//! distance, the paper's small KL weight and, after a start of plain
+//! reconstruction, a PatchGAN discriminator whose term is weighted adaptively.
+//! It trains on random crops (the network is convolutional, as the original's
+//! autoencoders trained on crops of larger images). It then sets the latent
+//! `scale_factor` in the configs, as the original's `scale_by_std` does, so
+//! diffusion sees unit variance, and the prior of the latents' channel means
+//! that the sampler fills in for narrow UNets.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use image::RgbImage;
 
-use super::{fit, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use super::adversarial::{adaptive_weight, PatchDiscriminator};
 use super::latents::gaussian_like;
+use super::perceptual::{random_crops, PerceptualNet};
+use super::{fit, io_error, save_weights, set_param, write_metrics, AdamW, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use crate::diffusion::channel_means::ChannelMeanPrior;
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
@@ -23,40 +29,60 @@ pub const TRAIN_COUNT: usize = 8192;
 const BATCH: usize = 8;
 /// Relative to a per-pixel mean L1, the original's 1e-6 on a per-image sum.
 const KL_WEIGHT: f64 = 1e-6;
+/// The original's `perceptual_weight`.
+const PERCEPTUAL_WEIGHT: f64 = 1.0;
+/// The step from which the discriminator trains and the generator sees it
+/// (the original's `disc_start`, scaled to this run's length).
+pub const DISC_START: usize = 1500;
+const DISC_LR: f64 = 2e-4;
 const HELD_OUT: usize = 64;
 /// Held-out photos the channel-mean prior is fitted to (a 3 x 3 covariance
 /// wants more than the 64 that set the scale).
 const PRIOR_COUNT: usize = 512;
+/// The decoder's last layer, where the adaptive weight compares gradients.
+const LAST_LAYER: &str = "first_stage_model.decoder.conv_out.weight";
 
 pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
     let vae_config = config.first_stage().clone();
     let size = vae_config.ddconfig.resolution;
+    let perceptual = PerceptualNet::load(ctx)?;
     sink(TrainEvent::Note(format!("vae: making {TRAIN_COUNT} synthetic faces at {size} px")));
-    let faces = FaceSet::generate(TRAIN_SEED, TRAIN_COUNT, size);
+    let faces = FaceSet::augmented(TRAIN_SEED, TRAIN_COUNT, size);
     let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, size);
     let vars = VarMap::new();
-    let vb = ctx.var_builder(&vars, "vae");
-    let vae = AutoencoderKL::new(vb.pp("first_stage_model"), &vae_config)?;
+    let vae = AutoencoderKL::new(ctx.var_builder(&vars, "vae").pp("first_stage_model"), &vae_config)?;
+    let disc_vars = VarMap::new();
+    let criterion = AutoencoderLoss {
+        perceptual: &perceptual,
+        discriminator: PatchDiscriminator::new(ctx.var_builder(&disc_vars, "discriminator"))?,
+        last_layer: variable(&vars, LAST_LAYER)?,
+    };
+    let disc_opt = RefCell::new(AdamW::new(&disc_vars, DISC_LR, None)?);
     let device = ctx.device.clone();
-    let schedule = Schedule { steps: 500, lr: 5e-4, ema_decay: None, sample_every: 100 };
-    let held_photos = held_out.photos(&(0..HELD_OUT).collect::<Vec<_>>(), &device)?;
+    let schedule = Schedule { steps: 4000, lr: 5e-4, ema_decay: None, sample_every: 250 };
+    let held_photos = held_out.photos(&(0..8).collect::<Vec<_>>(), &device)?;
     let opt = fit(
         ctx,
         Stage::Vae,
         "vae",
         &vars,
         &schedule,
+        &[("discriminator", &disc_opt)],
         sink,
-        |rng| loss(&vae, &faces.photos(&faces.draw(rng, BATCH), &device)?, rng),
+        |step, rng| {
+            let x = random_crops(&faces.photos(&faces.draw(rng, BATCH), &device)?, rng)?;
+            let adversarial = (step >= DISC_START).then_some(&disc_opt);
+            criterion.loss(&vae, &x, adversarial, rng)
+        },
         |step, samples| {
-            let rec = vae.decode(&vae.encode(&held_photos.narrow(0, 0, 8)?)?.mean)?;
+            let rec = vae.decode(&vae.encode(&held_photos)?.mean)?;
             let path = samples.join(format!("step{step:06}.png"));
-            pairs_grid(&held_photos.narrow(0, 0, 8)?, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))
+            pairs_grid(&held_photos, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))
         },
     )?;
     let weights = opt.final_weights();
-    let psnr_db = held_out_psnr(&weights, &config, &held_out, &device)?;
+    let fidelity = held_out_fidelity(&weights, &config, &held_out, &device)?;
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device).pp("first_stage_model"), &vae_config)?;
     // Held-out samples depend only on their index, so the first HELD_OUT of
     // these are the PSNR photos: the scale comes from them (one batch, as
@@ -79,50 +105,88 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         set_param(&path, "scale_factor", &format!("{scale_factor:.6}"))?;
         set_param(&path, "channel_mean_prior", &prior_yaml)?;
     }
-    sink(TrainEvent::Note(format!("vae: held-out PSNR {psnr_db:.2} dB; latent std {spread:.4}, scale_factor {scale_factor:.5}; channel means {prior_yaml}")));
-    write_metrics(ctx, Stage::Vae, &serde_json::json!({ "held_out_psnr_db": psnr_db, "held_out_count": HELD_OUT, "latent_std": spread, "scale_factor": scale_factor, "steps": opt.step, "batch": BATCH }))?;
+    let Fidelity { psnr_db, gradient_energy_ratio } = fidelity;
+    sink(TrainEvent::Note(format!(
+        "vae: held-out PSNR {psnr_db:.2} dB, gradient energy {gradient_energy_ratio:.3} of the photos'; latent std {spread:.4}, scale_factor {scale_factor:.5}; channel means {prior_yaml}"
+    )));
+    write_metrics(
+        ctx,
+        Stage::Vae,
+        &serde_json::json!({ "held_out_psnr_db": psnr_db, "held_out_gradient_energy_ratio": gradient_energy_ratio, "held_out_count": HELD_OUT, "latent_std": spread, "scale_factor": scale_factor, "steps": opt.step, "batch": BATCH }),
+    )?;
     save_weights(&weights, &ctx.path(Stage::Vae.output()))
 }
 
-/// The autoencoder's training loss on photos `x`: L1 and image-gradient L1
-/// of the reconstruction from a posterior sample, plus the weighted KL term.
-pub(crate) fn loss(vae: &AutoencoderKL, x: &Tensor, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
-    let posterior = vae.encode(x)?;
-    let z = posterior.sample(&gaussian_like(&posterior.mean, rng)?)?;
-    let rec = vae.decode(&z)?;
-    let kl = ((posterior.mean.sqr()? + posterior.logvar.exp()?)? - 1.0 - &posterior.logvar)?;
-    let kl = (kl.sum_all()? * (0.5 * KL_WEIGHT / x.elem_count() as f64))?;
-    reconstruction_loss(&rec, x)? + kl
+fn variable(vars: &VarMap, name: &str) -> Result<Var, TrainError> {
+    let data = vars.data().lock().expect("the VarMap lock is never poisoned");
+    data.get(name).cloned().ok_or_else(|| TrainError::Io(format!("the autoencoder has no {name}")))
 }
 
-/// L1 plus image-gradient L1 between a reconstruction and its photos.
-fn reconstruction_loss(rec: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-    (rec - x)?.abs()?.mean_all()? + gradient_l1(rec, x)?
+/// The original's `LPIPSWithDiscriminator`, generator side.
+pub(crate) struct AutoencoderLoss<'a> {
+    pub perceptual: &'a PerceptualNet,
+    pub discriminator: PatchDiscriminator,
+    pub last_layer: Var,
 }
 
-/// PSNR (dB, images in [0, 1]) of every held-out photo encoded to its
-/// posterior mean and decoded by the autoencoder in `weights`.
-fn held_out_psnr(weights: &HashMap<String, Tensor>, config: &ComposedConfig, faces: &FaceSet, device: &candle_core::Device) -> Result<f64, TrainError> {
+impl AutoencoderLoss<'_> {
+    /// The autoencoder's loss on photos `x`: L1 and perceptual distance of the
+    /// reconstruction from a posterior sample, the weighted KL term and, when
+    /// `adversarial` holds the discriminator's optimiser, the adaptively
+    /// weighted generator term (after one discriminator step on this batch).
+    pub fn loss(&self, vae: &AutoencoderKL, x: &Tensor, adversarial: Option<&RefCell<AdamW>>, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
+        let posterior = vae.encode(x)?;
+        let z = posterior.sample(&gaussian_like(&posterior.mean, rng)?)?;
+        let features = vae.decode_features(&z)?;
+        let rec = vae.decode_last_layer(&features)?;
+        let kl = ((posterior.mean.sqr()? + posterior.logvar.exp()?)? - 1.0 - &posterior.logvar)?;
+        let kl = (kl.sum_all()? * (0.5 * KL_WEIGHT / x.elem_count() as f64))?;
+        let reconstruction = (self.reconstruction(&rec, x)? + kl)?;
+        let Some(disc_opt) = adversarial else { return Ok(reconstruction) };
+        disc_opt.borrow_mut().backward_step(&self.discriminator.hinge_loss(x, &rec)?)?;
+        // The gradients at the last layer depend only on its input, so both
+        // are taken through a copy of that layer on the detached features.
+        let head = vae.decode_last_layer(&features.detach())?;
+        let weight = adaptive_weight(&self.reconstruction(&head, x)?, &self.discriminator.generator_loss(&head)?, &self.last_layer)?;
+        reconstruction + (self.discriminator.generator_loss(&rec)? * weight)?
+    }
+
+    fn reconstruction(&self, rec: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        (rec - x)?.abs()?.mean_all()? + (self.perceptual.distance(rec, x)? * PERCEPTUAL_WEIGHT)?
+    }
+}
+
+/// How faithfully the autoencoder gives held-out photos back.
+struct Fidelity {
+    psnr_db: f64,
+    /// Mean squared image gradient of the reconstructions over the photos'
+    /// (sharpness, which PSNR alone rewards blurring against).
+    gradient_energy_ratio: f64,
+}
+
+/// PSNR (dB, images in [0, 1]) and gradient energy of every held-out photo
+/// encoded to its posterior mean and decoded by the autoencoder in `weights`.
+fn held_out_fidelity(weights: &HashMap<String, Tensor>, config: &ComposedConfig, faces: &FaceSet, device: &candle_core::Device) -> Result<Fidelity, TrainError> {
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, device).pp("first_stage_model"), config.first_stage())?;
-    let mut squared_error = 0f64;
+    let (mut squared_error, mut energy_rec, mut energy_photo) = (0f64, 0f64, 0f64);
     for chunk in (0..faces.len()).collect::<Vec<_>>().chunks(16) {
         let x = faces.photos(chunk, device)?;
         let rec = vae.decode(&vae.encode(&x)?.mean)?.clamp(-1f32, 1f32)?;
-        squared_error += ((rec - &x)? / 2.0)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        squared_error += ((&rec - &x)? / 2.0)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        energy_rec += gradient_energy(&rec)?;
+        energy_photo += gradient_energy(&x)?;
     }
     let size = faces.size;
-    Ok(-10.0 * (squared_error / (faces.len() * 3 * size * size) as f64).log10())
+    Ok(Fidelity { psnr_db: -10.0 * (squared_error / (faces.len() * 3 * size * size) as f64).log10(), gradient_energy_ratio: energy_rec / energy_photo })
 }
 
-/// Mean L1 distance between the horizontal and vertical differences of two image batches.
-fn gradient_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let diff = |x: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
+/// Sum of squared horizontal and vertical pixel differences.
+fn gradient_energy(x: &Tensor) -> candle_core::Result<f64> {
+    let diff = |dim: usize| -> candle_core::Result<f64> {
         let n = x.dim(dim)?;
-        x.narrow(dim, 1, n - 1)? - x.narrow(dim, 0, n - 1)?
+        Ok((x.narrow(dim, 1, n - 1)? - x.narrow(dim, 0, n - 1)?)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64)
     };
-    let dx = (diff(a, 3)? - diff(b, 3)?)?.abs()?.mean_all()?;
-    let dy = (diff(a, 2)? - diff(b, 2)?)?.abs()?.mean_all()?;
-    dx + dy
+    Ok(diff(2)? + diff(3)?)
 }
 
 /// Two rows of images in [-1, 1], `top` above `bottom`.
