@@ -80,7 +80,10 @@ impl PerceptualNet {
 
     /// The perceptual distance of each pair of images, averaged over the
     /// batch: per stage, the squared difference of the channel-normalised
-    /// features, summed over channels and averaged over positions; summed over stages.
+    /// features, summed over channels and averaged over positions; averaged
+    /// over stages. (LPIPS sums its stages, but its learned channel weights
+    /// shrink each one; summed here the term outweighed the L1 tenfold and the
+    /// first autoencoder run drifted in colour.)
     pub fn distance(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let (fa, fb) = (self.features(a)?, self.features(b)?);
         let mut total: Option<Tensor> = None;
@@ -91,7 +94,7 @@ impl PerceptualNet {
                 None => d,
             });
         }
-        total.ok_or_else(|| candle_core::Error::Msg("no feature stages".into()))
+        total.ok_or_else(|| candle_core::Error::Msg("no feature stages".into()))? / fa.len() as f64
     }
 }
 
