@@ -14,11 +14,10 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{Device, Tensor};
 use codiff::diffusion::collaborate::{CombineMode, PostProcess};
 use codiff::diffusion::ddim::{DdimSchedule, NoiseSource};
-use codiff::model::collaborative::{Condition, Contexts, LatentDiffusion};
+use codiff::model::collaborative::{Collaboration, Condition, Contexts, LatentDiffusion, ModelError};
 use codiff::model::config::CondStageConfig;
 use codiff::model::mask_encoder::MaskEncoder;
 use codiff::model::tokenizer::BertTokenizer;
-use codiff::pipeline::generate::sample;
 use common::{assert_close, relative_error, Golden, FORWARD_TOLERANCE, HALF_PRECISION_TOLERANCE, TRAJECTORY_TOLERANCE};
 
 /// The contexts the golden tensors were computed with, from the golden inputs.
@@ -97,13 +96,16 @@ fn sampling_trajectory_matches() {
     let mut noise = NoiseSource::injected(golden.tensor("sample.x_T").clone(), golden.tensor("sample.noise").clone());
     let (mut x_inter, mut pred_x0, mut w_mask) = (Vec::new(), Vec::new(), Vec::new());
     let never = AtomicBool::new(false);
-    let z0 = sample(model, &contexts, &ddim, CombineMode::Collaborative, &PostProcess::default(), &mut noise, &never, |s| {
-        x_inter.push(s.x_prev.clone());
-        pred_x0.push(s.pred_x0.clone());
-        w_mask.push(s.w_mask.clone());
-        Ok(())
-    })
-    .unwrap();
+    let post = PostProcess::default();
+    let collaboration = Collaboration::new(model, &contexts, CombineMode::Collaborative, &post);
+    let z0 = collaboration
+        .sample(&ddim, &mut noise, &never, |s| {
+            x_inter.push(s.x.clone());
+            pred_x0.push(s.pred_x0.clone());
+            w_mask.push(s.prediction.w_mask.clone());
+            Ok::<_, ModelError>(())
+        })
+        .unwrap();
     let stack = |v: &[Tensor]| Tensor::stack(v, 0).unwrap();
     assert_close("sample.x_inter", &stack(&x_inter), golden.tensor("sample.x_inter"), TRAJECTORY_TOLERANCE);
     assert_close("sample.pred_x0", &stack(&pred_x0), golden.tensor("sample.pred_x0"), TRAJECTORY_TOLERANCE);
@@ -147,11 +149,14 @@ fn half_precision_weights_stay_within_a_percent() {
     let mut noise = NoiseSource::injected(golden.tensor("sample.x_T").clone(), golden.tensor("sample.noise").clone());
     let mut x_inter = Vec::new();
     let never = AtomicBool::new(false);
-    let z0 = sample(model, &contexts, &ddim, CombineMode::Collaborative, &PostProcess::default(), &mut noise, &never, |s| {
-        x_inter.push(s.x_prev.clone());
-        Ok(())
-    })
-    .unwrap();
+    let post = PostProcess::default();
+    let collaboration = Collaboration::new(model, &contexts, CombineMode::Collaborative, &post);
+    let z0 = collaboration
+        .sample(&ddim, &mut noise, &never, |s| {
+            x_inter.push(s.x.clone());
+            Ok::<_, ModelError>(())
+        })
+        .unwrap();
     check("sample.x_inter", &Tensor::stack(&x_inter, 0).unwrap());
     check("sample.z0", &z0);
     check("sample.image", &model.decode(&z0).unwrap());

@@ -364,7 +364,7 @@ fn finetune_memory(bench: &BenchConfig) -> anyhow::Result<Value> {
     let context = Tensor::randn(0f32, 1f32, (1, crate::data::mask::NUM_CLASSES, context_dim), &device)?;
     let x = Tensor::randn(0f32, 1f32, (1, channels, size, size), &device)?;
     let t = Tensor::full(501f32, 1, &device)?;
-    let mut opt = crate::pipeline::train::AdamW::new(&vars, 1e-6, None)?;
+    let mut opt = crate::model::optim::AdamW::new(&vars, 1e-6, None)?;
     for _ in 0..2 {
         let loss = (unet.forward(&x, &t, &context)? - &x)?.sqr()?.mean_all()?;
         opt.backward_step(&loss)?;

@@ -9,10 +9,10 @@ use clap::Args;
 use image::{Rgb, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::image::{hstack, influence_colour, upscale, vstack};
+use crate::data::image::{hstack, images_to_frames, influence_colour, scalar_maps, upscale, vstack, RgbFrame};
 use crate::data::synth::sheet::{contact_sheet, draw_text, SheetEntry};
-use crate::pipeline::evaluate::{self, EvalEvent, EvalMode, EvalReport, EvalRequest, ModeResult};
-use crate::pipeline::generate::{images_to_frames, scalar_maps, RgbFrame};
+use crate::diffusion::collaborate::CombineMode;
+use crate::pipeline::evaluate::{self, mode_name, EvalEvent, EvalReport, EvalRequest, ModeResult, MODES};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -42,12 +42,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (model, judges) = args.model.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
     let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, eta: args.eta, batch: args.batch };
-    let bar = ProgressBar::new((args.count * EvalMode::ALL.len()) as u64)
+    let bar = ProgressBar::new((args.count * MODES.len()) as u64)
         .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let cancel = super::interrupted();
     let report = evaluate::run(&model, &judges, &request, cancel, &mut |EvalEvent::Progress { done, mode, .. }| {
         bar.set_position(done as u64);
-        bar.set_message(mode.name());
+        bar.set_message(mode_name(mode));
     })?;
     bar.finish();
     write_report(&report, &args.out)?;
@@ -58,7 +58,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
 fn write_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
     let modes: serde_json::Map<String, serde_json::Value> =
-        report.modes.iter().map(|(mode, result)| Ok((mode.name().to_string(), serde_json::to_value(result)?))).collect::<anyhow::Result<_>>()?;
+        report.modes.iter().map(|(mode, result)| Ok((mode_name(*mode).to_string(), serde_json::to_value(result)?))).collect::<anyhow::Result<_>>()?;
     let json = serde_json::json!({
         "modes": modes,
         "count": report.count,
@@ -82,7 +82,7 @@ fn write_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
 /// 128 pixels or more so that a caption fits under its tile.
 fn captioned_faces(report: &EvalReport) -> anyhow::Result<RgbImage> {
     let ex = &report.examples;
-    let collaborative = ex.images.iter().find(|(mode, _)| *mode == EvalMode::Collaborative).context("no collaborative examples")?;
+    let collaborative = ex.images.iter().find(|(mode, _)| *mode == CombineMode::Collaborative).context("no collaborative examples")?;
     let frames = images_to_frames(&collaborative.1)?;
     let factor = frames.first().map_or(1, |f| 128usize.div_ceil(f.width).max(1));
     let images: Vec<RgbImage> = frames.iter().map(|f| frame_image(upscale(f, factor))).collect();
@@ -131,17 +131,17 @@ fn table(report: &EvalReport) -> String {
     let _ = writeln!(s, "{} held-out conditions, {} DDIM steps (eta {}), noise seed {}; [95% bootstrap interval]\n", report.count, report.steps, report.eta, report.seed);
     let _ = writeln!(s, "**Table 1: uni-modal models, the composable average and collaboration**\n");
     s.push_str(header);
-    let find = |m: EvalMode| report.modes.iter().find(|(mode, _)| *mode == m).map(|(_, r)| r);
-    for mode in [EvalMode::Text, EvalMode::Mask, EvalMode::Composable, EvalMode::Collaborative] {
+    let find = |m: CombineMode| report.modes.iter().find(|(mode, _)| *mode == m).map(|(_, r)| r);
+    for mode in [CombineMode::Text, CombineMode::Mask, CombineMode::Composable, CombineMode::Collaborative] {
         if let Some(r) = find(mode) {
-            row(&mut s, mode.name(), r);
+            row(&mut s, mode_name(mode), r);
         }
     }
     let _ = writeln!(s, "\n**Table 2: ablations of the influence functions**\n");
     s.push_str(header);
-    for mode in [EvalMode::NoSpatial, EvalMode::NoTemporal, EvalMode::PlainSoftmax, EvalMode::Collaborative] {
+    for mode in [CombineMode::NoSpatial, CombineMode::NoTemporal, CombineMode::Softmax, CombineMode::Collaborative] {
         if let Some(r) = find(mode) {
-            row(&mut s, mode.name(), r);
+            row(&mut s, mode_name(mode), r);
         }
     }
     let _ = writeln!(s, "\nThe judges on the real held-out photos, and on the same photos through the autoencoder (the ceilings):\n");
@@ -242,7 +242,7 @@ fn line(img: &mut RgbImage, (x0, y0): (u32, u32), (x1, y1): (u32, u32), colour: 
 /// Per example: its mask, the collaborative result, then the mask influence at eight steps from t = T to 0.
 fn influence_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
     let ex = &report.examples;
-    let Some((_, images)) = ex.images.iter().find(|(m, _)| *m == EvalMode::Collaborative) else {
+    let Some((_, images)) = ex.images.iter().find(|(m, _)| *m == CombineMode::Collaborative) else {
         anyhow::bail!("the evaluation kept no collaborative examples")
     };
     let images = images_to_frames(images)?;
@@ -262,7 +262,7 @@ fn influence_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
     Ok(vstack(&rows))
 }
 
-/// Per example: its mask, then the image of every mode in [`EvalMode::ALL`] order.
+/// Per example: its mask, then the image of every mode in [`MODES`] order.
 fn mode_grid(report: &EvalReport) -> anyhow::Result<RgbFrame> {
     let ex = &report.examples;
     let per_mode: Vec<Vec<RgbFrame>> = ex.images.iter().map(|(_, t)| images_to_frames(t)).collect::<Result<_, _>>()?;

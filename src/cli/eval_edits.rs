@@ -13,7 +13,7 @@ use image::Rgb;
 use crate::data::image::{hstack, upscale, vstack};
 use crate::data::synth::sheet::draw_text;
 use crate::pipeline::evaluate::edits::{self, EditEvalReport, EditEvalRequest, VariantResult};
-use crate::pipeline::generate::RgbFrame;
+use crate::data::image::RgbFrame;
 
 #[derive(Debug, Args)]
 pub struct EvalEditsArgs {

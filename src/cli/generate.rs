@@ -7,14 +7,13 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::image::{hstack, influence_colour, save_png_with_params, upscale, vstack};
+use crate::data::image::{hstack, images_to_frames, influence_colour, save_png_with_params, scalar_maps, upscale, vstack, RgbFrame, ScalarMap};
 use crate::data::mask::Mask;
-use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::collaborate::{Combination, CombineMode, PostProcess};
+use crate::diffusion::sampler::Step;
 use crate::model::collaborative::CollaborativeModel;
 use crate::model::precision::WeightsDtype;
-use crate::pipeline::generate::{
-    images_to_frames, scalar_maps, Prepared, GenerateError, GenerateRequest, RgbFrame, ScalarMap, StepOutput,
-};
+use crate::pipeline::generate::{GenerateError, GenerateRequest, Prepared};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -105,7 +104,7 @@ fn generate_with_progress(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let never = AtomicBool::new(false);
-    let z0 = prepared.sample(model, request, &never, |step| {
+    let images = prepared.generate(model, &never, |step| {
         bar.set_message(step.t.to_string());
         bar.inc(1);
         if let Some(dir) = intermediates {
@@ -114,17 +113,18 @@ fn generate_with_progress(
         Ok(())
     })?;
     bar.finish();
-    Ok(images_to_frames(&model.decode(&z0)?)?)
+    Ok(images)
 }
 
 /// One file per step: a row per batch item of [decoded pred_x0 | w_mask | w_text].
-fn write_step_strips(model: &CollaborativeModel, step: &StepOutput, dir: &Path) -> anyhow::Result<()> {
+fn write_step_strips(model: &CollaborativeModel, step: &Step<Combination>, dir: &Path) -> anyhow::Result<()> {
     let decoded = images_to_frames(&model.decode(&step.pred_x0)?)?;
-    let factor = decoded.first().map_or(1, |d| d.width) / step.w_mask.dim(3)?;
+    let combination = &step.prediction;
+    let factor = decoded.first().map_or(1, |d| d.width) / combination.w_mask.dim(3)?;
     let heatmaps = |w: &candle_core::Tensor| -> anyhow::Result<Vec<RgbFrame>> {
         Ok(scalar_maps(w)?.iter().map(|m| upscale(&heatmap(m), factor)).collect())
     };
-    let (w_mask, w_text) = (heatmaps(&step.w_mask)?, heatmaps(&step.w_text)?);
+    let (w_mask, w_text) = (heatmaps(&combination.w_mask)?, heatmaps(&combination.w_text)?);
     let rows: Vec<RgbFrame> =
         decoded.into_iter().zip(w_mask).zip(w_text).map(|((x0, m), t)| hstack(&[x0, m, t])).collect();
     let path = dir.join(format!("step_{:03}_t{:04}.png", step.index, step.t));

@@ -1,11 +1,62 @@
-//! RGB images on disk: PNGs that carry the parameters that made them (as PNG
-//! text chunks), so a result can be reproduced or loaded back into the studio.
+//! RGB images in memory and on disk: 8-bit frames and influence maps made
+//! from the models' tensors, and PNGs that carry the parameters that made them
+//! (as PNG text chunks), so a result can be reproduced or loaded back into the studio.
 
 use std::path::Path;
 
+use candle_core::{DType, Tensor};
 use thiserror::Error;
 
-use crate::pipeline::generate::RgbFrame;
+/// An RGB image, row-major, 8 bits per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbFrame {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+impl RgbFrame {
+    pub fn from_image(image: &image::RgbImage) -> Self {
+        Self { width: image.width() as usize, height: image.height() as usize, pixels: image.as_raw().clone() }
+    }
+
+    /// A mask in its palette colours.
+    pub fn from_mask(mask: &crate::data::mask::Mask) -> Self {
+        Self { width: mask.width(), height: mask.height(), pixels: mask.to_rgb() }
+    }
+
+    /// As an `image` buffer; `None` when the pixels do not fill width x height.
+    pub fn to_image(&self) -> Option<image::RgbImage> {
+        image::RgbImage::from_raw(self.width as u32, self.height as u32, self.pixels.clone())
+    }
+}
+
+/// A single-channel map in [0, 1] (an influence function), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalarMap {
+    pub width: usize,
+    pub height: usize,
+    pub values: Vec<f32>,
+}
+
+/// B x 3 x H x W images in [-1, 1] to 8-bit frames.
+pub fn images_to_frames(images: &Tensor) -> candle_core::Result<Vec<RgbFrame>> {
+    let (batch, _, height, width) = images.dims4()?;
+    let bytes = ((images.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.contiguous()?;
+    let bytes = bytes.to_dtype(DType::U8)?;
+    (0..batch)
+        .map(|b| Ok(RgbFrame { width, height, pixels: bytes.get(b)?.flatten_all()?.to_vec1::<u8>()? }))
+        .collect()
+}
+
+/// B x 1 x H x W maps to per-item value grids.
+pub fn scalar_maps(maps: &Tensor) -> candle_core::Result<Vec<ScalarMap>> {
+    let (batch, _, height, width) = maps.dims4()?;
+    let flat = maps.flatten_from(1)?.to_dtype(DType::F32)?;
+    (0..batch)
+        .map(|b| Ok(ScalarMap { width, height, values: flat.get(b)?.to_vec1::<f32>()? }))
+        .collect()
+}
 
 #[derive(Debug, Error)]
 pub enum ImageError {

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod conditions;
 pub mod coverage;
+pub mod faces;
 pub mod image;
 pub mod mask;
 pub mod painted;

@@ -19,12 +19,19 @@ pub enum CombineMode {
     Mask,
     /// The text-driven model alone.
     Text,
+    /// Ablation: each step's collaborative influence functions replaced by
+    /// their spatial means (how much each model counts, not where).
+    NoSpatial,
+    /// Ablation: one collaborative influence function at every step, pinned
+    /// from a collaborative run (the evaluation pins its step nearest t = 500).
+    #[value(skip)]
+    NoTemporal,
 }
 
 impl CombineMode {
-    /// Whether this mode needs the dynamic diffusers' maps (the others use fixed weights).
+    /// Whether this mode needs the dynamic diffusers' maps at every step.
     pub fn uses_diffusers(self) -> bool {
-        matches!(self, Self::Collaborative | Self::Softmax)
+        matches!(self, Self::Collaborative | Self::Softmax | Self::NoSpatial)
     }
 }
 
@@ -83,6 +90,17 @@ pub struct DiffuserMaps<'a> {
     pub text: &'a Tensor,
 }
 
+/// Where a step's influence functions come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Influence<'a> {
+    /// The dynamic diffusers' maps at this step ([`CombineMode::uses_diffusers`]).
+    Diffusers(DiffuserMaps<'a>),
+    /// The mask model's influence pinned for the whole run ([`CombineMode::NoTemporal`]).
+    Pinned(&'a Tensor),
+    /// Nothing learned: the modes with fixed weights.
+    Fixed,
+}
+
 /// One step's combined noise prediction and the influence functions behind it
 /// (B x C x h x w and B x 1 x h x w).
 #[derive(Debug, Clone)]
@@ -99,42 +117,45 @@ impl Combination {
         let eps = (eps_mask.broadcast_mul(&w_mask)? + eps_text.broadcast_mul(&w_text)?)?;
         Ok(Self { eps, w_mask, w_text })
     }
-
-    /// The combination with a given mask influence and w_text = 1 - w_mask:
-    /// the ablations (a fixed map, or [`spatial_mean`] of the learned one).
-    pub fn from_mask_influence(eps_mask: &Tensor, eps_text: &Tensor, w_mask: Tensor) -> Result<Self> {
-        let w_text = (1.0 - &w_mask)?;
-        Self::weighted(eps_mask, eps_text, w_mask, w_text)
-    }
 }
 
 /// Combines the two models' noise predictions at timestep t.
 ///
-/// `maps` are required by the modes that use the dynamic diffusers
-/// ([`CombineMode::uses_diffusers`]) and ignored by the others.
+/// The modes that use the dynamic diffusers need their maps
+/// ([`Influence::Diffusers`]), the no-temporal ablation its pinned influence;
+/// the others ignore `influence`.
 pub fn combine(
     eps_mask: &Tensor,
     eps_text: &Tensor,
-    maps: Option<DiffuserMaps>,
+    influence: Influence,
     t: usize,
     mode: CombineMode,
     post: &PostProcess,
 ) -> Result<Combination> {
-    let (w_mask, w_text) = match (mode, maps) {
-        (CombineMode::Collaborative, Some(maps)) => post.apply(&softmax_mask_weight(maps)?, t)?,
-        (CombineMode::Softmax, Some(maps)) => {
-            let w_mask = softmax_mask_weight(maps)?;
-            let w_text = (1.0 - &w_mask)?;
-            (w_mask, w_text)
+    let (w_mask, w_text) = match (mode, influence) {
+        (CombineMode::Collaborative, Influence::Diffusers(maps)) => post.apply(&softmax_mask_weight(maps)?, t)?,
+        (CombineMode::Softmax, Influence::Diffusers(maps)) => complemented(softmax_mask_weight(maps)?)?,
+        (CombineMode::NoSpatial, Influence::Diffusers(maps)) => {
+            complemented(spatial_mean(&post.apply(&softmax_mask_weight(maps)?, t)?.0)?)?
         }
-        (CombineMode::Collaborative | CombineMode::Softmax, None) => {
+        (CombineMode::NoTemporal, Influence::Pinned(w_mask)) => complemented(w_mask.clone())?,
+        (CombineMode::Collaborative | CombineMode::Softmax | CombineMode::NoSpatial, _) => {
             candle_core::bail!("the {mode:?} combination needs the dynamic diffusers' influence maps")
+        }
+        (CombineMode::NoTemporal, _) => {
+            candle_core::bail!("the no-temporal ablation needs an influence function pinned from a collaborative run")
         }
         (CombineMode::Composable, _) => constant_weights(eps_mask, 0.5, 0.5)?,
         (CombineMode::Mask, _) => constant_weights(eps_mask, 1.0, 0.0)?,
         (CombineMode::Text, _) => constant_weights(eps_mask, 0.0, 1.0)?,
     };
     Combination::weighted(eps_mask, eps_text, w_mask, w_text)
+}
+
+/// A mask influence and the text influence 1 - w_mask.
+fn complemented(w_mask: Tensor) -> Result<(Tensor, Tensor)> {
+    let w_text = (1.0 - &w_mask)?;
+    Ok((w_mask, w_text))
 }
 
 /// The mask model's share of a per-pixel softmax over [d_mask, d_text].
@@ -153,7 +174,7 @@ fn constant_weights(eps: &Tensor, w_mask: f64, w_text: f64) -> Result<(Tensor, T
 
 /// Each item's influence map replaced by its spatial mean (same shape): the
 /// ablation that keeps how much each model counts but not where.
-pub fn spatial_mean(w: &Tensor) -> Result<Tensor> {
+fn spatial_mean(w: &Tensor) -> Result<Tensor> {
     w.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?.broadcast_as(w.shape())?.contiguous()
 }
 
@@ -197,7 +218,7 @@ mod tests {
         let d_mask = full(1.0, (2, 1, 2, 2));
         let d_text = full(0.0, (2, 1, 2, 2));
         let (eps_mask, eps_text) = (full(1.0, (2, 3, 2, 2)), full(0.0, (2, 3, 2, 2)));
-        let maps = Some(DiffuserMaps { mask: &d_mask, text: &d_text });
+        let maps = Influence::Diffusers(DiffuserMaps { mask: &d_mask, text: &d_text });
         let c = combine(&eps_mask, &eps_text, maps, 501, CombineMode::Softmax, &PostProcess::default()).unwrap();
         let w = 1.0 / (1.0 + (-1.0f32).exp());
         assert_all_close(&c.w_mask, w);
@@ -212,9 +233,11 @@ mod tests {
         let post = PostProcess::default();
         for (mode, want) in [(CombineMode::Composable, 3.0), (CombineMode::Mask, 2.0), (CombineMode::Text, 4.0)] {
             assert!(!mode.uses_diffusers());
-            assert_all_close(&combine(&eps_mask, &eps_text, None, 981, mode, &post).unwrap().eps, want);
+            assert_all_close(&combine(&eps_mask, &eps_text, Influence::Fixed, 981, mode, &post).unwrap().eps, want);
         }
-        assert!(combine(&eps_mask, &eps_text, None, 981, CombineMode::Collaborative, &post).is_err());
+        for mode in [CombineMode::Collaborative, CombineMode::NoSpatial, CombineMode::NoTemporal] {
+            assert!(combine(&eps_mask, &eps_text, Influence::Fixed, 981, mode, &post).is_err());
+        }
     }
 
     #[test]
@@ -222,8 +245,17 @@ mod tests {
         let w = Tensor::new(&[0.0f32, 1.0, 0.25, 0.75, 1.0, 1.0, 1.0, 0.0], &Device::Cpu).unwrap().reshape((2, 1, 2, 2)).unwrap();
         assert_eq!(values(&spatial_mean(&w).unwrap()), vec![0.5, 0.5, 0.5, 0.5, 0.75, 0.75, 0.75, 0.75]);
         let (eps_mask, eps_text) = (full(1.0, (2, 3, 2, 2)), full(0.0, (2, 3, 2, 2)));
-        let c = Combination::from_mask_influence(&eps_mask, &eps_text, w.narrow(0, 0, 1).unwrap()).unwrap();
+        let pinned = w.narrow(0, 0, 1).unwrap();
+        let c = combine(&eps_mask, &eps_text, Influence::Pinned(&pinned), 981, CombineMode::NoTemporal, &PostProcess::default()).unwrap();
         assert_eq!(c.eps.dims(), &[2, 3, 2, 2]);
         assert_eq!(values(&c.eps.get(1).unwrap().get(2).unwrap()), vec![0.0, 1.0, 0.25, 0.75]);
+        // No spatial: the collaborative influence, averaged over each item.
+        let d_text = full(0.0, (2, 1, 2, 2));
+        let maps = Influence::Diffusers(DiffuserMaps { mask: &w, text: &d_text });
+        let post = PostProcess::default();
+        let collaborative = combine(&eps_mask, &eps_text, maps, 700, CombineMode::Collaborative, &post).unwrap();
+        let no_spatial = combine(&eps_mask, &eps_text, maps, 700, CombineMode::NoSpatial, &post).unwrap();
+        assert_eq!(values(&no_spatial.w_mask), values(&spatial_mean(&collaborative.w_mask).unwrap()));
+        assert_eq!(values(&no_spatial.w_text), values(&(1.0 - &no_spatial.w_mask).unwrap()));
     }
 }

@@ -113,8 +113,7 @@ impl DdimSchedule {
         let i = self.index(step);
         let (a, a_prev, sigma) = (self.alphas[i], self.alphas_prev[i], self.sigmas[i]);
         let pred_x0 = predicted_x0(x_t, eps, a)?;
-        let towards_x_t = (eps * (1.0 - a_prev - sigma * sigma).sqrt())?;
-        let mut x_prev = ((&pred_x0 * a_prev.sqrt())? + towards_x_t)?;
+        let mut x_prev = renoised(&pred_x0, eps, a_prev, sigma)?;
         if sigma > 0.0 {
             let Some(noise) = noise else {
                 candle_core::bail!("DDIM step {step} has sigma {sigma} > 0 and needs noise");
@@ -122,6 +121,16 @@ impl DdimSchedule {
             x_prev = (x_prev + (noise * sigma)?)?;
         }
         Ok((x_prev, pred_x0))
+    }
+
+    /// Sampling step `step` walked backwards, deterministically (DDIM
+    /// inversion): from the level it lands on up to the level it starts from,
+    /// the predicted x0 re-noised with the noise predicted at the lower level.
+    /// Returns (x at the higher level, predicted x_0).
+    pub fn invert_step(&self, x: &Tensor, eps: &Tensor, step: usize) -> Result<(Tensor, Tensor)> {
+        let i = self.index(step);
+        let pred_x0 = predicted_x0(x, eps, self.alphas_prev[i])?;
+        Ok((renoised(&pred_x0, eps, self.alphas[i], 0.0)?, pred_x0))
     }
 
     /// [`Self::step`] drawing the step's noise from `source` when it needs any.
@@ -135,6 +144,15 @@ impl DdimSchedule {
 /// (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar).
 pub fn predicted_x0(x_t: &Tensor, eps: &Tensor, alpha_bar: f64) -> Result<Tensor> {
     (x_t - (eps * (1.0 - alpha_bar).sqrt())?)? / alpha_bar.sqrt()
+}
+
+/// The DDIM update without its fresh noise: `pred_x0` taken to alpha-bar
+/// `alpha_bar` along `eps`, leaving room for noise of standard deviation `sigma`:
+/// sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar - sigma^2) eps. With sigma 0 it
+/// is the forward process's x_t for a given x0 and noise.
+pub fn renoised(pred_x0: &Tensor, eps: &Tensor, alpha_bar: f64, sigma: f64) -> Result<Tensor> {
+    let towards_x_t = (eps * (1.0 - alpha_bar - sigma * sigma).sqrt())?;
+    (pred_x0 * alpha_bar.sqrt())? + towards_x_t
 }
 
 /// Where the start latent x_T and each step's noise come from.

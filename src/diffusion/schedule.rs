@@ -1,5 +1,8 @@
-//! The forward-process noise schedule: betas and their cumulative products.
+//! The forward process: its noise schedule (betas and their cumulative
+//! products) and the noising of clean latents to random timesteps.
 
+use candle_core::Tensor;
+use rand::Rng;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -80,6 +83,28 @@ impl NoiseSchedule {
     pub fn alphas_cumprod(&self) -> &[f64] {
         &self.alphas_cumprod
     }
+
+    /// Draws a timestep per item uniformly from 0..T and noises `z0` to it:
+    /// x_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps. Returns (x_t, t as f32, eps).
+    pub fn noised(&self, z0: &Tensor, rng: &mut impl Rng) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let alphas_cumprod = self.alphas_cumprod();
+        let batch = z0.dim(0)?;
+        let ts: Vec<usize> = (0..batch).map(|_| rng.random_range(0..alphas_cumprod.len())).collect();
+        let signal: Vec<f32> = ts.iter().map(|&t| alphas_cumprod[t].sqrt() as f32).collect();
+        let noise_scale: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas_cumprod[t]).sqrt() as f32).collect();
+        let device = z0.device();
+        let column = |v: Vec<f32>| Tensor::from_vec(v, (batch, 1, 1, 1), device);
+        let eps = gaussian_like(z0, rng)?;
+        let x_t = (z0.broadcast_mul(&column(signal)?)? + eps.broadcast_mul(&column(noise_scale)?)?)?;
+        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), batch, device)?;
+        Ok((x_t, t, eps))
+    }
+}
+
+/// Standard normal noise shaped like `x`, drawn from `rng` (so a resumed run draws the same).
+pub fn gaussian_like(x: &Tensor, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+    let values: Vec<f32> = (0..x.elem_count()).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
+    Tensor::from_vec(values, x.shape(), x.device())
 }
 
 /// torch.linspace's rule: stepping up from `start` for the first half and down

@@ -4,6 +4,7 @@
 //! autoencoder, plus a dynamic diffuser per modality).
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
@@ -19,10 +20,12 @@ use super::tokenizer::BertTokenizer;
 use super::unet::UNetModel;
 use super::precision::WeightsDtype;
 use super::preview::LatentPreview;
+use crate::data::image::RgbFrame;
 use crate::data::mask::{Mask, MaskError};
-use crate::diffusion::collaborate::{combine, Combination, CombineMode, DiffuserMaps, PostProcess};
+use crate::diffusion::collaborate::{combine, Combination, CombineMode, DiffuserMaps, Influence, PostProcess};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::diffusion::sampler::{Sampler, SamplingError, Step};
 use crate::diffusion::schedule::NoiseSchedule;
-use crate::pipeline::generate::RgbFrame;
 
 #[derive(Debug, Error)]
 pub enum ModelError {
@@ -36,6 +39,8 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("the model failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
 }
 
 /// What a condition encoder takes.
@@ -178,6 +183,87 @@ pub fn side_by_side(mask: &UNetModel, text: &UNetModel, x: &Tensor, t: &Tensor, 
     Ok((mask?, text?))
 }
 
+/// The composed model as one sampling run's noise predictor: which
+/// collaborators, under which conditions, combined how.
+#[derive(Clone, Copy)]
+pub struct Collaboration<'a> {
+    pub model: &'a CollaborativeModel,
+    pub collaborators: Collaborators<'a>,
+    pub contexts: &'a Contexts,
+    pub mode: CombineMode,
+    pub post: &'a PostProcess,
+    /// The mask model's influence at every step, which [`CombineMode::NoTemporal`] needs.
+    pub pinned: Option<&'a Tensor>,
+}
+
+impl<'a> Collaboration<'a> {
+    /// The model's own collaborators, nothing pinned.
+    pub fn new(model: &'a CollaborativeModel, contexts: &'a Contexts, mode: CombineMode, post: &'a PostProcess) -> Self {
+        Self { model, collaborators: model.collaborators(), contexts, mode, post, pinned: None }
+    }
+
+    /// The noise in `x` at timestep `t`: each collaborator's eps, weighted
+    /// per pixel by the influence functions (which the dynamic diffusers
+    /// predict from x_t, t and their own condition), before the sampler's
+    /// noise corrections. Models the mode does not use are not run.
+    pub fn predict(&self, x: &Tensor, t: usize) -> Result<Combination, ModelError> {
+        let (model, collaborators, contexts) = (self.model, self.collaborators, self.contexts);
+        let t_batch = CollaborativeModel::timesteps(x, t)?;
+        // A model with weight zero everywhere contributes nothing; stand in the other's eps.
+        let (eps_mask, eps_text) = match self.mode {
+            CombineMode::Mask => {
+                let eps = collaborators.mask.forward(x, &t_batch, &contexts.mask)?;
+                (eps.clone(), eps)
+            }
+            CombineMode::Text => {
+                let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
+                (eps.clone(), eps)
+            }
+            _ => collaborators.noise(x, &t_batch, contexts)?,
+        };
+        let maps = if self.mode.uses_diffusers() { Some(model.diffuser_maps(x, t, contexts)?) } else { None };
+        let influence = match (&maps, self.pinned) {
+            (Some((mask, text)), _) => Influence::Diffusers(DiffuserMaps { mask, text }),
+            (None, Some(pinned)) => Influence::Pinned(pinned),
+            (None, None) => Influence::Fixed,
+        };
+        Ok(combine(&eps_mask, &eps_text, influence, t, self.mode, self.post)?)
+    }
+
+    /// DDIM from a start latent drawn from `noise` down to z0 (returned, in
+    /// the diffusion's latent scale), calling `on_step` after every step.
+    pub fn sample<E>(
+        &self,
+        ddim: &DdimSchedule,
+        noise: &mut NoiseSource,
+        cancel: &AtomicBool,
+        on_step: impl FnMut(&Step<Combination>) -> Result<(), E>,
+    ) -> Result<Tensor, E>
+    where
+        E: From<ModelError> + From<candle_core::Error> + From<SamplingError>,
+    {
+        let settings = &self.model.config.diffusion;
+        let (size, channels) = (settings.latent_size, settings.latent_channels);
+        let x_t = noise.start_latent(&[self.contexts.batch(), channels, size, size], &self.model.device)?;
+        self.model.sampler(ddim).sample(x_t, noise, cancel, |x, t| Ok(self.predict(x, t)?), on_step)
+    }
+
+    /// Deterministic DDIM inversion of `z0` up to the start latent that
+    /// [`Self::sample`] would walk back down from.
+    pub fn invert<E>(
+        &self,
+        z0: &Tensor,
+        ddim: &DdimSchedule,
+        cancel: &AtomicBool,
+        on_step: impl FnMut(&Step<Combination>) -> Result<(), E>,
+    ) -> Result<Tensor, E>
+    where
+        E: From<ModelError> + From<candle_core::Error> + From<SamplingError>,
+    {
+        self.model.sampler(ddim).invert(z0.clone(), cancel, |x, t| Ok(self.predict(x, t)?), on_step)
+    }
+}
+
 /// Both models' cross-attention contexts for a batch.
 pub struct Contexts {
     pub mask: Tensor,
@@ -258,10 +344,8 @@ impl CollaborativeModel {
         Ok((Contexts { mask: mask.context, text: text.context }, warnings))
     }
 
-    /// One collaborative step's noise prediction at timestep `t`: each
-    /// collaborator's eps, weighted per pixel by the influence functions
-    /// (which the dynamic diffusers predict from x_t, t and their own condition).
-    /// Models the mode does not use are not run.
+    /// One collaborative step's noise prediction at timestep `t` (see
+    /// [`Collaboration::predict`]), with the model's own collaborators.
     pub fn predict_noise(
         &self,
         x: &Tensor,
@@ -270,7 +354,7 @@ impl CollaborativeModel {
         mode: CombineMode,
         post: &PostProcess,
     ) -> Result<Combination, ModelError> {
-        self.predict_noise_with(self.collaborators(), x, t, contexts, mode, post)
+        Collaboration::new(self, contexts, mode, post).predict(x, t)
     }
 
     /// The model's own two noise predictors.
@@ -278,46 +362,9 @@ impl CollaborativeModel {
         Collaborators { mask: &self.mask_unet, text: &self.text_unet }
     }
 
-    /// [`predict_noise`](Self::predict_noise) with other noise predictors in
-    /// place of the model's own (the fine-tuned ones of an Imagic edit).
-    pub fn predict_noise_with(
-        &self,
-        collaborators: Collaborators,
-        x: &Tensor,
-        t: usize,
-        contexts: &Contexts,
-        mode: CombineMode,
-        post: &PostProcess,
-    ) -> Result<Combination, ModelError> {
-        let t_batch = Self::timesteps(x, t)?;
-        // A model with weight zero everywhere contributes nothing; stand in the other's eps.
-        let (eps_mask, eps_text) = match mode {
-            CombineMode::Mask => {
-                let eps = collaborators.mask.forward(x, &t_batch, &contexts.mask)?;
-                (eps.clone(), eps)
-            }
-            CombineMode::Text => {
-                let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
-                (eps.clone(), eps)
-            }
-            _ => collaborators.noise(x, &t_batch, contexts)?,
-        };
-        let maps = if mode.uses_diffusers() { Some(self.diffuser_maps(x, t, contexts)?) } else { None };
-        let maps = maps.as_ref().map(|(mask, text)| DiffuserMaps { mask, text });
-        let mut combination = combine(&eps_mask, &eps_text, maps, t, mode, post)?;
-        combination.eps = self.correct_noise(x, combination.eps, t)?;
-        Ok(combination)
-    }
-
-    /// `eps` with the config's corrections for what narrow UNets cannot
-    /// predict near t = 1000 (unchanged for the released models, which have none).
-    pub fn correct_noise(&self, x: &Tensor, eps: Tensor, t: usize) -> candle_core::Result<Tensor> {
-        self.config.diffusion.correct_noise(x, eps, self.schedule.alphas_cumprod()[t], t)
-    }
-
-    /// Both collaborators' noise predictions (mask-driven, text-driven) at timestep `t`.
-    pub fn collaborator_noise(&self, x: &Tensor, t: usize, contexts: &Contexts) -> Result<(Tensor, Tensor), ModelError> {
-        Ok(self.collaborators().noise(x, &Self::timesteps(x, t)?, contexts)?)
+    /// The DDIM loop for this model's schedule and noise corrections.
+    pub fn sampler<'a>(&'a self, ddim: &'a DdimSchedule) -> Sampler<'a> {
+        Sampler { schedule: &self.schedule, ddim, corrections: &self.config.diffusion.corrections }
     }
 
     /// The dynamic diffusers' raw maps (mask, text), before any softmax.

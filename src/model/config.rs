@@ -12,8 +12,9 @@ use super::mask_encoder::MaskEncoderConfig;
 use super::text_encoder::TextEncoderConfig;
 use super::unet::UNetConfig;
 use crate::diffusion::channel_means::ChannelMeanPrior;
-use crate::diffusion::x0_detail::DetailFactors;
+use crate::diffusion::corrections::NoiseCorrections;
 use crate::diffusion::schedule::ScheduleConfig;
+use crate::diffusion::x0_detail::DetailFactors;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -46,26 +47,8 @@ pub struct DiffusionSettings {
     /// The latent is multiplied by this after encoding and divided by it before decoding.
     pub scale_factor: f64,
     /// This project's additions for UNets too narrow to predict the noise
-    /// near t = 1000 (see [`ChannelMeanPrior`] and [`DetailFactors`]); the
-    /// original configs have neither.
-    pub channel_mean_prior: Option<ChannelMeanPrior>,
-    pub x0_detail_factors: Option<DetailFactors>,
-}
-
-impl DiffusionSettings {
-    /// `eps`, predicted from `x_t` at timestep `t` (alpha-bar `alpha_bar`),
-    /// with the config's corrections applied: the channel means filled in,
-    /// then the x0 detail scaled. Unchanged for configs without them.
-    pub fn correct_noise(&self, x_t: &candle_core::Tensor, eps: candle_core::Tensor, alpha_bar: f64, t: usize) -> candle_core::Result<candle_core::Tensor> {
-        let eps = match &self.channel_mean_prior {
-            Some(prior) => prior.complete(x_t, &eps, alpha_bar)?,
-            None => eps,
-        };
-        match &self.x0_detail_factors {
-            Some(factors) => factors.apply(x_t, &eps, alpha_bar, t),
-            None => Ok(eps),
-        }
-    }
+    /// near t = 1000; the original configs have none.
+    pub corrections: NoiseCorrections,
 }
 
 /// A uni-modal latent diffusion model (`ldm.models.diffusion.ddpm.LatentDiffusion`).
@@ -265,8 +248,7 @@ impl Doc<'_> {
             latent_size: self.typed("model.params.image_size")?,
             latent_channels,
             scale_factor: self.typed("model.params.scale_factor")?,
-            channel_mean_prior,
-            x0_detail_factors,
+            corrections: NoiseCorrections { channel_mean_prior, x0_detail_factors },
         })
     }
 
@@ -314,9 +296,9 @@ mod tests {
     #[test]
     fn the_noise_corrections_are_read_and_checked() {
         let config = ComposedConfig::load(default_configs(str::to_string)).unwrap();
-        let prior = config.diffusion.channel_mean_prior.expect("the default models carry a prior");
+        let prior = config.diffusion.corrections.channel_mean_prior.expect("the default models carry a prior");
         assert_eq!(prior.mean.len(), config.diffusion.latent_channels);
-        let factors = config.diffusion.x0_detail_factors.expect("the default models carry x0 detail factors");
+        let factors = config.diffusion.corrections.x0_detail_factors.expect("the default models carry x0 detail factors");
         assert!(factors.at(0) > 0.99 && factors.at(999) < 0.5, "{factors:?}");
 
         // `key`'s line replaced by `line`.
@@ -334,6 +316,6 @@ mod tests {
 
         let neither = |l: &str| if l.contains("channel_mean_prior:") || l.contains("x0_detail_factors:") { String::new() } else { l.to_string() };
         let without = ComposedConfig::load(default_configs(neither)).unwrap();
-        assert!(without.diffusion.channel_mean_prior.is_none() && without.diffusion.x0_detail_factors.is_none());
+        assert_eq!(without.diffusion.corrections, NoiseCorrections::default());
     }
 }

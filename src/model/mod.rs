@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod judges;
 pub mod layers;
 pub mod mask_encoder;
+pub mod optim;
 pub mod precision;
 pub mod preview;
 pub mod text_encoder;

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::autoencoder::AutoencoderKL;
-use crate::pipeline::generate::RgbFrame;
+use crate::data::image::RgbFrame;
 
 /// Side of the random latent the map is fitted on: big enough for a stable
 /// least-squares fit, small enough to decode in well under a second at full size.

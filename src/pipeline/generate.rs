@@ -6,13 +6,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::Tensor;
 use thiserror::Error;
 
+use crate::data::image::{images_to_frames, scalar_maps};
 use crate::data::mask::Mask;
-use crate::diffusion::collaborate::{CombineMode, PostProcess};
+use crate::diffusion::collaborate::{Combination, CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
-use crate::model::collaborative::{CollaborativeModel, Collaborators, Contexts, ModelError};
+use crate::diffusion::sampler::{SamplingError, Step};
+use crate::model::collaborative::{CollaborativeModel, Collaboration, Contexts, ModelError};
+
+/// The frames the job's events carry.
+pub use crate::data::image::{RgbFrame, ScalarMap};
 
 /// Everything that determines a generation; equal requests give equal images.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,38 +47,6 @@ impl Default for GenerateRequest {
             batch: 1,
         }
     }
-}
-
-/// An RGB image, row-major, 8 bits per channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RgbFrame {
-    pub width: usize,
-    pub height: usize,
-    pub pixels: Vec<u8>,
-}
-
-impl RgbFrame {
-    pub fn from_image(image: &image::RgbImage) -> Self {
-        Self { width: image.width() as usize, height: image.height() as usize, pixels: image.as_raw().clone() }
-    }
-
-    /// A mask in its palette colours.
-    pub fn from_mask(mask: &crate::data::mask::Mask) -> Self {
-        Self { width: mask.width(), height: mask.height(), pixels: mask.to_rgb() }
-    }
-
-    /// As an `image` buffer; `None` when the pixels do not fill width x height.
-    pub fn to_image(&self) -> Option<image::RgbImage> {
-        image::RgbImage::from_raw(self.width as u32, self.height as u32, self.pixels.clone())
-    }
-}
-
-/// A single-channel map in [0, 1] (an influence function), row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScalarMap {
-    pub width: usize,
-    pub height: usize,
-    pub values: Vec<f32>,
 }
 
 /// What one denoising step produced, for one batch item.
@@ -119,75 +91,22 @@ impl From<candle_core::Error> for GenerateError {
     }
 }
 
-/// What one sampling step computed, for the whole batch (tensors, before any preview).
-pub struct StepOutput {
-    pub index: usize,
-    pub total: usize,
-    pub t: usize,
-    pub x_prev: Tensor,
-    pub pred_x0: Tensor,
-    pub w_mask: Tensor,
-    pub w_text: Tensor,
-}
-
-/// The DDIM loop of the composed model: from the start latent to z0, calling
-/// `on_step` after every step. Returns z0 (in the diffusion's latent scale).
-pub fn sample(
-    model: &CollaborativeModel,
-    contexts: &Contexts,
-    ddim: &DdimSchedule,
-    mode: CombineMode,
-    post: &PostProcess,
-    noise: &mut NoiseSource,
-    cancel: &AtomicBool,
-    on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
-) -> Result<Tensor, GenerateError> {
-    sample_with(model, model.collaborators(), contexts, ddim, mode, post, noise, cancel, on_step)
-}
-
-/// [`sample`] with other noise predictors in place of the model's own.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_with(
-    model: &CollaborativeModel,
-    collaborators: Collaborators,
-    contexts: &Contexts,
-    ddim: &DdimSchedule,
-    mode: CombineMode,
-    post: &PostProcess,
-    noise: &mut NoiseSource,
-    cancel: &AtomicBool,
-    mut on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
-) -> Result<Tensor, GenerateError> {
-    let batch = contexts.batch();
-    let size = model.config.diffusion.latent_size;
-    let shape = [batch, model.config.diffusion.latent_channels, size, size];
-    let mut x = noise.start_latent(&shape, &model.device)?;
-    for index in 0..ddim.len() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(GenerateError::Cancelled);
+impl From<SamplingError> for GenerateError {
+    fn from(e: SamplingError) -> Self {
+        match e {
+            SamplingError::Cancelled => Self::Cancelled,
+            other => Self::Model(ModelError::Sampling(other)),
         }
-        let t = ddim.timestep(index);
-        let combination = model.predict_noise_with(collaborators, &x, t, contexts, mode, post)?;
-        let (x_prev, pred_x0) = ddim.step_from(&x, &combination.eps, index, noise)?;
-        on_step(&StepOutput {
-            index,
-            total: ddim.len(),
-            t,
-            x_prev: x_prev.clone(),
-            pred_x0,
-            w_mask: combination.w_mask,
-            w_text: combination.w_text,
-        })?;
-        x = x_prev;
     }
-    Ok(x)
 }
 
-/// A request made ready to sample: the one path from a request to the DDIM loop.
+/// A request made ready to sample: its conditions encoded and its noise seeded.
 pub struct Prepared {
     pub ddim: DdimSchedule,
-    pub contexts: Contexts,
-    pub noise: NoiseSource,
+    contexts: Contexts,
+    noise: NoiseSource,
+    mode: CombineMode,
+    post: PostProcess,
     /// Sentences for the person (e.g. a caption truncated to 77 tokens).
     pub warnings: Vec<String>,
 }
@@ -198,27 +117,36 @@ impl Prepared {
         if request.batch == 0 {
             return Err(GenerateError::Request("the batch must hold at least one image".into()));
         }
-        let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta)
-            .map_err(|e| GenerateError::Request(e.to_string()))?;
+        if request.mode == CombineMode::NoTemporal {
+            return Err(GenerateError::Request(
+                "the no-temporal ablation needs an influence function pinned from a collaborative run; `codiff eval` runs it".into(),
+            ));
+        }
+        let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta).map_err(|e| GenerateError::Request(e.to_string()))?;
         let captions = vec![request.text.clone(); request.batch];
         let (contexts, warnings) = model.encode_conditions(&request.mask, &captions)?;
         let noise = NoiseSource::seeded((0..request.batch as u64).map(|k| request.seed.wrapping_add(k)));
-        Ok(Self { ddim, contexts, noise, warnings })
+        Ok(Self { ddim, contexts, noise, mode: request.mode, post: request.post, warnings })
     }
 
-    /// Runs the DDIM loop to z0 (see [`sample`]).
-    pub fn sample(
+    /// Samples the composed model, calling `on_step` after every step, and
+    /// decodes the result: one frame per batch item.
+    pub fn generate(
         mut self,
         model: &CollaborativeModel,
-        request: &GenerateRequest,
         cancel: &AtomicBool,
-        on_step: impl FnMut(&StepOutput) -> Result<(), GenerateError>,
-    ) -> Result<Tensor, GenerateError> {
-        sample(model, &self.contexts, &self.ddim, request.mode, &request.post, &mut self.noise, cancel, on_step)
+        on_step: impl FnMut(&Step<Combination>) -> Result<(), GenerateError>,
+    ) -> Result<Vec<RgbFrame>, GenerateError> {
+        let collaboration = Collaboration::new(model, &self.contexts, self.mode, &self.post);
+        let z0 = collaboration.sample(&self.ddim, &mut self.noise, cancel, on_step)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(GenerateError::Cancelled);
+        }
+        Ok(images_to_frames(&model.decode(&z0)?)?)
     }
 }
 
-/// Runs a whole generation: conditions, sampling with a preview per step, final decode.
+/// Runs a whole generation, streaming a preview of every step and the decoded images to `sink`.
 pub fn run(
     model: &CollaborativeModel,
     request: &GenerateRequest,
@@ -230,11 +158,11 @@ pub fn run(
     for warning in std::mem::take(&mut prepared.warnings) {
         sink(Event::Warning(warning));
     }
-    let z0 = prepared.sample(model, request, cancel, |step| {
+    let images = prepared.generate(model, cancel, |step| {
         let pred = model.preview(&step.pred_x0)?;
-        let noisy = model.preview(&step.x_prev)?;
-        let w_mask = scalar_maps(&step.w_mask)?;
-        let w_text = scalar_maps(&step.w_text)?;
+        let noisy = model.preview(&step.x)?;
+        let w_mask = scalar_maps(&step.prediction.w_mask)?;
+        let w_text = scalar_maps(&step.prediction.w_text)?;
         let frames = pred
             .into_iter()
             .zip(noisy)
@@ -250,29 +178,6 @@ pub fn run(
         });
         Ok(())
     })?;
-    if cancel.load(Ordering::Relaxed) {
-        return Err(GenerateError::Cancelled);
-    }
-    let images = images_to_frames(&model.decode(&z0)?)?;
     sink(Event::Done { images: images.clone(), elapsed_secs: started.elapsed().as_secs_f64() });
     Ok(images)
-}
-
-/// B x 3 x H x W images in [-1, 1] to 8-bit frames.
-pub fn images_to_frames(images: &Tensor) -> Result<Vec<RgbFrame>, GenerateError> {
-    let (batch, _, height, width) = images.dims4()?;
-    let bytes = ((images.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.contiguous()?;
-    let bytes = bytes.to_dtype(candle_core::DType::U8)?;
-    (0..batch)
-        .map(|b| Ok(RgbFrame { width, height, pixels: bytes.get(b)?.flatten_all()?.to_vec1::<u8>()? }))
-        .collect()
-}
-
-/// B x 1 x H x W maps to per-item value grids.
-pub fn scalar_maps(maps: &Tensor) -> Result<Vec<ScalarMap>, GenerateError> {
-    let (batch, _, height, width) = maps.dims4()?;
-    let flat = maps.flatten_from(1)?.to_dtype(candle_core::DType::F32)?;
-    (0..batch)
-        .map(|b| Ok(ScalarMap { width, height, values: flat.get(b)?.to_vec1::<f32>()? }))
-        .collect()
 }

@@ -25,16 +25,17 @@ use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::image::{images_to_frames, RgbFrame};
 use crate::data::mask::Mask;
 use crate::data::synth::{caption, sample_attributes, Beard, BeardLevel, Decade, Gender};
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
-use crate::diffusion::ddim::{predicted_x0, DdimSchedule, NoiseSource};
+use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::model::checkpoint::Weights;
-use crate::model::collaborative::{CollaborativeModel, Collaborators, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
+use crate::model::collaborative::{CollaborativeModel, Collaboration, Collaborators, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
 use crate::model::judges::Judges;
+use crate::model::optim::AdamW;
 use crate::model::unet::UNetModel;
-use crate::pipeline::generate::{images_to_frames, sample_with, GenerateError, RgbFrame};
-use crate::pipeline::train::AdamW;
+use crate::pipeline::generate::GenerateError;
 
 pub mod memory;
 pub mod photo;
@@ -177,14 +178,19 @@ pub fn run(
             (model.collaborators(), source, vec![(1.0, target)])
         }
     };
-    let x_t = invert(model, collaborators, &z0, &source, &ddim, request.mode, cancel, sink)?;
+    let inverting = Collaboration { collaborators, ..Collaboration::new(model, &source, request.mode, &post) };
+    let x_t = inverting.invert(&z0, &ddim, cancel, |s| {
+        sink(EditEvent::Stage { name: "inverting".into(), step: s.index + 1, total: s.total });
+        Ok::<_, GenerateError>(())
+    })?;
     let mut images = Vec::new();
     for (alpha, contexts) in targets {
         let stage = if tuned.is_some() { format!("sampling (alpha {alpha})") } else { "sampling".into() };
+        // Deterministic (eta 0): the inverted latent is all the noise there is.
         let mut noise = NoiseSource::injected(x_t.clone(), Tensor::zeros((1,), DType::F32, &model.device)?);
-        let z = sample_with(model, collaborators, &contexts, &ddim, request.mode, &post, &mut noise, cancel, |s| {
+        let z = Collaboration { contexts: &contexts, ..inverting }.sample(&ddim, &mut noise, cancel, |s| {
             sink(EditEvent::Stage { name: stage.clone(), step: s.index + 1, total: s.total });
-            Ok(())
+            Ok::<_, GenerateError>(())
         })?;
         images.push((alpha, decode(model, &z)?));
     }
@@ -198,37 +204,6 @@ fn decode(model: &CollaborativeModel, z: &Tensor) -> Result<RgbFrame, GenerateEr
 /// alpha * target + (1 - alpha) * optimised (alpha may leave [0, 1], as the original sweeps it to 2.5).
 fn mix(target: &Tensor, optimised: &Tensor, alpha: f64) -> candle_core::Result<Tensor> {
     (target * alpha)? + (optimised * (1.0 - alpha))?
-}
-
-/// Deterministic DDIM inversion: from z0 up the sampling schedule to x_T, each
-/// step re-noising the predicted x0 with the noise predicted at the current level.
-#[allow(clippy::too_many_arguments)]
-fn invert(
-    model: &CollaborativeModel,
-    collaborators: Collaborators,
-    z0: &Tensor,
-    contexts: &Contexts,
-    ddim: &DdimSchedule,
-    mode: CombineMode,
-    cancel: &AtomicBool,
-    sink: &mut dyn FnMut(EditEvent),
-) -> Result<Tensor, GenerateError> {
-    let post = PostProcess::default();
-    let n = ddim.len();
-    let mut x = z0.clone();
-    // Sampling step k goes from level a_k to a_prev_k; inversion walks those steps backwards.
-    for (done, step) in (0..n).rev().enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(GenerateError::Cancelled);
-        }
-        let i = n - 1 - step;
-        let (a, a_prev) = (ddim.alphas()[i], ddim.alphas_prev()[i]);
-        let eps = model.predict_noise_with(collaborators, &x, ddim.timestep(step), contexts, mode, &post)?.eps;
-        let pred_x0 = predicted_x0(&x, &eps, a_prev)?;
-        x = ((pred_x0 * a.sqrt())? + (eps * (1.0 - a).sqrt())?)?;
-        sink(EditEvent::Stage { name: "inverting".into(), step: done + 1, total: n });
-    }
-    Ok(x)
 }
 
 /// The two fine-tuned UNets and optimised embeddings of an Imagic edit.
@@ -311,10 +286,9 @@ fn imagic_one(
     let parameters = weights.shapes().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, s)| s.iter().product::<usize>()).sum();
     let needed = memory::finetune_bytes(config, parameters, z0.dim(3)?, target.dim(1)?);
     memory::check_fits(needed, memory::available_bytes()).map_err(GenerateError::Request)?;
-    let schedule = model.schedule.alphas_cumprod().to_vec();
     let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
     let loss = |unet: &UNetModel, embedding: &Tensor, rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
-        let (x_t, t, eps) = crate::pipeline::train::noised(z0, &schedule, rng)?;
+        let (x_t, t, eps) = model.schedule.noised(z0, rng)?;
         (unet.forward(&x_t, &t, embedding)? - eps)?.sqr()?.mean_all()
     };
     // (1) The embedding, with the model frozen.

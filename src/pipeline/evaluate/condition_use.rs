@@ -8,9 +8,9 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use super::chunk_contexts;
-use crate::diffusion::ddim::NoiseSource;
+use crate::data::faces::FaceSet;
+use crate::diffusion::ddim::{renoised, NoiseSource};
 use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
-use crate::pipeline::train::FaceSet;
 
 /// The timesteps measured: from nearly clean to nearly pure noise.
 const TIMESTEPS: [usize; 6] = [50, 200, 400, 600, 800, 950];
@@ -51,7 +51,7 @@ pub fn measure(model: &CollaborativeModel, faces: &FaceSet, batch: usize, seed: 
             let a = model.schedule.alphas_cumprod()[t];
             let seeds = chunk.iter().map(|&i| seed.wrapping_add((i * TIMESTEPS.len() + k) as u64));
             let eps = NoiseSource::seeded(seeds).start_latent(z0.dims(), &model.device)?;
-            let x_t = ((&z0 * a.sqrt())? + (&eps * (1.0 - a).sqrt())?)?;
+            let x_t = renoised(&z0, &eps, a, 0.0)?;
             let t_batch = Tensor::full(t as f32, chunk.len(), &model.device)?;
             let error_sum = |contexts: &Contexts| -> Result<[f64; 2], ModelError> {
                 let (mask, text) = model.collaborators().noise(&x_t, &t_batch, contexts)?;

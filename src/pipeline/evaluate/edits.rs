@@ -17,14 +17,15 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::{mean, score_parsed, ItemScores};
+use crate::data::faces::HELD_OUT_SEED;
+use crate::data::image::RgbFrame;
 use crate::data::mask::Mask;
 use crate::data::synth::{caption, render, sample_attributes, sample_rng, Attributes, Beard, BeardLevel, Decade, Expression, Fringe, Gender};
 use crate::diffusion::collaborate::CombineMode;
 use crate::model::collaborative::CollaborativeModel;
 use crate::model::judges::Judges;
 use crate::pipeline::edit::{self, photo_tensor, EditMethod, EditRequest};
-use crate::pipeline::generate::{GenerateError, RgbFrame};
-use crate::pipeline::train::HELD_OUT_SEED;
+use crate::pipeline::generate::GenerateError;
 
 /// Edit cases start here in the held-out world, clear of the generation evaluation's conditions.
 const FIRST_CASE: u64 = 100_000;

@@ -5,62 +5,47 @@
 //! bootstrap intervals over conditions. The collaborative runs also record
 //! where and when each model had influence (the paper's Figure 10).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Tensor, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::data::faces::{FaceSet, HELD_OUT_SEED};
 use crate::data::mask::Mask;
 use crate::data::synth::{parse_caption, BeardLevel, Decade, Gender};
-use crate::diffusion::collaborate::{combine, spatial_mean, Combination, CombineMode, DiffuserMaps, PostProcess};
+use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
-use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
+use crate::model::collaborative::{CollaborativeModel, Collaboration, Contexts, ModelError};
 use crate::model::judges::Judges;
-use crate::pipeline::train::{FaceSet, HELD_OUT_SEED};
 
 pub mod condition_use;
 pub mod edits;
 
-/// The ways of generating the evaluation compares (the paper's Table 1 rows, then Table 2's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EvalMode {
-    Text,
-    Mask,
-    Composable,
-    Collaborative,
-    /// Each step's influence functions replaced by their spatial means.
-    NoSpatial,
-    /// One influence function, from the collaborative run's step nearest t = 500, at every step.
-    NoTemporal,
-    /// The diffusers' plain softmax, without the sampler's mask scale and cosine decay.
-    PlainSoftmax,
-}
+/// The ways of generating the evaluation compares (the paper's Table 1 rows,
+/// then Table 2's), in the order they run: the no-temporal ablation pins the
+/// collaborative run's influence.
+pub const MODES: [CombineMode; 7] = [
+    CombineMode::Text,
+    CombineMode::Mask,
+    CombineMode::Composable,
+    CombineMode::Collaborative,
+    CombineMode::NoSpatial,
+    CombineMode::NoTemporal,
+    CombineMode::Softmax,
+];
 
-impl EvalMode {
-    /// In the order they run: `NoTemporal` needs the collaborative run's maps.
-    pub const ALL: [EvalMode; 7] = [
-        EvalMode::Text,
-        EvalMode::Mask,
-        EvalMode::Composable,
-        EvalMode::Collaborative,
-        EvalMode::NoSpatial,
-        EvalMode::NoTemporal,
-        EvalMode::PlainSoftmax,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EvalMode::Text => "text",
-            EvalMode::Mask => "mask",
-            EvalMode::Composable => "composable",
-            EvalMode::Collaborative => "collaborative",
-            EvalMode::NoSpatial => "no-spatial",
-            EvalMode::NoTemporal => "no-temporal",
-            EvalMode::PlainSoftmax => "plain-softmax",
-        }
+/// A mode's name in the results (the paper's row names).
+pub fn mode_name(mode: CombineMode) -> &'static str {
+    match mode {
+        CombineMode::Text => "text",
+        CombineMode::Mask => "mask",
+        CombineMode::Composable => "composable",
+        CombineMode::Collaborative => "collaborative",
+        CombineMode::NoSpatial => "no-spatial",
+        CombineMode::NoTemporal => "no-temporal",
+        CombineMode::Softmax => "plain-softmax",
     }
 }
 
@@ -77,7 +62,7 @@ pub struct EvalRequest {
 
 pub enum EvalEvent {
     /// `done` of `total` (mode, condition) generations finished.
-    Progress { done: usize, total: usize, mode: EvalMode },
+    Progress { done: usize, total: usize, mode: CombineMode },
 }
 
 /// One generated image's scores.
@@ -131,7 +116,7 @@ pub struct InfluenceAtStep {
 
 #[derive(Debug, Serialize)]
 pub struct EvalReport {
-    pub modes: Vec<(EvalMode, ModeResult)>,
+    pub modes: Vec<(CombineMode, ModeResult)>,
     pub count: usize,
     pub seed: u64,
     pub steps: usize,
@@ -154,7 +139,7 @@ pub struct Examples {
     pub masks: Vec<Mask>,
     pub captions: Vec<String>,
     /// Per mode, per example: B x 3 x H x W in [-1, 1].
-    pub images: Vec<(EvalMode, Tensor)>,
+    pub images: Vec<(CombineMode, Tensor)>,
     /// Per step of the collaborative run: the examples' mask influence, E x 1 x h x w.
     pub w_mask: Vec<Tensor>,
 }
@@ -172,39 +157,40 @@ pub fn run(
     let faces = FaceSet::generate(HELD_OUT_SEED, request.count, model.image_size());
     let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mid_step = (0..ddim.len()).min_by_key(|&i| ddim.timestep(i).abs_diff(500)).unwrap_or(0);
-    let mut scores: Vec<Vec<ItemScores>> = vec![Vec::new(); EvalMode::ALL.len()];
-    let mut features: Vec<Vec<Tensor>> = vec![Vec::new(); EvalMode::ALL.len()];
+    let post = PostProcess::default();
+    let mut scores: Vec<Vec<ItemScores>> = vec![Vec::new(); MODES.len()];
+    let mut features: Vec<Vec<Tensor>> = vec![Vec::new(); MODES.len()];
     let mut influence: Vec<[f64; 3]> = vec![[0.0; 3]; ddim.len()];
     let mut examples = Examples::default();
-    let total = request.count * EvalMode::ALL.len();
+    let total = request.count * MODES.len();
     let mut done = 0;
     let indices: Vec<usize> = (0..request.count).collect();
     for chunk in indices.chunks(request.batch.max(1)) {
         let contexts = chunk_contexts(model, &faces, chunk)?;
         let seeds: Vec<u64> = chunk.iter().map(|&i| request.seed.wrapping_add(i as u64)).collect();
         let mut mid_influence: Option<Tensor> = None;
-        for (m, &mode) in EvalMode::ALL.iter().enumerate() {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(candle_core::Error::Msg("the evaluation was cancelled".into()).into());
-            }
-            let fixed = if mode == EvalMode::NoTemporal { mid_influence.clone() } else { None };
-            let mut record = |step: usize, c: &Combination| -> candle_core::Result<()> {
-                if mode != EvalMode::Collaborative {
+        for (m, &mode) in MODES.iter().enumerate() {
+            let pinned = if mode == CombineMode::NoTemporal { mid_influence.clone() } else { None };
+            let collaboration = Collaboration { pinned: pinned.as_ref(), ..Collaboration::new(model, &contexts, mode, &post) };
+            // Every mode draws the same noise for the same seeds.
+            let mut noise = NoiseSource::seeded(seeds.iter().copied());
+            let z0 = collaboration.sample(&ddim, &mut noise, cancel, |step| -> Result<(), ModelError> {
+                if mode != CombineMode::Collaborative {
                     return Ok(());
                 }
-                if step == mid_step {
-                    mid_influence = Some(c.w_mask.clone());
+                let w_mask = &step.prediction.w_mask;
+                if step.index == mid_step {
+                    mid_influence = Some(w_mask.clone());
                 }
-                let stats = influence_stats(&c.w_mask, &faces, chunk)?;
-                for (acc, v) in influence[step].iter_mut().zip(stats) {
+                let stats = influence_stats(w_mask, &faces, chunk)?;
+                for (acc, v) in influence[step.index].iter_mut().zip(stats) {
                     *acc += v;
                 }
                 if chunk[0] == 0 {
-                    examples.w_mask.push(c.w_mask.narrow(0, 0, EXAMPLES.min(chunk.len()))?);
+                    examples.w_mask.push(w_mask.narrow(0, 0, EXAMPLES.min(chunk.len()))?);
                 }
                 Ok(())
-            };
-            let z0 = sample(model, &contexts, &ddim, mode, fixed.as_ref(), &seeds, &mut record)?;
+            })?;
             let images = model.decode(&z0)?.clamp(-1f32, 1f32)?;
             let judged = Judges::prepare(&images)?;
             scores[m].extend(score(judges, &judged, &faces, chunk)?);
@@ -222,7 +208,7 @@ pub fn run(
     let real_scores = score(judges, &real_judged, &faces, &indices)?;
     let real_stats = FeatureStats::of(&real_features)?;
     let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
-    let modes = EvalMode::ALL
+    let modes = MODES
         .iter()
         .enumerate()
         .map(|(m, &mode)| Ok((mode, summarise(&scores[m], &Tensor::cat(&features[m], 0)?, &real_stats, &mut rng)?)))
@@ -257,50 +243,6 @@ fn chunk_contexts(model: &CollaborativeModel, faces: &FaceSet, chunk: &[usize]) 
         texts.push(c.text);
     }
     Ok(Contexts { mask: Tensor::cat(&masks, 0)?, text: Tensor::cat(&texts, 0)? })
-}
-
-/// DDIM in one of the evaluation's modes, every mode drawing the same noise
-/// for the same seeds; `record` sees every step's combination.
-fn sample(
-    model: &CollaborativeModel,
-    contexts: &Contexts,
-    ddim: &DdimSchedule,
-    mode: EvalMode,
-    fixed_w_mask: Option<&Tensor>,
-    seeds: &[u64],
-    record: &mut dyn FnMut(usize, &Combination) -> candle_core::Result<()>,
-) -> Result<Tensor, ModelError> {
-    let d = &model.config.diffusion;
-    let mut noise = NoiseSource::seeded(seeds.iter().copied());
-    let mut x = noise.start_latent(&[seeds.len(), d.latent_channels, d.latent_size, d.latent_size], &model.device)?;
-    let post = PostProcess::default();
-    for step in 0..ddim.len() {
-        let t = ddim.timestep(step);
-        let combination = match mode {
-            EvalMode::Text => model.predict_noise(&x, t, contexts, CombineMode::Text, &post)?,
-            EvalMode::Mask => model.predict_noise(&x, t, contexts, CombineMode::Mask, &post)?,
-            EvalMode::Composable => model.predict_noise(&x, t, contexts, CombineMode::Composable, &post)?,
-            EvalMode::Collaborative => model.predict_noise(&x, t, contexts, CombineMode::Collaborative, &post)?,
-            EvalMode::PlainSoftmax => model.predict_noise(&x, t, contexts, CombineMode::Softmax, &post)?,
-            EvalMode::NoSpatial | EvalMode::NoTemporal => {
-                let (eps_mask, eps_text) = model.collaborator_noise(&x, t, contexts)?;
-                let w_mask = match (mode, fixed_w_mask) {
-                    (EvalMode::NoTemporal, Some(w)) => w.clone(),
-                    _ => {
-                        let (mask, text) = model.diffuser_maps(&x, t, contexts)?;
-                        let learned = combine(&eps_mask, &eps_text, Some(DiffuserMaps { mask: &mask, text: &text }), t, CombineMode::Collaborative, &post)?;
-                        spatial_mean(&learned.w_mask)?
-                    }
-                };
-                let mut combination = Combination::from_mask_influence(&eps_mask, &eps_text, w_mask)?;
-                combination.eps = model.correct_noise(&x, combination.eps, t)?;
-                combination
-            }
-        };
-        record(step, &combination)?;
-        x = ddim.step_from(&x, &combination.eps, step, &mut noise)?.0;
-    }
-    Ok(x)
 }
 
 /// The mask model's mean influence over contour pixels, skin-interior pixels and all pixels of each item, summed over the chunk.

@@ -12,18 +12,18 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use super::latents::{noised, LatentSet};
+use super::latents::LatentSet;
 use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
 use super::{fit, io_error, mse, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
-use crate::diffusion::collaborate::{combine, CombineMode, DiffuserMaps, PostProcess};
-use crate::diffusion::ddim::{predicted_x0, NoiseSource};
+use crate::diffusion::collaborate::{combine, CombineMode, DiffuserMaps, Influence, PostProcess};
+use crate::diffusion::corrections::NoiseCorrections;
+use crate::diffusion::ddim::{predicted_x0, renoised, DdimSchedule, NoiseSource};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::x0_detail::DetailFactors;
 use crate::model::autoencoder::AutoencoderKL;
-use crate::model::collaborative::{side_by_side, CollaborativeModel, ConditionEncoder, Contexts};
-use crate::model::config::{ComposedConfig, DiffusionSettings};
+use crate::model::collaborative::{side_by_side, CollaborativeModel, Collaboration, ConditionEncoder, Contexts, ModelError};
+use crate::model::config::ComposedConfig;
 use crate::model::unet::UNetModel;
-use crate::pipeline::generate::{GenerateRequest, Prepared};
 
 const BATCH: usize = 8;
 const SAMPLES: usize = 8;
@@ -88,21 +88,13 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     // Loads through the studio's own strict path, then samples a grid with it.
     let model = CollaborativeModel::load(&config.path, &out, &ctx.device)?;
     let sheet_path = ctx.work_dir(Stage::Diffusers)?.join("samples").join("collaborative.png");
+    let ddim = DdimSchedule::new(&model.schedule, 50, super::ldm::SAMPLE_ETA).map_err(|e| TrainError::Io(e.to_string()))?;
+    let (post, never) = (PostProcess::default(), std::sync::atomic::AtomicBool::new(false));
     let mut z0 = Vec::new();
     for i in 0..SAMPLES {
-        let request = GenerateRequest {
-            mask: held_out.masks[i].clone(),
-            text: held_out.captions[i].clone(),
-            steps: 50,
-            eta: super::ldm::SAMPLE_ETA,
-            seed: i as u64,
-            mode: CombineMode::Collaborative,
-            post: PostProcess::default(),
-            batch: 1,
-        };
-        let prepared = Prepared::new(&model, &request).map_err(|e| TrainError::Io(e.to_string()))?;
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        z0.push(prepared.sample(&model, &request, &cancel, |_| Ok(())).map_err(|e| TrainError::Io(e.to_string()))?);
+        let (contexts, _) = model.encode_conditions(&held_out.masks[i], std::slice::from_ref(&held_out.captions[i]))?;
+        let collaboration = Collaboration::new(&model, &contexts, CombineMode::Collaborative, &post);
+        z0.push(collaboration.sample(&ddim, &mut NoiseSource::seeded([i as u64]), &never, |_| Ok::<_, ModelError>(()))?);
     }
     let sheet = samples_sheet(&model.vae, &Tensor::cat(&z0, 0)?, &config, &held_out)?;
     sheet.save(&sheet_path).map_err(|e| io_error("write", &sheet_path, e))?;
@@ -132,18 +124,18 @@ fn fit_detail_factors(
     let z0 = (vae.encode(&faces.photos(&indices, device)?)?.mean * config.diffusion.scale_factor)?;
     let contexts = [encode_batch(encoders[0], &faces, &indices, device)?, encode_batch(encoders[1], &faces, &indices, device)?];
     // The sampler's corrections as they stand before these factors (a rerun must not fit on top of old ones).
-    let before_factors = DiffusionSettings { x0_detail_factors: None, ..config.diffusion.clone() };
+    let before_factors = NoiseCorrections { x0_detail_factors: None, ..config.diffusion.corrections.clone() };
     let last = schedule.num_timesteps() - 1;
     let timesteps: Vec<usize> = (0..last).step_by(FACTOR_STEP).chain([last]).collect();
     let mut factors = Vec::new();
     for (k, &t) in timesteps.iter().enumerate() {
         let a = schedule.alphas_cumprod()[t];
         let eps = NoiseSource::seeded((0..FACTOR_PHOTOS as u64).map(|i| i * 1000 + k as u64)).start_latent(z0.dims(), device)?;
-        let x_t = ((&z0 * a.sqrt())? + (&eps * (1.0 - a).sqrt())?)?;
+        let x_t = renoised(&z0, &eps, a, 0.0)?;
         let t_batch = Tensor::full(t as f32, FACTOR_PHOTOS, device)?;
         let mut predicted = Vec::new();
         for (unet, context) in [unets.mask, unets.text].into_iter().zip(&contexts) {
-            let eps_hat = before_factors.correct_noise(&x_t, unet.forward(&x_t, &t_batch, context)?, a, t)?;
+            let eps_hat = before_factors.apply(&x_t, &unet.forward(&x_t, &t_batch, context)?, a, t)?;
             predicted.push(predicted_x0(&x_t, &eps_hat, a)?);
         }
         let truth = Tensor::cat(&[&z0, &z0], 0)?;
@@ -170,12 +162,12 @@ pub(crate) fn loss(
     schedule: &NoiseSchedule,
     rng: &mut impl rand::Rng,
 ) -> candle_core::Result<Tensor> {
-    let (x_t, t, eps) = noised(z0, schedule.alphas_cumprod(), rng)?;
+    let (x_t, t, eps) = schedule.noised(z0, rng)?;
     let (eps_mask, eps_text) = side_by_side(collaborators.mask, collaborators.text, &x_t, &t, contexts)?;
     let (map_mask, map_text) = side_by_side(diffusers.mask, diffusers.text, &x_t, &t, contexts)?;
     let maps = DiffuserMaps { mask: &map_mask, text: &map_text };
     // The sampler's combination in its training form: the plain softmax, which is differentiable.
-    let combined = combine(&eps_mask, &eps_text, Some(maps), 0, CombineMode::Softmax, &PostProcess::default())?;
+    let combined = combine(&eps_mask, &eps_text, Influence::Diffusers(maps), 0, CombineMode::Softmax, &PostProcess::default())?;
     mse(&combined.eps, &eps)
 }
 

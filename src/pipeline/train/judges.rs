@@ -12,8 +12,9 @@ use rand::Rng;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::latents::gaussian_like;
+use crate::diffusion::schedule::gaussian_like;
 use super::{fit, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
 use crate::model::judges::{AttributeJudge, FaceParser, JUDGE_SIZE};
 
@@ -29,8 +30,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
     let (vae, _) = super::vae::load(ctx, &config)?;
     sink(TrainEvent::Note("judges: passing the photos through the autoencoder (once)".into()));
-    let coded = faces.autoencoded(&vae, &device)?;
-    let held_out_coded = held_out.autoencoded(&vae, &device)?;
+    let coded = autoencoded(&faces, &vae, &device)?;
+    let held_out_coded = autoencoded(&held_out, &vae, &device)?;
     let either = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { &coded } else { &faces };
     let vars = VarMap::new();
     let vb = ctx.var_builder(&vars, "parser");
@@ -78,6 +79,12 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     sink(TrainEvent::Note(format!("judges: held-out {metrics}")));
     write_metrics(ctx, Stage::Judges, &metrics)?;
     save_weights(&weights, &ctx.path(Stage::Judges.output()))
+}
+
+/// The faces with each photo as `vae` renders it (its posterior mean,
+/// decoded): what a generated image looks like at best.
+pub(crate) fn autoencoded(faces: &FaceSet, vae: &AutoencoderKL, device: &Device) -> candle_core::Result<FaceSet> {
+    faces.rendered_by(|photos| vae.decode(&vae.encode(photos)?.mean), device)
 }
 
 /// Per-pixel cross-entropy of the parser on (augmented) photos `indices`.

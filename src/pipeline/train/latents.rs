@@ -6,6 +6,7 @@ use candle_core::{Result, Tensor};
 use rand::Rng;
 
 use super::{io_error, Context, FaceSet, TrainError, TrainEvent, TRAIN_SEED};
+use crate::diffusion::schedule::gaussian_like;
 use crate::model::config::ComposedConfig;
 
 /// The conditions and latents of the training set.
@@ -69,25 +70,4 @@ impl LatentSet {
         let noise = gaussian_like(&mean, rng)?;
         (mean + (std * noise)?)? * self.scale_factor
     }
-}
-
-/// Draws timesteps uniformly from 0..`timesteps` and noises `z0` to them:
-/// x_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps. Returns (x_t, t as f32, eps).
-pub fn noised(z0: &Tensor, alphas_cumprod: &[f64], rng: &mut impl Rng) -> Result<(Tensor, Tensor, Tensor)> {
-    let batch = z0.dim(0)?;
-    let ts: Vec<usize> = (0..batch).map(|_| rng.random_range(0..alphas_cumprod.len())).collect();
-    let signal: Vec<f32> = ts.iter().map(|&t| alphas_cumprod[t].sqrt() as f32).collect();
-    let noise_scale: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas_cumprod[t]).sqrt() as f32).collect();
-    let device = z0.device();
-    let column = |v: Vec<f32>| Tensor::from_vec(v, (batch, 1, 1, 1), device);
-    let eps = gaussian_like(z0, rng)?;
-    let x_t = (z0.broadcast_mul(&column(signal)?)? + eps.broadcast_mul(&column(noise_scale)?)?)?;
-    let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), batch, device)?;
-    Ok((x_t, t, eps))
-}
-
-/// Standard normal noise shaped like `x`, drawn from `rng` (so a resumed run draws the same).
-pub fn gaussian_like(x: &Tensor, rng: &mut impl Rng) -> Result<Tensor> {
-    let values: Vec<f32> = (0..x.elem_count()).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
-    Tensor::from_vec(values, x.shape(), x.device())
 }

@@ -4,20 +4,24 @@
 //! cached latents of the synthetic faces, with the autoencoder frozen.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
-use super::latents::{noised, LatentSet};
+use super::latents::LatentSet;
 use super::{fit, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::data::synth::sheet::{contact_sheet, SheetEntry};
+use crate::data::image::images_to_frames;
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::diffusion::sampler::Sampler;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::collaborative::{ConditionEncoder, LatentDiffusion, ModelError};
 use crate::model::config::{ComposedConfig, LdmConfig};
+use crate::model::mask_encoder::MaskEncoder;
+use crate::model::tokenizer::MAX_TOKENS;
 use crate::model::unet::UNetModel;
-use crate::pipeline::generate::images_to_frames;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Modality {
@@ -98,32 +102,38 @@ pub fn train(ctx: &Context, modality: Modality, sink: &mut dyn FnMut(TrainEvent)
 
 /// The LatentDiffusion loss: noise latents `z0` to uniform timesteps, MSE of the predicted noise.
 pub(crate) fn loss(unet: &UNetModel, z0: &Tensor, context: &Tensor, schedule: &NoiseSchedule, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
-    let (x_t, t, eps) = noised(z0, schedule.alphas_cumprod(), rng)?;
+    let (x_t, t, eps) = schedule.noised(z0, rng)?;
     mse(&unet.forward(&x_t, &t, context)?, &eps)
 }
 
 /// The cross-attention context of a batch of training items.
 pub(crate) fn encode_batch(encoder: &ConditionEncoder, faces: &FaceSet, indices: &[usize], device: &Device) -> candle_core::Result<Tensor> {
     match encoder {
-        ConditionEncoder::Mask { encoder, mask_embed_dim } => encoder.forward(&faces.mask_one_hots(indices, *mask_embed_dim, device)?),
-        ConditionEncoder::Text { encoder, tokenizer } => encoder.forward(&faces.token_ids(indices, tokenizer, device)?),
+        ConditionEncoder::Mask { encoder, mask_embed_dim } => {
+            let rows = indices.iter().map(|&i| MaskEncoder::one_hot(&faces.masks[i], *mask_embed_dim, device)).collect::<candle_core::Result<Vec<_>>>()?;
+            encoder.forward(&Tensor::cat(&rows, 0)?)
+        }
+        ConditionEncoder::Text { encoder, tokenizer } => {
+            let mut ids = Vec::with_capacity(indices.len() * MAX_TOKENS);
+            for &i in indices {
+                ids.extend(tokenizer.encode(&faces.captions[i]).map_err(|e| candle_core::Error::Msg(e.to_string()))?.ids);
+            }
+            encoder.forward(&Tensor::from_vec(ids, (indices.len(), MAX_TOKENS), device)?)
+        }
     }
 }
 
 /// DDIM sampling with one UNet, for the stage's sample grids.
-fn sample(unet: &UNetModel, context: &Tensor, schedule: &NoiseSchedule, config: &ComposedConfig, seed: u64) -> candle_core::Result<Tensor> {
+fn sample(unet: &UNetModel, context: &Tensor, schedule: &NoiseSchedule, config: &ComposedConfig, seed: u64) -> Result<Tensor, ModelError> {
     let ddim = DdimSchedule::new(schedule, SAMPLE_STEPS, SAMPLE_ETA).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let batch = context.dim(0)?;
     let d = &config.diffusion;
     let mut noise = NoiseSource::seeded((0..batch as u64).map(|k| seed * 1000 + k));
-    let mut x = noise.start_latent(&[batch, d.latent_channels, d.latent_size, d.latent_size], context.device())?;
-    for step in 0..ddim.len() {
-        let timestep = ddim.timestep(step);
-        let t = Tensor::full(timestep as f32, batch, context.device())?;
-        let eps = d.correct_noise(&x, unet.forward(&x, &t, context)?, schedule.alphas_cumprod()[timestep], timestep)?;
-        x = ddim.step_from(&x, &eps, step, &mut noise)?.0;
-    }
-    Ok(x)
+    let x_t = noise.start_latent(&[batch, d.latent_channels, d.latent_size, d.latent_size], context.device())?;
+    let sampler = Sampler { schedule, ddim: &ddim, corrections: &d.corrections };
+    let never = AtomicBool::new(false);
+    let predict = |x: &Tensor, t: usize| unet.forward(x, &Tensor::full(t as f32, batch, context.device())?, context);
+    sampler.sample(x_t, &mut noise, &never, |x, t| Ok::<_, ModelError>(predict(x, t)?), |_| Ok(()))
 }
 
 /// Decoded samples beside the masks and captions they were asked for.

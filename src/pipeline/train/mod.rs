@@ -8,13 +8,11 @@
 //! log (CSV) and sample grids.
 
 mod adversarial;
-mod data;
 mod diffusers;
 mod init;
 mod judges;
 mod latents;
 mod ldm;
-mod optim;
 mod perceptual;
 mod vae;
 
@@ -31,11 +29,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use thiserror::Error;
 
-pub use data::{FaceSet, HELD_OUT_SEED, TRAIN_SEED};
-pub use latents::noised;
-pub use optim::AdamW;
+use crate::data::faces::{FaceSet, HELD_OUT_SEED, TRAIN_SEED};
 
 use crate::model::collaborative::ModelError;
+use crate::model::optim::AdamW;
 
 /// The stages, in the order `all` runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

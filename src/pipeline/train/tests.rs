@@ -11,7 +11,8 @@ use super::adversarial::PatchDiscriminator;
 use super::diffusers::{self, Pair};
 use super::perceptual::PerceptualNet;
 use super::init::seeded_var_builder;
-use super::{judges, ldm, vae, AdamW, FaceSet, TRAIN_SEED};
+use super::{judges, ldm, vae, FaceSet, TRAIN_SEED};
+use crate::model::optim::AdamW;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::collaborative::{ConditionEncoder, Contexts};
@@ -27,7 +28,7 @@ fn default_config() -> ComposedConfig {
 /// output layers (the original's `zero_module`) do not block the gradient.
 fn perturb(vars: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
     for var in vars.all_vars() {
-        var.set(&(var.as_tensor() + (super::latents::gaussian_like(var.as_tensor(), rng)? * 0.05)?)?)?;
+        var.set(&(var.as_tensor() + (crate::diffusion::schedule::gaussian_like(var.as_tensor(), rng)? * 0.05)?)?)?;
     }
     Ok(())
 }
@@ -158,7 +159,7 @@ fn autoencoded_faces_keep_their_truth_and_change_only_the_photos() -> Result<()>
     let faces = FaceSet::generate(TRAIN_SEED, 3, config.first_stage().ddconfig.resolution);
     let vars = VarMap::new();
     let autoencoder = AutoencoderKL::new(seeded_var_builder(&vars, 1, &dev).pp("first_stage_model"), config.first_stage())?;
-    let coded = faces.autoencoded(&autoencoder, &dev)?;
+    let coded = judges::autoencoded(&faces, &autoencoder, &dev)?;
     assert_eq!((coded.len(), coded.size), (faces.len(), faces.size));
     assert_eq!((&coded.masks, &coded.captions, &coded.attributes), (&faces.masks, &faces.captions, &faces.attributes));
     let indices = [0, 1, 2];

@@ -16,13 +16,14 @@ use candle_nn::{VarBuilder, VarMap};
 use image::RgbImage;
 
 use super::adversarial::{adaptive_weight, PatchDiscriminator};
-use super::latents::gaussian_like;
 use super::perceptual::{random_crops, PerceptualNet};
-use super::{fit, io_error, save_weights, set_param, write_metrics, AdamW, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use super::{fit, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use crate::diffusion::schedule::gaussian_like;
+use crate::model::optim::AdamW;
 use crate::diffusion::channel_means::ChannelMeanPrior;
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
-use crate::pipeline::generate::images_to_frames;
+use crate::data::image::images_to_frames;
 
 /// Training faces (the held-out ones come from another world seed).
 pub const TRAIN_COUNT: usize = 8192;

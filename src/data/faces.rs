@@ -1,6 +1,6 @@
-//! The synthetic face world held in memory for training: photos, masks,
-//! captions and attributes, made in parallel from one seed, and batches of them
-//! as tensors.
+//! The synthetic face world held in memory for training and evaluation:
+//! photos, masks, captions and attributes, made in parallel from one seed,
+//! and batches of them as tensors.
 
 use candle_core::{Device, Result, Tensor};
 use rand::seq::index::sample;
@@ -10,9 +10,6 @@ use rayon::prelude::*;
 use crate::data::augment::Augmentation;
 use crate::data::mask::Mask;
 use crate::data::synth::{self, Attributes};
-use crate::model::autoencoder::AutoencoderKL;
-use crate::model::mask_encoder::MaskEncoder;
-use crate::model::tokenizer::{BertTokenizer, MAX_TOKENS};
 
 /// The world seed of training data; evaluation draws from [`HELD_OUT_SEED`], which shares no sample.
 pub const TRAIN_SEED: u64 = 1;
@@ -88,14 +85,14 @@ impl FaceSet {
         Tensor::from_vec(data, (indices.len(), self.size, self.size, 3), device)?.permute((0, 3, 1, 2))?.contiguous()
     }
 
-    /// The same faces with each photo as `vae` renders it (its posterior mean,
-    /// decoded and stored as 8-bit RGB): what a generated image looks like at best.
-    pub fn autoencoded(&self, vae: &AutoencoderKL, device: &Device) -> Result<FaceSet> {
+    /// The same faces with each photo replaced by what `render` makes of it
+    /// (batches of B x 3 x H x W in [-1, 1] in and out), stored as 8-bit RGB.
+    pub fn rendered_by(&self, render: impl Fn(&Tensor) -> Result<Tensor>, device: &Device) -> Result<FaceSet> {
         let mut photos = Vec::with_capacity(self.photos.len());
         let indices: Vec<usize> = (0..self.len()).collect();
         for chunk in indices.chunks(64) {
-            let decoded = vae.decode(&vae.encode(&self.photos(chunk, device)?)?.mean)?;
-            let bytes = ((decoded.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.to_dtype(candle_core::DType::U8)?;
+            let rendered = render(&self.photos(chunk, device)?)?;
+            let bytes = ((rendered.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.to_dtype(candle_core::DType::U8)?;
             photos.extend(bytes.flatten_all()?.to_vec1::<u8>()?);
         }
         Ok(FaceSet { size: self.size, photos, masks: self.masks.clone(), captions: self.captions.clone(), attributes: self.attributes.clone() })
@@ -105,21 +102,5 @@ impl FaceSet {
     pub fn class_maps(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
         let data: Vec<u32> = indices.iter().flat_map(|&i| self.masks[i].classes().iter().map(|&c| c as u32)).collect();
         Tensor::from_vec(data, (indices.len(), self.size, self.size), device)
-    }
-
-    /// The mask encoder's input for `indices`: B x 19 x `mask_embed_dim`.
-    pub fn mask_one_hots(&self, indices: &[usize], mask_embed_dim: usize, device: &Device) -> Result<Tensor> {
-        let rows = indices.iter().map(|&i| MaskEncoder::one_hot(&self.masks[i], mask_embed_dim, device)).collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&rows, 0)
-    }
-
-    /// The captions of `indices` as token ids, B x 77.
-    pub fn token_ids(&self, indices: &[usize], tokenizer: &BertTokenizer, device: &Device) -> Result<Tensor> {
-        let mut ids = Vec::with_capacity(indices.len() * MAX_TOKENS);
-        for &i in indices {
-            let tokens = tokenizer.encode(&self.captions[i]).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            ids.extend(tokens.ids);
-        }
-        Tensor::from_vec(ids, (indices.len(), MAX_TOKENS), device)
     }
 }
