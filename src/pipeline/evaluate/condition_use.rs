@@ -7,7 +7,7 @@
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::chunk_contexts;
+use super::{chunk_contexts, face_targets};
 use crate::data::faces::FaceSet;
 use crate::diffusion::ddim::{renoised, NoiseSource};
 use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
@@ -44,8 +44,8 @@ pub fn measure(model: &CollaborativeModel, faces: &FaceSet, batch: usize, seed: 
     let mut sums = vec![[0f64; 4]; timesteps.len()];
     for chunk in indices.chunks(batch.max(1)) {
         let swapped: Vec<usize> = chunk.iter().map(|&i| (i + n / 2) % n).collect();
-        let own = chunk_contexts(model, faces, chunk)?;
-        let other = chunk_contexts(model, faces, &swapped)?;
+        let own = chunk_contexts(model, &face_targets(faces, chunk))?;
+        let other = chunk_contexts(model, &face_targets(faces, &swapped))?;
         let z0 = (model.vae.encode(&faces.photos(chunk, &model.device)?)?.mean * model.config.diffusion.scale_factor)?;
         for (k, &t) in timesteps.iter().enumerate() {
             let a = model.schedule.alphas_cumprod()[t];
