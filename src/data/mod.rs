@@ -3,4 +3,5 @@
 
 pub mod image;
 pub mod mask;
+pub mod output;
 pub mod synth;
