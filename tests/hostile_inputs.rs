@@ -35,7 +35,6 @@ fn refused(out: &Output, sentence: &str) {
 }
 
 /// Pickle opcodes, written by hand as `torch.save` writes them (protocol 2).
-#[derive(Default)]
 struct Pickle(Vec<u8>);
 
 impl Pickle {
@@ -50,8 +49,12 @@ impl Pickle {
         let len = (s.len() as u32).to_le_bytes();
         self.op(b"X").op(&len).op(s.as_bytes())
     }
+    /// BININT below 2^31, LONG1 above, as pickle does.
     fn int(self, i: u32) -> Self {
-        self.op(b"J").op(&i.to_le_bytes())
+        match i32::try_from(i) {
+            Ok(small) => self.op(b"J").op(&small.to_le_bytes()),
+            Err(_) => self.op(b"\x8a\x08").op(&u64::from(i).to_le_bytes()),
+        }
     }
     fn global(self, module: &str, name: &str) -> Self {
         self.op(format!("c{module}\n{name}\n").as_bytes())
@@ -265,16 +268,16 @@ fn non_finite_weights_and_unusable_dtypes_are_refused_by_name() {
 }
 
 /// The default model's weights with one value of one tensor replaced by NaN.
-fn poisoned_default_weights(dir: &Path) -> PathBuf {
+fn poisoned_default_weights(dir: &Path) -> (PathBuf, String) {
     let tensors = candle_core::safetensors::load(repo("models/codiff.safetensors"), &Device::Cpu).unwrap();
     let mut tensors: std::collections::HashMap<String, Tensor> = tensors;
-    let key = "model.diffusion_model.out.2.bias";
-    let bias = tensors[key].to_vec1::<f32>().unwrap();
+    let key = tensors.keys().filter(|k| k.ends_with(".bias")).min().unwrap().clone();
+    let bias = tensors[&key].to_vec1::<f32>().unwrap();
     let poisoned: Vec<f32> = bias.iter().enumerate().map(|(i, &v)| if i == 1 { f32::NAN } else { v }).collect();
-    tensors.insert(key.into(), Tensor::new(poisoned, &Device::Cpu).unwrap());
+    tensors.insert(key.clone(), Tensor::new(poisoned, &Device::Cpu).unwrap());
     let path = dir.join("poisoned.safetensors");
     candle_core::safetensors::save(&tensors, &path).unwrap();
-    path
+    (path, key)
 }
 
 /// The index mask of the sample assets, resized, as a PNG file.
@@ -310,9 +313,9 @@ fn generate_refuses_bad_arguments_and_never_overwrites_its_inputs() {
     std::fs::remove_file(&out).unwrap();
 
     // One NaN in one weight: refused at load, naming the tensor, not a black image.
-    let poisoned = poisoned_default_weights(&dir);
+    let (poisoned, key) = poisoned_default_weights(&dir);
     let run = codiff(&[&"generate", &"--config", &config, &"--ckpt", &poisoned, &"--mask", &mask, &"--text", &"a face", &"--out", &out, &"--steps", &"1"]);
-    refused(&run, "tensor model.diffusion_model.out.2.bias holds NaN at flat index 1");
+    refused(&run, &format!("tensor {key} holds NaN at flat index 1"));
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -399,4 +402,36 @@ fn zero_counts_are_refused_before_any_work() {
     refused(&codiff(&[&"train", &"vae", &"--steps", &"0", &"--out", &dir.join("models")]), "--steps is 0");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing written");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn strided_views_are_read_in_their_own_order() {
+    let dir = scratch("views");
+    let pickle = Pickle::checkpoint(|p| p.str("w").tensor("0", 6, &[2, 3], &[3, 1]).str("t").tensor("0", 6, &[3, 2], &[1, 3]));
+    let (out, output) = convert(&dir, "views.ckpt", &torch_zip(&pickle, &[("0", floats(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]))]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tensors = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
+    assert_eq!(tensors["w"].to_vec2::<f32>().unwrap(), [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]);
+    assert_eq!(tensors["t"].to_vec2::<f32>().unwrap(), [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]], "the transposed view");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+mod common;
+
+#[test]
+fn the_golden_checkpoints_read_bit_for_bit_as_candles_reader_read_them() {
+    let Some(golden) = common::Golden::get() else { return };
+    for name in ["tiny_codiff.ckpt", "tiny_text.ckpt"] {
+        let path = golden.dir.join(name);
+        let ours = codiff::model::torch_zip::read_state_dict(&path).unwrap();
+        let theirs: std::collections::HashMap<String, Tensor> =
+            candle_core::pickle::read_all_with_key(&path, Some("state_dict")).unwrap().into_iter().collect();
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        for (key, tensor) in ours {
+            let reference = &theirs[&key];
+            assert_eq!((tensor.dims(), tensor.dtype()), (reference.dims(), reference.dtype()), "{name}: {key}");
+            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&tensor), bits(reference), "{name}: {key}");
+        }
+    }
 }

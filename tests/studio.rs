@@ -643,7 +643,6 @@ fn a_hostile_checkpoint_is_reported_and_the_worker_survives() {
     let error = harness.state().messages().iter().find(|m| m.kind == codiff::app::MessageKind::Error).map(|m| m.text.clone());
     let error = error.expect("the failure is in the message area");
     assert!(error.contains("hostile.ckpt") && error.contains("storage holds 4"), "{error}");
-    harness.get_by_label_contains("storage holds 4");
 
     // The same worker then loads a good model.
     let good = codiff::model::defaults::ModelFiles { config: models.join("codiff.yaml"), weights: models.join("codiff.safetensors") };

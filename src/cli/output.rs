@@ -18,17 +18,16 @@ pub fn check_outputs(outputs: &[PathBuf], inputs: &[&Path], force: bool) -> anyh
     Ok(())
 }
 
-/// Whether two paths name one existing file (through links too).
+/// Whether two paths name one existing file (through symbolic and hard links too).
+#[cfg(unix)]
 fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return (a.dev(), a.ino()) == (b.dev(), b.ino());
-        }
-        false
-    }
-    #[cfg(not(unix))]
+    use std::os::unix::fs::MetadataExt;
+    matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
+/// Whether two paths name one existing file (through symbolic links too).
+#[cfg(not(unix))]
+fn same_file(a: &Path, b: &Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 

@@ -153,6 +153,11 @@ impl Mask {
     /// Decodes mask bytes; `name` is used in error messages.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self, MaskError> {
         if bytes.starts_with(b"\x89PNG") {
+            // IHDR's width and height, read before any decoder sees the file.
+            if let (Some(w), Some(h)) = (bytes.get(16..20), bytes.get(20..24)) {
+                let side = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                check_side(name, side(w), side(h))?;
+            }
             if let Some(mask) = decode_indexed_png(bytes, name)? {
                 return Ok(mask);
             }
@@ -288,7 +293,6 @@ fn decode_indexed_png(bytes: &[u8], name: &str) -> Result<Option<Mask>, MaskErro
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let mut reader = decoder.read_info().map_err(decode_err)?;
     let info = reader.info();
-    check_side(name, info.width, info.height)?;
     let indexed = match (info.color_type, info.bit_depth) {
         (png::ColorType::Indexed, png::BitDepth::Eight) | (png::ColorType::Grayscale, png::BitDepth::Eight) => true,
         _ => false,

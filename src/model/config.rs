@@ -282,7 +282,7 @@ fn check_numbers(root: &Value, name: &str) -> Result<(), String> {
     let mut todo = vec![(root, name.to_string())];
     while let Some((node, at)) = todo.pop() {
         match node {
-            Value::Number(n) if n.as_i64().is_some_and(|i| i.abs() > MAX_PARAM_INT) || n.as_u64().is_some_and(|u| u > MAX_PARAM_INT as u64) => {
+            Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() > MAX_PARAM_INT as u64) || n.as_u64().is_some_and(|u| u > MAX_PARAM_INT as u64) => {
                 return Err(format!("`{at}` is {n}; no model has a size or count above {MAX_PARAM_INT}"));
             }
             Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => return Err(format!("`{at}` is {n}, not a finite number")),

@@ -139,7 +139,7 @@ struct Machine<'a> {
 const NODE_COST: usize = std::mem::size_of::<Node>();
 const VALUE_COST: usize = std::mem::size_of::<Value>();
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
     fn malformed(&self, what: &'static str) -> PickleError {
         PickleError::Malformed { at: self.at, what }
     }
@@ -152,9 +152,10 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         let end = self.at.checked_add(n).filter(|&end| end <= self.data.len()).ok_or(PickleError::Truncated(self.at))?;
-        let bytes = &self.data[self.at..end];
+        let data: &'a [u8] = self.data;
+        let bytes = &data[self.at..end];
         self.at = end;
         Ok(bytes)
     }
@@ -566,7 +567,7 @@ X\x01\x00\x00\x00bq\x03X\x01\x00\x00\x00xq\x04\x88\x86q\x05u.";
 
     #[test]
     fn short_tuples_and_empty_stacks_are_errors_not_panics() {
-        for data in [&b"\x80\x02R."[..], b"\x80\x02\x86.", b"\x80\x02t.", b"\x80\x02(K\x01\x85\x85.", b"\x80\x02.", b"\x80\x02K\x01", b"\x80\x02h\x05."] {
+        for data in [&b"\x80\x02R."[..], b"\x80\x02\x86.", b"\x80\x02t.", b"\x80\x02(\x85.", b"\x80\x02.", b"\x80\x02K\x01", b"\x80\x02h\x05."] {
             assert!(parse(data).is_err(), "{data:?}");
         }
     }

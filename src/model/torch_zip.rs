@@ -314,10 +314,11 @@ fn tensor_view(p: &Pickle, value: Value) -> Result<TensorView, String> {
             "_rebuild_parameter" | "_rebuild_parameter_with_state" => value = arg(0)?,
             // (func, type, args, state): func(*args) as a tensor
             "_rebuild_from_type_v2" => {
-                if p.global(arg(0)?) != Some(("torch._utils", "_rebuild_tensor_v2")) {
+                let (func, inner) = (arg(0)?, arg(2)?);
+                if p.global(func) != Some(("torch._utils", "_rebuild_tensor_v2")) {
                     return Err("_rebuild_from_type_v2 wraps something other than _rebuild_tensor_v2".into());
                 }
-                return rebuild_tensor_v2(p, p.items(arg(2)?).ok_or("_rebuild_from_type_v2 without an argument tuple")?);
+                return rebuild_tensor_v2(p, p.items(inner).ok_or("_rebuild_from_type_v2 without an argument tuple")?);
             }
             _ => return rebuild_tensor_v2(p, args),
         }
