@@ -60,9 +60,9 @@ mod tests {
         let via_dots = dir.join(".").join("model.ckpt");
         let err = check_outputs(&[via_dots], &[&input], true).unwrap_err().to_string();
         assert!(err.contains("is also an input"), "{err}");
-        let err = check_outputs(&[input.clone()], &[], false).unwrap_err().to_string();
+        let err = check_outputs(std::slice::from_ref(&input), &[], false).unwrap_err().to_string();
         assert!(err.contains("pass --force"), "{err}");
-        check_outputs(&[input.clone()], &[], true).unwrap();
+        check_outputs(std::slice::from_ref(&input), &[], true).unwrap();
         check_outputs(&[dir.join("new.png")], &[&input], false).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -277,7 +277,7 @@ impl<'a> Machine<'a> {
         };
         match (node, pairs) {
             (Some(Node::List(list)), false) => list.extend(items),
-            (Some(Node::Dict(dict)), true) if items.len() % 2 == 0 => {
+            (Some(Node::Dict(dict)), true) if items.len().is_multiple_of(2) => {
                 dict.extend(items.chunks_exact(2).map(|kv| (kv[0], kv[1])));
             }
             (Some(Node::Dict(_)), true) => return Err(PickleError::Malformed { at, what: "SETITEMS with a key and no value" }),
