@@ -605,3 +605,48 @@ fn a_bad_photo_is_refused_and_nothing_changes() {
     assert_eq!(harness.state().mask(), &before);
     assert!(harness.state().messages().iter().any(|m| m.text.contains("not a readable")), "{:?}", harness.state().messages());
 }
+
+/// A `.ckpt` whose state dict holds one tensor that declares 2^62 values over four: the
+/// old reader aborted the process (and the studio's worker with it) on allocation.
+fn hostile_checkpoint(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let int = |i: u32| [&b"J"[..], &i.to_le_bytes()].concat();
+    let string = |s: &str| [&b"X"[..], &(s.len() as u32).to_le_bytes(), s.as_bytes()].concat();
+    let storage = [&b"("[..], &string("storage"), b"ctorch\nFloatStorage\n", &string("0"), &string("cpu"), &int(4), b"tQ"].concat();
+    let huge = (1u32 << 31) - 1;
+    let dims = |a: u32, b: u32| [&b"("[..], &int(a), &int(b), b"t"].concat();
+    let tensor = [&b"ctorch._utils\n_rebuild_tensor_v2\n("[..], &storage, &int(0), &dims(huge, huge), &dims(huge, 1), b"\x89}tR"].concat();
+    let pickle = [&b"\x80\x02}"[..], &string("state_dict"), b"}", &string("w"), &tensor, b"ss."].concat();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(&pickle).unwrap();
+    zip.start_file("archive/data/0", stored).unwrap();
+    zip.write_all(&[0; 16]).unwrap();
+    let path = dir.join("hostile.ckpt");
+    std::fs::write(&path, zip.finish().unwrap().into_inner()).unwrap();
+    path
+}
+
+#[test]
+fn a_hostile_checkpoint_is_reported_and_the_worker_survives() {
+    let dir = std::env::temp_dir().join(format!("codiff-studio-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let options = StudioOptions { autosave_dir: None, samples_dir: PathBuf::from("/nonexistent/samples"), ..StudioOptions::default() };
+    let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
+    harness.step();
+
+    let hostile = codiff::model::defaults::ModelFiles { config: models.join("codiff.yaml"), weights: hostile_checkpoint(&dir) };
+    harness.state_mut().open_model(hostile);
+    run_until_within(&mut harness, "the load fails", 60, |s| matches!(s.model_status(), ModelStatus::Failed(_)));
+    let error = harness.state().messages().iter().find(|m| m.kind == codiff::app::MessageKind::Error).map(|m| m.text.clone());
+    let error = error.expect("the failure is in the message area");
+    assert!(error.contains("hostile.ckpt") && error.contains("storage holds 4"), "{error}");
+
+    // The same worker then loads a good model.
+    let good = codiff::model::defaults::ModelFiles { config: models.join("codiff.yaml"), weights: models.join("codiff.safetensors") };
+    harness.state_mut().open_model(good);
+    run_until_within(&mut harness, "the good model loads", 300, |s| matches!(s.model_status(), ModelStatus::Ready(_)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

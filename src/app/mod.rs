@@ -384,7 +384,13 @@ impl Studio {
             dialog = dialog.set_directory(dir);
         }
         let Some(weights) = dialog.pick_file() else { return };
-        let (label, load) = engine::loader(crate::model::defaults::ModelFiles { config, weights });
+        self.open_model(crate::model::defaults::ModelFiles { config, weights });
+    }
+
+    /// Loads a model on the worker, as "Open model…" does once both files are
+    /// picked; a file that cannot be loaded ends up in the message area.
+    pub fn open_model(&mut self, files: crate::model::defaults::ModelFiles) {
+        let (label, load) = engine::loader(files);
         self.worker.send(Job::LoadModel { label, load });
     }
 

@@ -10,7 +10,7 @@ use crate::model::checkpoint::Weights;
 pub struct ConvertArgs {
     /// The checkpoint to read (.ckpt; only its `state_dict` tensors are read, nothing is executed).
     pub input: PathBuf,
-    /// The safetensors file to write.
+    /// The safetensors file to write (through OUTPUT.partial, renamed into place once complete).
     pub output: PathBuf,
     /// Replace OUTPUT if it exists.
     #[arg(long)]
@@ -18,9 +18,7 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    if args.output.exists() && !args.force {
-        anyhow::bail!("{} exists; pass --force to replace it", args.output.display());
-    }
+    super::output::check_outputs(std::slice::from_ref(&args.output), &[&args.input], args.force)?;
     let weights = Weights::open(&args.input)?;
     weights.save_safetensors(&args.output)?;
     eprintln!("wrote {} tensors to {}", weights.shapes().len(), args.output.display());

@@ -69,25 +69,65 @@ pub struct EditArgs {
     /// The judges; default: models/judges.safetensors.
     #[arg(long)]
     judges: Option<PathBuf>,
+    /// Replace the outputs if they exist.
+    #[arg(long)]
+    force: bool,
+}
+
+impl EditArgs {
+    fn alphas(&self) -> Vec<f64> {
+        match (self.alpha, self.alphas.is_empty()) {
+            (Some(a), _) => vec![a],
+            (None, false) => self.alphas.clone(),
+            (None, true) => vec![1.0],
+        }
+    }
+
+    /// Where the result for `alpha` goes: `path` itself, or PATH-a<alpha> when there are several alphas.
+    fn output_for(&self, path: &Path, alpha: f64) -> PathBuf {
+        if self.alphas().len() > 1 { with_suffix(path, &format!("-a{alpha}")) } else { path.to_path_buf() }
+    }
+
+    /// Every file the edit writes.
+    fn outputs(&self) -> Vec<PathBuf> {
+        let per_alpha = |a: f64| std::iter::once(self.output_for(&self.out, a)).chain(self.full_out.as_deref().map(|f| self.output_for(f, a)));
+        self.alphas().into_iter().flat_map(per_alpha).collect()
+    }
+
+    /// Refuses numbers that could only give a black image, and outputs that
+    /// would overwrite an input or, without --force, any file.
+    fn check(&self, files: &crate::model::defaults::ModelFiles, judges: &Path) -> anyhow::Result<()> {
+        use super::output::{check_count, check_outputs, check_range};
+        check_count("--steps", self.steps, 1000, "the model was trained on 1000 noise levels")?;
+        for alpha in self.alphas() {
+            check_range("--alpha", alpha, -100.0..=100.0, "Imagic interpolates at 0 to 2; the studio goes to 10")?;
+        }
+        check_range("--embed-lr", self.embed_lr, 0.0..=1.0, "Imagic optimises the embedding at about 1e-3")?;
+        check_range("--finetune-lr", self.finetune_lr, 0.0..=1.0, "Imagic fine-tunes at about 1e-6")?;
+        let mut inputs = vec![self.photo.as_path(), self.mask.as_path(), files.config.as_path(), files.weights.as_path(), judges];
+        inputs.extend(self.source_mask.as_deref());
+        check_outputs(&self.outputs(), &inputs, self.force)
+    }
 }
 
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
     let files = args.model.files()?;
+    let judges_path = super::ModelArgs::judges(&args.judges);
+    args.check(&files, &judges_path)?;
+    // The inputs are read before the model, so that a bad one is refused at once.
+    let photo = Photo::load(&args.photo, args.crop).map_err(anyhow::Error::msg)?;
+    let target_mask = Mask::load(&args.mask)?;
+    // Resizing a non-square mask to the model's square would squash the face.
+    target_mask.square_size(&args.mask.display().to_string())?;
     let device = crate::model::device()?;
     let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
     let size = model.image_size();
-    let photo = Photo::load(&args.photo, args.crop).map_err(anyhow::Error::msg)?;
-    let target_mask = Mask::load(&args.mask)?.resize_nearest(size, size);
-    let judges_path = super::ModelArgs::judges(&args.judges);
+    let target_mask = target_mask.resize_nearest(size, size);
     let judges = if judges_path.exists() { Some(Judges::load(&judges_path, &device)?) } else { None };
     let mut request = EditRequest::new(photo.model_input(size), target_mask, args.text.clone(), args.method);
     request.source_mask = args.source_mask.as_ref().map(Mask::load).transpose()?.map(|m| m.resize_nearest(size, size));
     request.source_text = args.source_text.clone();
-    request.alphas = match (args.alpha, args.alphas.is_empty()) {
-        (Some(a), _) => vec![a],
-        (None, false) => args.alphas.clone(),
-        (None, true) => vec![1.0],
-    };
+    request.alphas = args.alphas();
     request.embed_steps = args.embed_steps;
     request.finetune_steps = args.finetune_steps;
     request.embed_lr = args.embed_lr;
@@ -113,9 +153,8 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         b.finish();
     }
     println!("source (as read): {}", output.source_text);
-    let several = output.images.len() > 1;
     for (alpha, frame) in &output.images {
-        let path = if several { with_suffix(&args.out, &format!("-a{alpha}")) } else { args.out.clone() };
+        let path = args.output_for(&args.out, *alpha);
         let params = [
             ("text", args.text.clone()),
             ("source_text", output.source_text.clone()),
@@ -128,9 +167,11 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         save_png_with_params(&path, frame, &params).with_context(|| format!("could not write {}", path.display()))?;
         println!("wrote {}", path.display());
         if let Some(full_out) = &args.full_out {
-            let path = if several { with_suffix(full_out, &format!("-a{alpha}")) } else { full_out.clone() };
+            let path = args.output_for(full_out, *alpha);
             let edited = frame.to_image().context("bad frame")?;
-            photo.paste_back(&edited).save(&path).with_context(|| format!("could not write {}", path.display()))?;
+            let full = photo.paste_back(&edited);
+            crate::data::output::write_atomically(&path, |w| full.write_to(w, image::ImageFormat::Png).map_err(std::io::Error::other))
+                .with_context(|| format!("could not write {}", path.display()))?;
             println!("wrote {} (the full photo with the edit blended in)", path.display());
         }
     }

@@ -43,6 +43,11 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    use super::output::{check_count, check_range};
+    check_count("--count", args.count, 1_000_000, "the figures are means over the conditions")?;
+    check_count("--steps", args.steps, 1000, "the model was trained on 1000 noise levels")?;
+    check_range("--eta", args.eta, 0.0..=1.0, "0 samples deterministically, 1 adds as much noise as DDPM")?;
+    check_count("--batch", args.batch, 64, "more only runs out of memory")?;
     let (model, judges) = args.model.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
     let conditions = args.conditions.as_deref().map(crate::data::conditions::read).transpose()?;

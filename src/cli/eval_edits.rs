@@ -43,6 +43,12 @@ pub struct EvalEditsArgs {
 }
 
 pub fn run(args: EvalEditsArgs) -> anyhow::Result<()> {
+    use super::output::{check_count, check_range};
+    check_count("--count", args.count, 1_000_000, "the figures are means over the photos")?;
+    check_count("--steps", args.steps, 1000, "the model was trained on 1000 noise levels")?;
+    for &alpha in &args.imagic_alphas {
+        check_range("--imagic-alphas", alpha, -100.0..=100.0, "Imagic interpolates at 0 to 2; the studio goes to 10")?;
+    }
     let (model, judges) = args.model.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
     let request = EditEvalRequest {

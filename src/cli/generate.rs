@@ -1,7 +1,6 @@
 //! `codiff generate`: one mask and one caption to faces, as the original `generate.py`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Args;
@@ -47,10 +46,28 @@ pub struct GenerateArgs {
     /// Precision the weights are kept in: f16 halves their memory (computation stays f32).
     #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
     pub weights_dtype: WeightsDtype,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Most images one run samples at once; more only runs out of memory.
+const MAX_BATCH: usize = 64;
+
+/// Refuses arguments that could only give a black image or no image, and
+/// outputs that would overwrite an input or, without --force, any file.
+fn check_args(args: &GenerateArgs, files: &crate::model::defaults::ModelFiles) -> anyhow::Result<()> {
+    use super::output::{check_count, check_outputs, check_range};
+    check_count("--steps", args.steps, 1000, "the model was trained on 1000 noise levels")?;
+    check_range("--eta", args.eta, 0.0..=1.0, "0 samples deterministically, 1 adds as much noise as DDPM")?;
+    check_count("--batch", args.batch, MAX_BATCH, "sample more images in several runs")?;
+    let outputs: Vec<PathBuf> = (0..args.batch).map(|k| output_path(&args.out, k, args.batch)).collect();
+    check_outputs(&outputs, &[&args.mask, &files.config, &files.weights], args.force)
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let files = args.model.files()?;
+    check_args(&args, &files)?;
     let mask = Mask::load(&args.mask)?;
     mask.square_size(&args.mask.display().to_string())?;
     let device = crate::model::device()?;
@@ -103,8 +120,7 @@ fn generate_with_progress(
         ProgressStyle::with_template("{bar:40} step {pos}/{len} (t = {msg}) {elapsed} < {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let never = AtomicBool::new(false);
-    let images = prepared.generate(model, &never, |step| {
+    let images = prepared.generate(model, super::interrupted(), |step| {
         bar.set_message(step.t.to_string());
         bar.inc(1);
         if let Some(dir) = intermediates {

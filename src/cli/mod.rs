@@ -7,6 +7,7 @@ mod edit;
 mod eval;
 mod eval_edits;
 mod generate;
+mod output;
 mod synth;
 mod train;
 

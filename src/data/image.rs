@@ -70,17 +70,19 @@ pub enum ImageError {
 pub fn save_png_with_params(path: impl AsRef<Path>, frame: &RgbFrame, params: &[(&str, String)]) -> Result<(), ImageError> {
     let path = path.as_ref();
     let err = |reason: String| ImageError::Write { path: path.display().to_string(), reason };
-    let file = std::fs::File::create(path).map_err(|e| err(e.to_string()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), frame.width as u32, frame.height as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    for (keyword, value) in params {
-        // iTXt holds UTF-8 of any length (tEXt is Latin-1 only).
-        encoder.add_itxt_chunk(keyword.to_string(), value.clone()).map_err(|e| err(e.to_string()))?;
-    }
-    let mut writer = encoder.write_header().map_err(|e| err(e.to_string()))?;
-    writer.write_image_data(&frame.pixels).map_err(|e| err(e.to_string()))?;
-    writer.finish().map_err(|e| err(e.to_string()))
+    super::output::write_atomically(path, |file| {
+        let mut encoder = png::Encoder::new(file, frame.width as u32, frame.height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        for (keyword, value) in params {
+            // iTXt holds UTF-8 of any length (tEXt is Latin-1 only).
+            encoder.add_itxt_chunk(keyword.to_string(), value.clone())?;
+        }
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&frame.pixels)?;
+        Ok(writer.finish()?)
+    })
+    .map_err(|e| err(e.to_string()))
 }
 
 /// The text chunks of a PNG, in file order.

@@ -100,7 +100,15 @@ pub enum MaskError {
     UnknownColour { path: String, r: u8, g: u8, b: u8, x: usize, y: usize },
     #[error("cannot write mask {path}: {reason}")]
     Encode { path: String, reason: String },
+    #[error("{path} is {what}; a mask is at most {MAX_MASK_SIDE}x{MAX_MASK_SIDE} pixels")]
+    TooLarge { path: String, what: String },
 }
+
+/// Widest mask read: the models work at 256 pixels or less, and a larger
+/// declared size is refused before anything is allocated for it.
+pub const MAX_MASK_SIDE: u32 = 4096;
+/// Most bytes read from a mask file (a 4096-pixel mask compresses far below it).
+const MAX_MASK_FILE_BYTES: u64 = 64 << 20;
 
 /// A face mask: one class index (0..=18) per pixel, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,19 +164,33 @@ impl Mask {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, MaskError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| MaskError::Io { path: name.clone(), source })?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_MASK_FILE_BYTES + 1), &mut bytes))
+            .map_err(|source| MaskError::Io { path: name.clone(), source })?;
+        if bytes.len() as u64 > MAX_MASK_FILE_BYTES {
+            return Err(MaskError::TooLarge { path: name, what: format!("larger than {MAX_MASK_FILE_BYTES} bytes") });
+        }
         Self::decode(&bytes, &name)
     }
 
     /// Decodes mask bytes; `name` is used in error messages.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self, MaskError> {
         if bytes.starts_with(b"\x89PNG") {
+            // IHDR's width and height, read before any decoder sees the file.
+            if let (Some(w), Some(h)) = (bytes.get(16..20), bytes.get(20..24)) {
+                let side = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                check_side(name, side(w), side(h))?;
+            }
             if let Some(mask) = decode_indexed_png(bytes, name)? {
                 return Ok(mask);
             }
         }
-        let img = image::load_from_memory(bytes)
-            .map_err(|e| MaskError::Decode { path: name.to_string(), reason: e.to_string() })?;
+        let decode_err = |e: image::ImageError| MaskError::Decode { path: name.to_string(), reason: e.to_string() };
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_err(e.into()))?;
+        let (w, h) = reader.into_dimensions().map_err(decode_err)?;
+        check_side(name, w, h)?;
+        let img = image::load_from_memory(bytes).map_err(decode_err)?;
         let (width, height) = (img.width() as usize, img.height() as usize);
         if img.color().has_color() {
             let rgb = img.to_rgb8();
@@ -184,6 +206,11 @@ impl Mask {
                 })?;
                 classes.push(class);
             }
+            Ok(Self { width, height, classes })
+        } else if let Some(wide) = img.as_luma16() {
+            // 16-bit indices as they are: scaling them to 8 bits would turn 0..=18 into 0.
+            let classes = wide.pixels().map(|p| u8::try_from(p.0[0]).unwrap_or(u8::MAX)).collect::<Vec<_>>();
+            check_indices(name, width, &classes)?;
             Ok(Self { width, height, classes })
         } else {
             let classes = img.to_luma8().into_raw();
@@ -277,6 +304,14 @@ pub fn snap_to_palette(rgb: [u8; 3]) -> Option<u8> {
 
 /// Reads a palette or 8-bit grayscale PNG as raw indices. Returns `None` for
 /// other PNG colour types, which are then read as colour images.
+/// Refuses a declared size above [`MAX_MASK_SIDE`] before any pixel buffer is allocated.
+fn check_side(name: &str, width: u32, height: u32) -> Result<(), MaskError> {
+    if width > MAX_MASK_SIDE || height > MAX_MASK_SIDE {
+        return Err(MaskError::TooLarge { path: name.to_string(), what: format!("{width}x{height}") });
+    }
+    Ok(())
+}
+
 fn decode_indexed_png(bytes: &[u8], name: &str) -> Result<Option<Mask>, MaskError> {
     let decode_err = |e: png::DecodingError| MaskError::Decode { path: name.to_string(), reason: e.to_string() };
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));

@@ -7,5 +7,6 @@ pub mod coverage;
 pub mod faces;
 pub mod image;
 pub mod mask;
+pub mod output;
 pub mod painted;
 pub mod synth;

@@ -6,12 +6,19 @@
 //! stay resident beside the copies until the map closes, and loading the
 //! full-size 256 model (4.3 GB of f32) peaks at twice its weights.
 //!
-//! A `.ckpt` is read by candle's own pickle reader, which interprets the
-//! pickle opcodes as data and never imports or runs anything from the file;
-//! entries other than tensors (optimizer states, callbacks, hyper-parameters)
-//! are skipped.
+//! A `.ckpt` is read by our own restricted pickle reader ([`super::torch_zip`]),
+//! which decodes the pickle as inert data, never imports or runs anything from
+//! the file, and bounds what a hostile file can make it allocate; entries
+//! other than `state_dict` (optimizer states, callbacks, hyper-parameters) are
+//! skipped.
+//!
+//! Every tensor is checked as it is copied out: a weight holding NaN or an
+//! infinity is refused by name (it would only ever draw a black image), and a
+//! safetensors dtype the networks cannot use is converted where that loses
+//! nothing and refused by name otherwise.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +45,8 @@ pub enum CheckpointError {
     Mismatch(Box<Mismatch>),
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("{path}: tensor {name} {reason}")]
+    Tensor { path: PathBuf, name: String, reason: String },
 }
 
 /// Where a checkpoint and the architecture it is loaded into disagree.
@@ -107,12 +116,13 @@ impl MappedSafetensors {
         self.metadata.tensors().into_iter().map(|(k, info)| (k, info.shape.clone())).collect()
     }
 
-    /// A copy of one tensor; its pages in the map are released afterwards.
-    fn load(&self, name: &str) -> Option<Tensor> {
-        let info = self.metadata.info(name)?;
+    /// A copy of one tensor (None when there is no such key); its pages in the map are released afterwards.
+    fn load(&self, name: &str) -> Result<Option<Tensor>, String> {
+        let Some(info) = self.metadata.info(name) else { return Ok(None) };
         let (begin, end) = (self.data_start + info.data_offsets.0, self.data_start + info.data_offsets.1);
-        let view = safetensors::tensor::TensorView::new(info.dtype, info.shape.clone(), self.mmap.get(begin..end)?).ok()?;
-        let tensor = view.load(&Device::Cpu).ok()?;
+        let bytes = self.mmap.get(begin..end).ok_or("lies past the end of the file")?;
+        let view = safetensors::tensor::TensorView::new(info.dtype, info.shape.clone(), bytes).map_err(|e| e.to_string())?;
+        let tensor = safetensors_tensor(&view)?;
         // A page fault maps the pages around it too (the kernel's fault-around,
         // 64 kB by default), so the range released is widened to that grain.
         let begin = begin - begin % FAULT_AROUND_BYTES;
@@ -121,8 +131,55 @@ impl MappedSafetensors {
         // widened range may reach into neighbours) are read again from the
         // file if touched later; no data is lost.
         let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, begin, end - begin) };
-        Some(tensor)
+        Ok(Some(tensor))
     }
+}
+
+/// A safetensors tensor in a dtype candle holds: BOOL as u8, I8 widened to
+/// i16, F8_E5M2 as the f16 it is the top byte of, U64 as i64 when every value
+/// fits; what cannot convert without loss is refused with its dtype named.
+fn safetensors_tensor(view: &safetensors::tensor::TensorView) -> Result<Tensor, String> {
+    use safetensors::Dtype;
+    let (bytes, shape) = (view.data(), view.shape());
+    let converted = match view.dtype() {
+        Dtype::BOOL => Tensor::from_raw_buffer(bytes, DType::U8, shape, &Device::Cpu),
+        Dtype::I8 => super::torch_zip::widened_i8(bytes, shape),
+        Dtype::F8_E5M2 => {
+            let values: Vec<half::f16> = bytes.iter().map(|&b| half::f16::from_bits(u16::from(b) << 8)).collect();
+            Tensor::from_vec(values, shape, &Device::Cpu)
+        }
+        Dtype::U64 => {
+            let values: Option<Vec<i64>> =
+                bytes.chunks_exact(8).map(|c| i64::try_from(u64::from_le_bytes(c.try_into().unwrap_or_default())).ok()).collect();
+            let values = values.ok_or("is stored as U64 with values above the i64 range, which cannot be read without loss")?;
+            Tensor::from_vec(values, shape, &Device::Cpu)
+        }
+        dtype => match DType::try_from(dtype) {
+            Ok(_) => view.load(&Device::Cpu),
+            Err(_) => return Err(format!("is stored as {dtype:?}, which cannot be converted to a real number without loss")),
+        },
+    };
+    converted.map_err(|e| e.to_string())
+}
+
+/// The index and value of the first NaN or infinity in a floating-point tensor.
+fn first_non_finite(t: &Tensor) -> candle_core::Result<Option<(usize, f64)>> {
+    use candle_core::{CpuStorage, Storage};
+    fn find<T: Copy + Into<f64>>(values: &[T], finite: impl Fn(T) -> bool) -> Option<(usize, f64)> {
+        values.iter().position(|&v| !finite(v)).map(|i| (i, values[i].into()))
+    }
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        return Ok(None);
+    };
+    Ok(match cpu {
+        CpuStorage::F32(v) => find(&v[start..end], f32::is_finite),
+        CpuStorage::F64(v) => find(&v[start..end], f64::is_finite),
+        CpuStorage::F16(v) => find(&v[start..end], half::f16::is_finite),
+        CpuStorage::BF16(v) => find(&v[start..end], half::bf16::is_finite),
+        _ => None,
+    })
 }
 
 /// The weights of one checkpoint file.
@@ -144,7 +201,7 @@ impl Weights {
             file.read_exact(&mut magic).map_err(|e| open_err(format!("too short to be a checkpoint ({e})")))?;
         }
         if magic.starts_with(b"PK") {
-            let tensors = candle_core::pickle::read_all_with_key(&path, Some("state_dict"))
+            let tensors = super::torch_zip::read_state_dict(&path)
                 .map_err(|e| open_err(format!("not a readable PyTorch checkpoint: {e}")))?;
             if tensors.is_empty() {
                 return Err(CheckpointError::Empty { path });
@@ -173,25 +230,51 @@ impl Weights {
         &self.shapes
     }
 
-    /// One tensor, as stored.
-    pub fn get(&self, name: &str) -> Option<Tensor> {
-        match &self.store {
+    /// One tensor, as stored (None when the file has no such key); refused if it holds NaN or an infinity.
+    pub fn get(&self, name: &str) -> Result<Option<Tensor>, CheckpointError> {
+        let tensor_err = |reason: String| CheckpointError::Tensor { path: self.path.clone(), name: name.to_string(), reason };
+        let tensor = match &self.store {
             Store::Tensors(map) => map.get(name).cloned(),
-            Store::Mmap(mmap) => mmap.load(name),
+            Store::Mmap(mmap) => mmap.load(name).map_err(tensor_err)?,
+        };
+        let Some(tensor) = tensor else { return Ok(None) };
+        if let Some((index, value)) = first_non_finite(&tensor).map_err(|e| tensor_err(e.to_string()))? {
+            return Err(tensor_err(format!(
+                "holds {value} at flat index {index}; a weight must be a finite number (the file is damaged or the training diverged)"
+            )));
         }
+        Ok(Some(tensor))
     }
 
-    /// Writes every tensor to a safetensors file (for `codiff convert`), so later loads are a memory map.
+    /// Writes every tensor to a safetensors file (for `codiff convert`), so
+    /// later loads are a memory map. The file is written beside `out` as
+    /// `OUT.partial` and renamed into place once complete.
     pub fn save_safetensors(&self, out: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        use safetensors::View;
         let out = out.as_ref();
         let write_err = |reason: String| CheckpointError::Write { path: out.to_path_buf(), reason };
-        let mut tensors = HashMap::with_capacity(self.shapes.len());
+        let mut tensors = Vec::with_capacity(self.shapes.len());
+        let mut header = serde_json::Map::new();
+        let mut offset = 0;
         for name in self.shapes.keys() {
-            let t = self.get(name).ok_or_else(|| write_err(format!("cannot read tensor {name}")))?;
+            let t = self.get(name)?.ok_or_else(|| write_err(format!("cannot read tensor {name}")))?;
             // Pickled tensors may be views into shared storage; safetensors needs each on its own.
-            tensors.insert(name.clone(), t.contiguous().map_err(|e| write_err(e.to_string()))?);
+            let t = t.contiguous().map_err(|e| write_err(e.to_string()))?;
+            let end = offset + t.data_len();
+            let entry = serde_json::json!({ "dtype": View::dtype(&t), "shape": t.dims(), "data_offsets": [offset, end] });
+            header.insert(name.clone(), entry);
+            offset = end;
+            tensors.push(t);
         }
-        candle_core::safetensors::save(&tensors, out).map_err(|e| write_err(e.to_string()))
+        let mut header = serde_json::to_vec(&header).map_err(|e| write_err(e.to_string()))?;
+        // The format pads its header with spaces so that the data starts 8-byte aligned.
+        header.resize(header.len().next_multiple_of(8), b' ');
+        crate::data::output::write_atomically(out, |w| {
+            w.write_all(&(header.len() as u64).to_le_bytes())?;
+            w.write_all(&header)?;
+            tensors.iter().try_for_each(|t| w.write_all(&View::data(&t)))
+        })
+        .map_err(|e| write_err(e.to_string()))
     }
 }
 
@@ -229,6 +312,9 @@ struct LoaderState {
     progress: Arc<LoadProgress>,
     /// The precision f32 weights are kept in once copied out.
     precision: WeightsDtype,
+    /// The first tensor that could not be copied out; building goes on with
+    /// zeros in its place and [`StrictLoader::finish`] reports it.
+    failure: Mutex<Option<CheckpointError>>,
 }
 
 impl StrictLoader {
@@ -246,7 +332,9 @@ impl StrictLoader {
     pub fn keeping(weights: Arc<Weights>, progress: Arc<LoadProgress>, precision: WeightsDtype) -> Self {
         let total: u64 = weights.shapes.values().map(|s| s.iter().product::<usize>() as u64).sum();
         progress.total.store(total.max(1), Ordering::Relaxed);
-        Self { inner: Arc::new(LoaderState { weights: Some(weights), requested: Mutex::default(), progress, precision }) }
+        Self {
+            inner: Arc::new(LoaderState { weights: Some(weights), requested: Mutex::default(), progress, precision, failure: Mutex::default() }),
+        }
     }
 
     /// A loader without weights: builds an architecture on cheap zero tensors and
@@ -258,6 +346,7 @@ impl StrictLoader {
                 requested: Mutex::default(),
                 progress: Arc::default(),
                 precision: WeightsDtype::F32,
+                failure: Mutex::default(),
             }),
         }
     }
@@ -277,6 +366,9 @@ impl StrictLoader {
     /// buffers, layers the original keeps but never calls).
     pub fn finish(&self, unused_ok: impl Fn(&str) -> bool) -> Result<(), CheckpointError> {
         let Some(weights) = &self.inner.weights else { return Ok(()) };
+        if let Some(failure) = self.inner.failure.lock().ok().and_then(|mut f| f.take()) {
+            return Err(failure);
+        }
         let requested = self.requested();
         let mut report = Mismatch { file: weights.path.display().to_string(), ..Default::default() };
         for (key, want) in &requested {
@@ -299,7 +391,16 @@ impl StrictLoader {
         if let Ok(mut requested) = self.inner.requested.lock() {
             requested.insert(name.to_string(), shape.dims().to_vec());
         }
-        let stored = self.inner.weights.as_ref().and_then(|w| w.get(name)).filter(|t| t.shape() == shape);
+        let stored = match self.inner.weights.as_ref().map(|w| w.get(name)) {
+            Some(Ok(tensor)) => tensor.filter(|t| t.shape() == shape),
+            Some(Err(e)) => {
+                if let Ok(mut failure) = self.inner.failure.lock() {
+                    failure.get_or_insert(e);
+                }
+                None
+            }
+            None => None,
+        };
         match stored {
             Some(t) => {
                 let t = t.to_dtype(dtype)?;
@@ -383,7 +484,7 @@ mod tests {
         let (dir, path) = saved("mapped-release", &tensors);
         let weights = Weights::open(&path).unwrap();
         for (name, want) in &tensors {
-            let got = weights.get(name).unwrap();
+            let got = weights.get(name).unwrap().unwrap();
             assert_eq!(got.to_vec1::<f32>().unwrap(), want.to_vec1::<f32>().unwrap(), "{name}");
         }
         let resident_kb = mapped_rss_kb(&path);
@@ -420,7 +521,7 @@ mod tests {
         let (dir, path) = saved("mapped-twice", &HashMap::from([("w".to_string(), tensor.clone())]));
         let weights = Weights::open(&path).unwrap();
         for _ in 0..2 {
-            let got = weights.get("w").unwrap();
+            let got = weights.get("w").unwrap().unwrap();
             assert_eq!(got.to_vec2::<f32>().unwrap(), tensor.to_vec2::<f32>().unwrap());
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -96,10 +96,11 @@ impl ModelConfig {
     /// What kind of config this is, in words.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Ldm(_) => "uni-modal",
-            Self::Composed(_) => "composed",
-            Self::Autoencoder(_) => "autoencoder",
+            Self::Ldm(_) => Kind::Ldm,
+            Self::Composed(_) => Kind::Composed,
+            Self::Autoencoder(_) => Kind::Autoencoder,
         }
+        .name()
     }
 
     /// Reads a config file and, for a composed one, the configs it names.
@@ -107,29 +108,45 @@ impl ModelConfig {
         let path = path.as_ref();
         let root = read_yaml(path)?;
         let doc = Doc { path, root: &root };
-        let target = doc.str_at("model.target")?;
-        if target.ends_with("LatentDiffusionCompose") {
-            ComposedConfig::from_doc(&doc).map(Self::Composed)
-        } else if target.ends_with("LatentDiffusion") {
-            LdmConfig::from_doc(&doc).map(Self::Ldm)
-        } else if target.ends_with("AutoencoderKL") {
-            doc.typed("model.params").map(Self::Autoencoder)
-        } else {
-            Err(doc.invalid(format!(
-                "model.target is {target}; expected LatentDiffusion, LatentDiffusionCompose or AutoencoderKL"
-            )))
+        match doc.kind()? {
+            Kind::Composed => ComposedConfig::from_doc(&doc).map(Self::Composed),
+            Kind::Ldm => LdmConfig::from_doc(&doc).map(Self::Ldm),
+            Kind::Autoencoder => doc.typed("model.params").map(Self::Autoencoder),
+        }
+    }
+}
+
+/// What `model.target` says a config is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Ldm,
+    Composed,
+    Autoencoder,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ldm => "uni-modal",
+            Self::Composed => "composed",
+            Self::Autoencoder => "autoencoder",
         }
     }
 }
 
 impl LdmConfig {
-    /// Reads a uni-modal config; any other kind is refused.
+    /// Reads a uni-modal config; any other kind is refused before it is read
+    /// further (so a composed config that names itself as its own part is an
+    /// error, not an endless loop).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        match ModelConfig::load(path.as_ref())? {
-            ModelConfig::Ldm(c) => Ok(c),
+        let path = path.as_ref();
+        let root = read_yaml(path)?;
+        let doc = Doc { path, root: &root };
+        match doc.kind()? {
+            Kind::Ldm => Self::from_doc(&doc),
             other => Err(ConfigError::WrongKind {
-                path: path.as_ref().to_path_buf(),
-                found: other.kind(),
+                path: path.to_path_buf(),
+                found: other.name(),
                 wanted: "a uni-modal model needs its LatentDiffusion config (e.g. 256_text.yaml)",
             }),
         }
@@ -188,10 +205,76 @@ impl ComposedConfig {
     }
 }
 
+/// A config is a few kilobytes; more is not read (a device like /dev/zero never ends).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Deepest bracket nesting read; the parser's time grows with the square of it.
+const MAX_FLOW_DEPTH: usize = 64;
+/// Largest integer a model's parameters may hold: sizes, counts and step
+/// numbers of any real model are far below it, and larger ones would only
+/// end in an allocation failure.
+const MAX_PARAM_INT: i64 = 100_000;
+/// Largest latent side: the released models use 64 (256-pixel images).
+const MAX_LATENT_SIZE: usize = 512;
+
 fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
-    serde_yaml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), reason: e.to_string() })
+    use std::io::Read;
+    let read_err = |reason: String| ConfigError::Read { path: path.to_path_buf(), reason };
+    let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| read_err(e.to_string()))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(read_err(format!("it is larger than {MAX_CONFIG_BYTES} bytes; a model config is a few kilobytes")));
+    }
+    if flow_depth(&text) > MAX_FLOW_DEPTH {
+        return Err(invalid(format!("it nests brackets more than {MAX_FLOW_DEPTH} deep")));
+    }
+    let root: Value = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    if let Some(params) = root.get("model").and_then(|m| m.get("params")) {
+        check_numbers(params, "model.params").map_err(invalid)?;
+    }
+    Ok(root)
+}
+
+/// The deepest nesting of YAML flow brackets (`[` and `{`), quotes and comments aside.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut quote, mut comment) = (0usize, 0, None, false);
+    for c in text.chars() {
+        match (quote, c) {
+            (_, '\n') => comment = false,
+            _ if comment => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Refuses integers beyond [`MAX_PARAM_INT`] and non-finite numbers anywhere
+/// under `root`, walking the tree without recursion.
+fn check_numbers(root: &Value, name: &str) -> Result<(), String> {
+    let mut todo = vec![(root, name.to_string())];
+    while let Some((node, at)) = todo.pop() {
+        match node {
+            Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() > MAX_PARAM_INT as u64) || n.as_u64().is_some_and(|u| u > MAX_PARAM_INT as u64) => {
+                return Err(format!("`{at}` is {n}; no model has a size or count above {MAX_PARAM_INT}"));
+            }
+            Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => return Err(format!("`{at}` is {n}, not a finite number")),
+            Value::Mapping(m) => todo.extend(m.iter().map(|(k, v)| (v, format!("{at}.{}", k.as_str().unwrap_or("?"))))),
+            Value::Sequence(items) => todo.extend(items.iter().enumerate().map(|(i, v)| (v, format!("{at}[{i}]")))),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A parsed YAML file and where it came from, for lookups with good errors.
@@ -215,6 +298,19 @@ impl Doc<'_> {
             .split('.')
             .try_fold(self.root, |node, key| node.get(key))
             .ok_or_else(|| self.invalid(format!("has no `{dotted}`")))
+    }
+
+    fn kind(&self) -> Result<Kind, ConfigError> {
+        let target = self.str_at("model.target")?;
+        if target.ends_with("LatentDiffusionCompose") {
+            Ok(Kind::Composed)
+        } else if target.ends_with("LatentDiffusion") {
+            Ok(Kind::Ldm)
+        } else if target.ends_with("AutoencoderKL") {
+            Ok(Kind::Autoencoder)
+        } else {
+            Err(self.invalid(format!("model.target is {target}; expected LatentDiffusion, LatentDiffusionCompose or AutoencoderKL")))
+        }
     }
 
     fn str_at(&self, dotted: &str) -> Result<String, ConfigError> {
@@ -243,11 +339,19 @@ impl Doc<'_> {
         if let Some(factors) = &x0_detail_factors {
             factors.validate().map_err(|reason| self.invalid(reason))?;
         }
+        let latent_size: usize = self.typed("model.params.image_size")?;
+        if latent_size == 0 || latent_size > MAX_LATENT_SIZE {
+            return Err(self.invalid(format!("`model.params.image_size` is {latent_size}; latents run from 1 to {MAX_LATENT_SIZE} pixels a side")));
+        }
+        let scale_factor: f64 = self.typed("model.params.scale_factor")?;
+        if !(scale_factor.is_finite() && scale_factor > 0.0) {
+            return Err(self.invalid(format!("`model.params.scale_factor` is {scale_factor}; it must be a positive number (the original's is 0.18215)")));
+        }
         Ok(DiffusionSettings {
             schedule: self.typed("model.params")?,
-            latent_size: self.typed("model.params.image_size")?,
+            latent_size,
             latent_channels,
-            scale_factor: self.typed("model.params.scale_factor")?,
+            scale_factor,
             corrections: NoiseCorrections { channel_mean_prior, x0_detail_factors },
         })
     }

@@ -11,10 +11,12 @@ pub mod judges;
 pub mod layers;
 pub mod mask_encoder;
 pub mod optim;
+pub mod pickle;
 pub mod precision;
 pub mod preview;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod torch_zip;
 pub mod unet;
 
 /// Fixes the CPU thread count for the process (unless `RAYON_NUM_THREADS` is

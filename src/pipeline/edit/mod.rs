@@ -348,7 +348,7 @@ fn copy_weights(model: &CollaborativeModel, checkpoint: &OnceCell<Weights>, pref
     let weights = opened(model, checkpoint)?;
     for (name, var) in vars.data().lock().map_err(|_| GenerateError::Request("the variable map lock was poisoned".into()))?.iter() {
         let key = format!("{prefix}.{name}");
-        let Some(tensor) = weights.get(&key) else {
+        let Some(tensor) = weights.get(&key).map_err(ModelError::from)? else {
             return Err(GenerateError::Request(format!("the checkpoint has no {key}")));
         };
         var.set(&tensor.to_dtype(DType::F32)?.to_device(&model.device)?)?;

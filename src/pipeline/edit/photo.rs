@@ -33,7 +33,8 @@ impl Crop {
         if self.side < MIN_SIDE {
             return Err(format!("the crop is {0}x{0}; it needs at least {MIN_SIDE}x{MIN_SIDE} pixels", self.side));
         }
-        if self.x + self.side > width || self.y + self.side > height {
+        let fits = |start: u32, size: u32| start.checked_add(self.side).is_some_and(|end| end <= size);
+        if !fits(self.x, width) || !fits(self.y, height) {
             return Err(format!(
                 "the crop {}x{} at ({}, {}) leaves the {width}x{height} photo",
                 self.side, self.side, self.x, self.y
@@ -157,6 +158,7 @@ mod tests {
         assert_eq!(Crop::centred(300, 200), Crop { x: 50, y: 0, side: 200 });
         assert!(Crop { x: 150, y: 0, side: 200 }.within(300, 200).is_err());
         assert!(Crop { x: 0, y: 0, side: 8 }.within(300, 200).is_err());
+        assert!(Crop { x: u32::MAX, y: 0, side: 16 }.within(300, 200).is_err(), "no overflow past the photo");
         assert_eq!(Crop::parse("10, 20,30"), Ok(Crop { x: 10, y: 20, side: 30 }));
         assert!(Crop::parse("10,20").is_err());
         assert!(Crop::parse("a,b,c").is_err());
