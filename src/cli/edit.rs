@@ -73,7 +73,7 @@ pub struct EditArgs {
 
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
     let files = args.model.files()?;
-    let device = crate::model::device()?;
+    let device = super::device()?;
     let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
     let size = model.image_size();
     let photo = Photo::load(&args.photo, args.crop).map_err(anyhow::Error::msg)?;

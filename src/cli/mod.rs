@@ -7,6 +7,7 @@ mod edit;
 mod eval;
 mod eval_edits;
 mod generate;
+mod parity;
 mod synth;
 mod train;
 
@@ -25,6 +26,9 @@ pub struct Cli {
     /// Open the studio with this photo to edit (PNG, JPEG or WebP).
     #[arg(long)]
     pub photo: Option<PathBuf>,
+    /// Say which device (GPU or CPU) the networks run on.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +54,8 @@ pub enum Command {
 }
 
 /// Runs one subcommand.
-pub fn run(command: Command) -> anyhow::Result<()> {
+pub fn run(command: Command, verbose: bool) -> anyhow::Result<()> {
+    VERBOSE.store(verbose, Ordering::Relaxed);
     crate::model::pin_thread_count(None);
     catch_interrupt();
     match command {
@@ -64,6 +69,32 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::EvalEdits(args) => eval_edits::run(args),
         Command::Edit(args) => edit::run(args),
     }
+}
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `--verbose` was given.
+pub(crate) fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// The device the networks run on, as `CODIFF_DEVICE` and this build call for.
+/// A GPU that was looked for and not found is said on stderr; `--verbose`
+/// names the device in any case.
+pub(crate) fn device() -> anyhow::Result<candle_core::Device> {
+    Ok(device_choice()?.device)
+}
+
+/// [`device`], with the words that describe it.
+pub(crate) fn device_choice() -> anyhow::Result<crate::model::device::DeviceChoice> {
+    let choice = crate::model::device::DeviceChoice::from_env()?;
+    if let Some(fallback) = &choice.fallback {
+        eprintln!("{fallback}");
+    }
+    if verbose() {
+        eprintln!("device: {}", choice.description);
+    }
+    Ok(choice)
 }
 
 /// Set by the first Ctrl-C: long jobs stop at their next step and keep what
@@ -102,7 +133,7 @@ impl JudgedModelArgs {
         use anyhow::Context;
         let files = self.model.files()?;
         let judges_path = ModelArgs::judges(&self.judges);
-        let device = crate::model::device()?;
+        let device = device()?;
         let model = crate::model::collaborative::CollaborativeModel::load(&files.config, &files.weights, &device)?;
         let judges = crate::model::judges::Judges::load(&judges_path, &device)
             .with_context(|| format!("could not load the judges from {}", judges_path.display()))?;

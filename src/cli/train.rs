@@ -39,7 +39,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed };
+    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed, device: super::device()? };
     let cancel = super::interrupted();
     let style = ProgressStyle::with_template("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
