@@ -51,7 +51,7 @@ fi
 link="$venv/link"
 mkdir -p "$link"
 for lib in cublas cublasLt curand nvrtc; do
-  found="$(ls "$root"/lib/lib"$lib".so.* 2>/dev/null | head -n 1 || true)"
+  found="$(find "$root/lib" -maxdepth 1 -name "lib$lib.so.*" | head -n 1)"
   if [[ -z "$found" ]]; then
     echo "error: lib$lib.so.* is missing under $root/lib." >&2
     exit 1

@@ -22,7 +22,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 results="${1:-${OUT:-$repo/gpu-results}}"
 mkdir -p "$results"
 exec > >(tee "$results/gpu-check.log") 2>&1
-cd "$repo"
+cd "$repo" || exit 1
 failed=()
 started=$SECONDS
 
@@ -61,9 +61,10 @@ shared="$(dirname "$build_root")/shared"
 # (the CUDA toolkit, or PyTorch's NVIDIA wheels).
 for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
   found="$(find /usr/local/cuda/ /usr/local/nvidia/ /opt/ /usr/lib/ /usr/local/lib/ -name "$lib" 2>/dev/null | head -n 1)"
-  [[ -n "$found" ]] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  [[ -n "$found" ]] && LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
-[[ -d /usr/local/nvidia/lib64 ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:/usr/local/nvidia/lib64"
+[[ -d /usr/local/nvidia/lib64 ]] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/nvidia/lib64"
+export LD_LIBRARY_PATH
 echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 if ldd "$codiff" | grep 'not found'; then
   echo "error: the libraries above are missing on this machine."
@@ -85,7 +86,7 @@ run bench-gpu 240 "$codiff" --verbose bench --json --reps 5 >"$results/bench-gpu
 cat "$results/bench-gpu.json"
 
 step "50-step full-size collaborative generation"
-random_ckpt="$(ls -t "${TMPDIR:-/tmp}"/codiff-bench/256_codiff_mask_text-random-*.safetensors 2>/dev/null | head -n 1)"
+random_ckpt="$(find "${TMPDIR:-/tmp}/codiff-bench" -name '256_codiff_mask_text-random-*.safetensors' 2>/dev/null | head -n 1)"
 mask="$work/mask.png"
 # A two-class mask the size of the 256 model's images.
 python3 -c "
