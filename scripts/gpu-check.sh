@@ -42,7 +42,7 @@ step "unpacking .gpu-pack"
 work="$repo/.gpu-pack/unpacked"
 rm -rf "$work" && mkdir -p "$work"
 xz -dc .gpu-pack/pack.tar.xz | tar -C "$work" -xf - || { echo "error: .gpu-pack/pack.tar.xz is missing or broken; run scripts/gpu-pack.sh where Rust is and carry .gpu-pack"; exit 1; }
-codiff="$work/bin/codiff"
+codiff="$work/bin/codiff-cli"
 
 # The binary reads models/, assets/ and ../shared where it was built: lay that out here.
 build_root="$(cat "$work/build-root")"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA release binary here (no GPU needed) and packs what
 # scripts/gpu-check.sh needs on a GPU machine that has no Rust: the stripped
-# binary and the few reference files it reads from ../shared, compressed into
+# command line without the studio (codiff-cli, half of codiff's size) and the
+# few reference files it reads from ../shared, compressed into
 # .gpu-pack/pack.tar.xz (ignored by git; carry `.gpu-pack`).
 #
 #   scripts/gpu-pack.sh
@@ -9,6 +10,8 @@
 # CODIFF_CUDA_TARGET is the cargo target directory of the CUDA build (default
 # ~/.cache/codiff-cuda/target): apart from the CPU build's, since the feature
 # rebuilds candle; the first build takes 30-40 minutes on two cores.
+# CODIFF_PACK_BINARY=PATH packs that binary instead of building one (a CPU
+# build, to try gpu-check.sh's steps where there is no GPU).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,14 +19,17 @@ shared="$repo/../shared"
 pack="$repo/.gpu-pack"
 export CARGO_TARGET_DIR="${CODIFF_CUDA_TARGET:-$HOME/.cache/codiff-cuda/target}"
 
-eval "$("$repo/scripts/cuda-toolchain.sh")"
-echo "Building the CUDA release binary in $CARGO_TARGET_DIR ..." >&2
-(cd "$repo" && nice -n 10 cargo build --release --features cuda --bin codiff)
+binary="${CODIFF_PACK_BINARY:-$CARGO_TARGET_DIR/release/codiff-cli}"
+if [[ -z "${CODIFF_PACK_BINARY:-}" ]]; then
+  eval "$("$repo/scripts/cuda-toolchain.sh")"
+  echo "Building the CUDA release binary in $CARGO_TARGET_DIR ..." >&2
+  (cd "$repo" && nice -n 10 cargo build --release --features cuda --bin codiff-cli)
+fi
 
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/shared/reference/configs"
-strip -o "$stage/bin/codiff" "$CARGO_TARGET_DIR/release/codiff"
+strip -o "$stage/bin/codiff-cli" "$binary"
 # The configs of the full-size 256 model (bench and parity write random
 # weights for it) and the released checkpoint's key list (the PyTorch reference
 # checks its networks against it).

@@ -96,7 +96,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let figures = if args.finetune_memory {
             finetune_memory(&config)?
         } else if args.parity {
-            super::parity::compare(&config.config, &config.checkpoint()?, &super::device()?)?
+            // The device first: on the CPU alone there is nothing to compare, and no checkpoint to write.
+            let gpu = super::device()?;
+            super::parity::compare(&config.config, &config.checkpoint()?, &gpu)?
         } else {
             measure(&config, args.reps, args.weights_dtype)?
         };

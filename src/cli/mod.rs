@@ -97,6 +97,18 @@ pub(crate) fn device_choice() -> anyhow::Result<crate::model::device::DeviceChoi
     Ok(choice)
 }
 
+/// The process's exit status for `result`, printing its error for the person:
+/// the sentence and its causes, not a backtrace.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Set by the first Ctrl-C: long jobs stop at their next step and keep what
 /// they have (training writes its checkpoint). A second Ctrl-C quits at once.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
