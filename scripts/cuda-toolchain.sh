@@ -40,9 +40,10 @@ if [[ ! -x "$root/bin/nvcc" ]]; then
   exit 1
 fi
 
-# candle links cuBLAS, cuRAND, NVRTC and the driver at build time (cudarc's
-# dynamic-linking). The wheels ship only versioned libraries (libcublas.so.13),
-# so the linker gets the plain names in a folder of their own. They ship no
+# candle links the CUDA runtime (its MoE kernels), cuBLAS, cuRAND, NVRTC and
+# the driver at build time (cudarc's dynamic-linking). The wheels ship only
+# versioned libraries (libcublas.so.13), so the linker gets the plain names in
+# a folder of their own. They ship no
 # libcuda either: the driver comes with the machine's NVIDIA driver, so build
 # a stub (soname libcuda.so.1, every driver entry point returning
 # CUDA_ERROR_STUB_LIBRARY) from the entry points cudarc declares, as the CUDA
@@ -50,7 +51,7 @@ fi
 # it runs.
 link="$venv/link"
 mkdir -p "$link"
-for lib in cublas cublasLt curand nvrtc; do
+for lib in cudart cublas cublasLt curand nvrtc; do
   found="$(find "$root/lib" -maxdepth 1 -name "lib$lib.so.*" | head -n 1)"
   if [[ -z "$found" ]]; then
     echo "error: lib$lib.so.* is missing under $root/lib." >&2

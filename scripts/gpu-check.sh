@@ -59,7 +59,7 @@ shared="$(dirname "$build_root")/shared"
 
 # The CUDA libraries the binary links, from wherever this machine keeps them
 # (the CUDA toolkit, or PyTorch's NVIDIA wheels).
-for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
+for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
   found="$(find /usr/local/cuda/ /usr/local/nvidia/ /opt/ /usr/lib/ /usr/local/lib/ -name "$lib" 2>/dev/null | head -n 1)"
   [[ -n "$found" ]] && LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done

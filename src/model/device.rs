@@ -15,7 +15,7 @@ pub enum DeviceError {
     #[error("{ENV}={0}, but this build has no {0} support; rebuild with `--features {0}` (see the README)")]
     NotBuilt(&'static str),
     #[error("{ENV}={0}, but no {0} GPU could be opened: {1}")]
-    Unavailable(&'static str, candle_core::Error),
+    Unavailable(&'static str, String),
 }
 
 /// What the person asked for in `CODIFF_DEVICE`.
@@ -102,7 +102,7 @@ pub fn choose(request: DeviceRequest, gpu: Option<Gpu>) -> Result<DeviceChoice, 
     };
     match (gpu.open)() {
         Ok(device) => Ok(DeviceChoice { description: describe_gpu(&device), device, fallback: None }),
-        Err(e) if wanted.is_some() => Err(DeviceError::Unavailable(gpu.kind, e)),
+        Err(e) if wanted.is_some() => Err(DeviceError::Unavailable(gpu.kind, first_line(&e.to_string()).to_string())),
         Err(e) => Ok(DeviceChoice::cpu(Some(format!(
             "no {} GPU found ({}); running on the CPU (set {ENV}=cpu to skip the search)",
             gpu.kind,
@@ -127,7 +127,8 @@ fn describe_gpu(device: &Device) -> String {
     }
 }
 
-/// Driver errors can run over several lines; the first says what happened.
+/// Driver errors can run over several lines (a backtrace, with RUST_BACKTRACE
+/// set); the first says what happened.
 fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or(message)
 }
@@ -166,7 +167,7 @@ mod tests {
     #[test]
     fn a_requested_gpu_that_does_not_open_is_an_error() {
         let message = choose(DeviceRequest::Cuda, failing_gpu()).unwrap_err().to_string();
-        assert!(message.starts_with("CODIFF_DEVICE=cuda, but no cuda GPU could be opened: CUDA_ERROR_NO_DEVICE"), "{message}");
+        assert_eq!(message, "CODIFF_DEVICE=cuda, but no cuda GPU could be opened: CUDA_ERROR_NO_DEVICE");
     }
 
     #[test]
