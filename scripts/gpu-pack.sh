@@ -50,5 +50,7 @@ total=$((tree_bytes + pack_bytes))
 awk -v p="$pack_bytes" -v t="$tree_bytes" 'BEGIN { printf "pack %.1f MB + working tree %.1f MB = %.1f MB of the 67.1 MB (64 MiB) that may travel\n", p / 1e6, t / 1e6, (p + t) / 1e6 }' >&2
 if ((total > limit)); then
   echo "error: over the limit by $(((total - limit) / 1024)) KiB; the device call would be refused." >&2
+  echo "The largest files that would travel (gpu-check.sh reads models/codiff.* and models/*.yaml only):" >&2
+  (cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 du -b 2>/dev/null | sort -n | tail -n 3) >&2
   exit 1
 fi
