@@ -43,7 +43,13 @@ mkdir -p "$pack"
 tar -C "$stage" -cf - . | xz -9e -T2 >"$pack/pack.tar.xz"
 
 # What travels to the GPU machine: tracked and untracked-unignored files plus the pack.
-tree_bytes="$(cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)"
+# (A tracked file moved away for the call does not travel: du skips it.)
+travelling() (
+  cd "$repo" || exit
+  git ls-files -z --cached --others --exclude-standard | xargs -0 du -b 2>/dev/null
+  true
+)
+tree_bytes="$(travelling | awk '{ t += $1 } END { print t + 0 }')"
 pack_bytes="$(du -cb "$pack"/* | tail -n 1 | cut -f1)"
 limit=$((64 * 1024 * 1024))
 total=$((tree_bytes + pack_bytes))
@@ -51,6 +57,6 @@ awk -v p="$pack_bytes" -v t="$tree_bytes" 'BEGIN { printf "pack %.1f MB + workin
 if ((total > limit)); then
   echo "error: over the limit by $(((total - limit) / 1024)) KiB; the device call would be refused." >&2
   echo "The largest files that would travel (gpu-check.sh reads models/codiff.* and models/*.yaml only):" >&2
-  (cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 du -b 2>/dev/null | sort -n | tail -n 3) >&2
+  travelling | sort -n | tail -n 3 >&2
   exit 1
 fi
