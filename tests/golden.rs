@@ -178,14 +178,14 @@ fn unimodal_checkpoints_match() {
     let Some(golden) = Golden::get() else { return };
     let unimodal = golden.unimodal_models();
     for (config, ckpt) in &unimodal {
-        let model = LatentDiffusion::load(config, ckpt, &Device::Cpu)
+        let model = LatentDiffusion::load(config, ckpt, &golden.device)
             .unwrap_or_else(|e| panic!("{} with {}: {e}", config.display(), ckpt.display()));
         let (condition, modality) = match &model.config.cond_stage {
             CondStageConfig::Text(_) => (Condition::Text(golden.captions()), "text"),
             CondStageConfig::Mask(_) => (Condition::Mask(golden.mask()), "mask"),
         };
         let batch = golden.tensor("unet.x").dim(0).unwrap();
-        let context = model.encoder.encode(&condition, batch, &Device::Cpu).unwrap().context;
+        let context = model.encoder.encode(&condition, batch, &golden.device).unwrap().context;
         let what = format!("{modality}.context ({})", ckpt.display());
         assert_close(&what, &context, golden.tensor(&format!("{modality}.context")), FORWARD_TOLERANCE);
         let t = golden.tensor("unet.t").to_dtype(candle_core::DType::F32).unwrap();

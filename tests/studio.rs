@@ -73,7 +73,7 @@ impl Engine for ScriptedEngine {
     }
 
     fn describe(&self) -> ModelInfo {
-        ModelInfo { name: "scripted test engine".into(), resolution: IMAGE, parameters: 0 }
+        ModelInfo { name: "scripted test engine".into(), resolution: IMAGE, parameters: 0, device: "CPU".into(), device_fallback: None }
     }
 
     /// Reads every photo as a skin disc on background, described as a man in his twenties.

@@ -31,7 +31,8 @@ impl CollaborativeEngine {
     /// Loads a composed config and checkpoint (seconds: run it on the worker),
     /// keeping the weights in the precision `CODIFF_WEIGHTS_DTYPE` names (f32 unless set).
     pub fn load(files: &ModelFiles, progress: Arc<LoadProgress>) -> Result<Self, String> {
-        let device = crate::model::device().map_err(|e| format!("no device to run on: {e}"))?;
+        let choice = crate::model::device::DeviceChoice::from_env().map_err(|e| e.to_string())?;
+        let device = choice.device;
         let precision = WeightsDtype::from_env()?;
         let model = CollaborativeModel::load_keeping(&files.config, &files.weights, &device, progress, precision).map_err(|e| e.to_string())?;
         // The checkpoint's own tensor shapes give the parameter count, minus the buffers no network reads.
@@ -39,7 +40,7 @@ impl CollaborativeEngine {
             .map(|w| w.shapes().iter().filter(|(k, _)| !unused_ok(k)).map(|(_, s)| s.iter().product::<usize>()).sum())
             .unwrap_or(0);
         let name = files.weights.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-        let info = ModelInfo { name, resolution: model.image_size(), parameters };
+        let info = ModelInfo { name, resolution: model.image_size(), parameters, device: choice.description, device_fallback: choice.fallback };
         let judges_path = files.weights.with_file_name(JUDGES_FILE);
         let judges = judges_path.is_file().then(|| Judges::load(&judges_path, &device)).transpose().map_err(|e| format!("{}: {e}", judges_path.display()))?;
         Ok(Self { model, info, judges })

@@ -638,6 +638,9 @@ impl Studio {
             match event {
                 WorkerEvent::ModelLoading { label, progress } => self.model = ModelStatus::Loading(label, progress),
                 WorkerEvent::ModelLoaded(info) => {
+                    if let Some(fallback) = &info.device_fallback {
+                        self.inform(MessageKind::Info, fallback.clone());
+                    }
                     self.model = ModelStatus::Ready(info);
                     if let Some(path) = self.startup_photo.take() {
                         self.open_photo(&path);
@@ -938,10 +941,11 @@ impl Studio {
                         }
                     }
                     ModelStatus::Ready(info) => ui.label(format!(
-                        "model: {} · {} px · {:.1} M parameters",
+                        "model: {} · {} px · {:.1} M parameters · {}",
                         info.name,
                         info.resolution,
-                        info.parameters as f64 / 1e6
+                        info.parameters as f64 / 1e6,
+                        info.device
                     )),
                     ModelStatus::Failed(_) => ui.colored_label(ui.visuals().error_fg_color, "model failed to load"),
                 };

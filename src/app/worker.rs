@@ -23,6 +23,10 @@ pub struct ModelInfo {
     /// Image side length in pixels.
     pub resolution: usize,
     pub parameters: usize,
+    /// Where it runs: "CUDA GPU 0 (NVIDIA H200)", "CPU (8 threads)".
+    pub device: String,
+    /// Why it runs on the CPU although a GPU was looked for.
+    pub device_fallback: Option<String>,
 }
 
 /// Something that turns a [`GenerateRequest`] into a stream of [`Event`]s.

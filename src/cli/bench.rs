@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// `codiff edit` may start one.
     #[arg(long)]
     pub finetune_memory: bool,
+    /// Instead of speed: every network on the GPU against the same on the
+    /// CPU, from the same inputs; fails where a relative error reaches 1e-3.
+    #[arg(long, conflicts_with = "finetune_memory")]
+    pub parity: bool,
     /// Precision the loaded weights are kept in (as `codiff generate --weights-dtype`).
     #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
     pub weights_dtype: WeightsDtype,
@@ -89,7 +93,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .into_iter()
             .find(|c| c.name == only)
             .with_context(|| format!("no configuration {only} on this machine"))?;
-        let figures = if args.finetune_memory { finetune_memory(&config)? } else { measure(&config, args.reps, args.weights_dtype)? };
+        let figures = if args.finetune_memory {
+            finetune_memory(&config)?
+        } else if args.parity {
+            // The device first: on the CPU alone there is nothing to compare, and no checkpoint to write.
+            let gpu = super::device()?;
+            super::parity::compare(&config.config, &config.checkpoint()?, &gpu)?
+        } else {
+            measure(&config, args.reps, args.weights_dtype)?
+        };
         println!("{}", serde_json::to_string(&figures)?);
         return Ok(());
     }
@@ -102,6 +114,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         command.args(["--weights-dtype", args.weights_dtype.name()]);
         if args.finetune_memory {
             command.arg("--finetune-memory");
+        }
+        if args.parity {
+            command.arg("--parity");
+        }
+        if super::verbose() {
+            command.arg("--verbose");
         }
         let out = command
             .stderr(std::process::Stdio::inherit())
@@ -119,14 +137,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if args.finetune_memory {
         print_table(&results, &["finetune_parameters_m", "finetune_measured_mb", "finetune_estimate_mb"]);
+    } else if args.parity {
+        print_table(&results, &PARITY_COLUMNS);
     } else {
         print_table(&results, &SPEED_COLUMNS);
+    }
+    if args.parity {
+        if let Some(failures) = super::parity::failures(&results) {
+            anyhow::bail!(failures);
+        }
     }
     Ok(())
 }
 
 const SPEED_COLUMNS: [&str; 8] =
     ["collab_step_ms", "unet_ms", "diffuser_ms", "vae_decode_ms", "text_encode_ms", "generate50_ms", "first_preview_ms", "peak_rss_mb"];
+
+/// Relative errors are printed as they are, not to one decimal.
+const PARITY_COLUMNS: [&str; 5] = ["mask_unet_rel_err", "text_unet_rel_err", "vae_decode_rel_err", "collab_eps_rel_err", "worst_rel_err"];
 
 fn print_table(results: &BTreeMap<String, Value>, columns: &[&str]) {
     print!("{:<10}", "config");
@@ -138,6 +166,7 @@ fn print_table(results: &BTreeMap<String, Value>, columns: &[&str]) {
         print!("{name:<10}");
         for &c in columns {
             match figures.get(c).and_then(Value::as_f64) {
+                Some(v) if c.ends_with("_rel_err") => print!("{v:>22.2e}"),
                 Some(v) => print!("{v:>22.1}"),
                 None => print!("{:>22}", "-"),
             }
@@ -146,13 +175,16 @@ fn print_table(results: &BTreeMap<String, Value>, columns: &[&str]) {
     }
 }
 
-/// Median milliseconds of `reps` runs of `f`, after one warm-up run.
-fn time_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+/// Median milliseconds of `reps` runs of `f`, after one warm-up run. A GPU
+/// runs its kernels after the call returns: the clock stops once it is done.
+fn time_ms(device: &Device, reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     f()?;
+    device.synchronize()?;
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps.max(1) {
         let start = Instant::now();
         f()?;
+        device.synchronize()?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
@@ -160,7 +192,8 @@ fn time_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Re
 }
 
 fn measure(bench: &BenchConfig, reps: usize, weights_dtype: WeightsDtype) -> anyhow::Result<Value> {
-    let device = crate::model::device()?;
+    let choice = super::device_choice()?;
+    let device = choice.device.clone();
     // Loaded as the studio and `codiff generate` load it, so that the peak
     // memory is theirs (random weights where none are here: the speed does
     // not depend on the values).
@@ -180,17 +213,17 @@ fn measure(bench: &BenchConfig, reps: usize, weights_dtype: WeightsDtype) -> any
 
     let mut figures = BTreeMap::new();
     figures.insert("rss_after_load_mb", rss_after_load_mb);
-    figures.insert("unet_ms", time_ms(reps, || Ok(model.mask_unet.forward(&x, &t, &contexts.mask).map(drop)?))?);
-    figures.insert("diffuser_ms", time_ms(reps, || Ok(model.mask_diffuser.forward(&x, &t, &contexts.mask).map(drop)?))?);
-    figures.insert("text_encode_ms", time_ms(reps, || Ok(model.encode_conditions(&mask, std::slice::from_ref(&caption)).map(drop)?))?);
+    figures.insert("unet_ms", time_ms(&device, reps, || Ok(model.mask_unet.forward(&x, &t, &contexts.mask).map(drop)?))?);
+    figures.insert("diffuser_ms", time_ms(&device, reps, || Ok(model.mask_diffuser.forward(&x, &t, &contexts.mask).map(drop)?))?);
+    figures.insert("text_encode_ms", time_ms(&device, reps, || Ok(model.encode_conditions(&mask, std::slice::from_ref(&caption)).map(drop)?))?);
     peaks.start_phase();
-    figures.insert("vae_decode_ms", time_ms(reps, || Ok(model.decode(&x).map(drop)?))?);
+    figures.insert("vae_decode_ms", time_ms(&device, reps, || Ok(model.decode(&x).map(drop)?))?);
     peaks.end("decode_peak_rss_mb");
     let ddim = DdimSchedule::new(&model.schedule, 50, 1.0)?;
     peaks.start_phase();
     figures.insert(
         "collab_step_ms",
-        time_ms(reps, || {
+        time_ms(&device, reps, || {
             let step = model.predict_noise(&x, 501, &contexts, CombineMode::Collaborative, &post)?;
             let mut noise = NoiseSource::seeded([0]);
             ddim.step_from(&x, &step.eps, 25, &mut noise)?;
@@ -198,7 +231,8 @@ fn measure(bench: &BenchConfig, reps: usize, weights_dtype: WeightsDtype) -> any
         })?,
     );
     peaks.end("step_peak_rss_mb");
-    if bench.name == "default" {
+    // 50 steps take seconds on a GPU, and minutes at full size on a CPU.
+    if bench.name == "default" || !device.is_cpu() {
         let request = GenerateRequest { mask: mask.clone(), text: caption.clone(), ..GenerateRequest::default() };
         let never = AtomicBool::new(false);
         let mut first_preview_ms = None;
@@ -212,7 +246,9 @@ fn measure(bench: &BenchConfig, reps: usize, weights_dtype: WeightsDtype) -> any
         figures.insert("first_preview_ms", first_preview_ms.unwrap_or(f64::NAN));
     }
     figures.extend(peaks.finish()?);
-    Ok(json!(figures))
+    let mut figures = json!(figures);
+    figures["device"] = json!(choice.description);
+    Ok(figures)
 }
 
 /// The peak resident memory of phases of a run. Linux lets a process reset
@@ -351,7 +387,7 @@ impl safetensors::View for RandomTensor {
 /// batch 1, in a process that holds nothing else: the growth of its peak
 /// resident memory, and `edit::memory`'s estimate for the same UNet.
 fn finetune_memory(bench: &BenchConfig) -> anyhow::Result<Value> {
-    let device = crate::model::device()?;
+    let device = super::device()?;
     let config = ComposedConfig::load(&bench.config)?;
     let unet_config = &config.mask.unet;
     let (size, channels) = (config.diffusion.latent_size, config.diffusion.latent_channels);

@@ -119,7 +119,7 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     let target_mask = Mask::load(&args.mask)?;
     // Resizing a non-square mask to the model's square would squash the face.
     target_mask.square_size(&args.mask.display().to_string())?;
-    let device = crate::model::device()?;
+    let device = super::device()?;
     let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
     let size = model.image_size();
     let target_mask = target_mask.resize_nearest(size, size);

@@ -70,7 +70,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     check_args(&args, &files)?;
     let mask = Mask::load(&args.mask)?;
     mask.square_size(&args.mask.display().to_string())?;
-    let device = crate::model::device()?;
+    let device = super::device()?;
     eprintln!("loading {}", files.weights.display());
     let model = CollaborativeModel::load_keeping(&files.config, &files.weights, &device, Default::default(), args.weights_dtype)?;
     let request = GenerateRequest {

@@ -8,6 +8,7 @@ mod eval;
 mod eval_edits;
 mod generate;
 mod output;
+mod parity;
 mod synth;
 mod train;
 
@@ -26,6 +27,9 @@ pub struct Cli {
     /// Open the studio with this photo to edit (PNG, JPEG or WebP).
     #[arg(long)]
     pub photo: Option<PathBuf>,
+    /// Say which device (GPU or CPU) the networks run on.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,7 +55,8 @@ pub enum Command {
 }
 
 /// Runs one subcommand.
-pub fn run(command: Command) -> anyhow::Result<()> {
+pub fn run(command: Command, verbose: bool) -> anyhow::Result<()> {
+    VERBOSE.store(verbose, Ordering::Relaxed);
     crate::model::pin_thread_count(None);
     catch_interrupt();
     match command {
@@ -64,6 +69,44 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::EvalEdits(args) => eval_edits::run(args),
         Command::Edit(args) => edit::run(args),
+    }
+}
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `--verbose` was given.
+pub(crate) fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// The device the networks run on, as `CODIFF_DEVICE` and this build call for.
+/// A GPU that was looked for and not found is said on stderr; `--verbose`
+/// names the device in any case.
+pub(crate) fn device() -> anyhow::Result<candle_core::Device> {
+    Ok(device_choice()?.device)
+}
+
+/// [`device`], with the words that describe it.
+pub(crate) fn device_choice() -> anyhow::Result<crate::model::device::DeviceChoice> {
+    let choice = crate::model::device::DeviceChoice::from_env()?;
+    if let Some(fallback) = &choice.fallback {
+        eprintln!("{fallback}");
+    }
+    if verbose() {
+        eprintln!("device: {}", choice.description);
+    }
+    Ok(choice)
+}
+
+/// The process's exit status for `result`, printing its error for the person:
+/// the sentence and its causes, not a backtrace.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -103,7 +146,7 @@ impl JudgedModelArgs {
         use anyhow::Context;
         let files = self.model.files()?;
         let judges_path = ModelArgs::judges(&self.judges);
-        let device = crate::model::device()?;
+        let device = device()?;
         let model = crate::model::collaborative::CollaborativeModel::load(&files.config, &files.weights, &device)?;
         let judges = crate::model::judges::Judges::load(&judges_path, &device)
             .with_context(|| format!("could not load the judges from {}", judges_path.display()))?;

@@ -43,7 +43,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         // Zero steps would write the untrained network as the finished stage.
         super::output::check_count("--steps", steps, 100_000_000, "a stage needs at least one optimiser step")?;
     }
-    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed };
+    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed, device: super::device()? };
     let cancel = super::interrupted();
     let style = ProgressStyle::with_template("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());

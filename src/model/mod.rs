@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod collaborative;
 pub mod config;
 pub mod defaults;
+pub mod device;
 pub mod judges;
 pub mod layers;
 pub mod mask_encoder;
@@ -29,15 +30,4 @@ pub fn pin_thread_count(threads: Option<usize>) {
         let threads = threads.unwrap_or_else(candle_core::utils::get_num_threads);
         std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
     }
-}
-
-/// The device inference runs on: the GPU when built with the `cuda` or
-/// `metal` feature, else the CPU.
-pub fn device() -> candle_core::Result<candle_core::Device> {
-    #[cfg(feature = "cuda")]
-    return candle_core::Device::new_cuda(0);
-    #[cfg(all(feature = "metal", not(feature = "cuda")))]
-    return candle_core::Device::new_metal(0);
-    #[cfg(not(any(feature = "cuda", feature = "metal")))]
-    Ok(candle_core::Device::Cpu)
 }

@@ -114,6 +114,18 @@ pub fn widen(weight: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(out, weight.shape(), weight.device())
 }
 
+/// ||got - want|| / ||want||, in f64 on the CPU, wherever the two were computed.
+pub fn relative_error(got: &Tensor, want: &Tensor) -> Result<f64> {
+    if got.dims() != want.dims() {
+        return Err(candle_core::Error::ShapeMismatchBinaryOp { lhs: got.shape().clone(), rhs: want.shape().clone(), op: "relative_error" });
+    }
+    let got = got.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?;
+    let want = want.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?;
+    let diff = (got - &want)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    let norm = want.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    Ok((diff / norm.max(f64::MIN_POSITIVE)).sqrt())
+}
+
 /// Widens `src` into `dst` in parallel chunks (SIMD where the CPU converts halves natively).
 fn widen_into<H: Sync>(src: &[H], dst: &mut [f32])
 where
@@ -126,6 +138,15 @@ where
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn relative_error_is_the_norm_of_the_difference_over_the_reference() {
+        let want = Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap();
+        let got = Tensor::new(&[3f32, 4.5], &Device::Cpu).unwrap();
+        assert!((relative_error(&got, &want).unwrap() - 0.1).abs() < 1e-9);
+        let other_shape = Tensor::new(&[3f32], &Device::Cpu).unwrap();
+        assert!(relative_error(&other_shape, &want).is_err());
+    }
 
     #[test]
     fn matrices_go_to_f16_and_vectors_stay_f32() -> Result<()> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use codiff::data::mask::Mask;
 use codiff::model::collaborative::CollaborativeModel;
 use codiff::model::config::ModelConfig;
@@ -21,6 +21,9 @@ pub const HALF_PRECISION_TOLERANCE: f64 = 1e-2;
 
 pub struct Golden {
     pub dir: PathBuf,
+    /// Where the models run and the golden tensors live: the device
+    /// `CODIFF_DEVICE` and the build call for, as in the studio.
+    pub device: Device,
     tensors: HashMap<String, Tensor>,
     metadata: HashMap<String, String>,
     composed: OnceLock<CollaborativeModel>,
@@ -49,12 +52,15 @@ impl Golden {
             eprintln!("skipped: no golden directory at {} (set CODIFF_GOLDEN_DIR)", dir.display());
             return None;
         }
+        let choice = codiff::model::device::DeviceChoice::from_env().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("golden tests on {}", choice.description);
+        let device = choice.device;
         let path = dir.join("expected.safetensors");
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).expect("expected.safetensors is readable");
+        let tensors = candle_core::safetensors::load(&path, &device).expect("expected.safetensors is readable");
         let bytes = std::fs::read(&path).expect("expected.safetensors is readable");
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
         let metadata = header.metadata().clone().unwrap_or_default();
-        Some(Self { dir, tensors, metadata, composed: OnceLock::new(), composed_f16: OnceLock::new() })
+        Some(Self { dir, device, tensors, metadata, composed: OnceLock::new(), composed_f16: OnceLock::new() })
     }
 
     pub fn tensor(&self, name: &str) -> &Tensor {
@@ -126,7 +132,7 @@ impl Golden {
             .into_iter()
             .find(|(_, c, _)| matches!(c, ModelConfig::Composed(_)))
             .expect("the golden directory holds a composed config with its checkpoint");
-        CollaborativeModel::load_keeping(&config, &ckpt, &Device::Cpu, Default::default(), precision)
+        CollaborativeModel::load_keeping(&config, &ckpt, &self.device, Default::default(), precision)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -140,13 +146,9 @@ impl Golden {
     }
 }
 
-/// ||got - want|| / ||want||, in f64.
+/// ||got - want|| / ||want||, in f64, wherever the two were computed.
 pub fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
-    let got = got.to_dtype(DType::F64).expect("f64").flatten_all().expect("flatten");
-    let want = want.to_dtype(DType::F64).expect("f64").flatten_all().expect("flatten");
-    let diff = (&got - &want).expect("same shape").sqr().expect("sqr").sum_all().expect("sum").to_scalar::<f64>().expect("scalar");
-    let norm = want.sqr().expect("sqr").sum_all().expect("sum").to_scalar::<f64>().expect("scalar");
-    (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
+    codiff::model::precision::relative_error(got, want).expect("same shape")
 }
 
 /// Fails with the tensor's name and error when shapes differ or the relative error exceeds `tolerance`.

@@ -82,6 +82,8 @@ pub struct TrainRequest {
     /// Continue from the stage's last checkpoint instead of starting afresh.
     pub resume: bool,
     pub seed: u64,
+    /// Where the networks train (the CLI picks it as for inference).
+    pub device: Device,
 }
 
 /// What a training run reports as it goes.
@@ -170,7 +172,7 @@ impl<'a> Context<'a> {
                 std::fs::write(&path, text).map_err(|e| io_error("write", &path, e))?;
             }
         }
-        Ok(Self { dir, device: crate::model::device()?, request, cancel })
+        Ok(Self { dir, device: request.device.clone(), request, cancel })
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
