@@ -317,10 +317,7 @@ fn decode_indexed_png(bytes: &[u8], name: &str) -> Result<Option<Mask>, MaskErro
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let mut reader = decoder.read_info().map_err(decode_err)?;
     let info = reader.info();
-    let indexed = match (info.color_type, info.bit_depth) {
-        (png::ColorType::Indexed, png::BitDepth::Eight) | (png::ColorType::Grayscale, png::BitDepth::Eight) => true,
-        _ => false,
-    };
+    let indexed = matches!((info.color_type, info.bit_depth), (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Eight));
     if !indexed {
         return Ok(None);
     }

@@ -11,6 +11,9 @@ use super::mask::{class, Mask};
 use super::synth::math::{ellipse, value_noise};
 use super::synth;
 
+/// Mixed into the seed so painted masks share no stream with the world's samples.
+const PAINTED_SALT: u64 = 0x7061_696e_7465_6400;
+
 /// One painted shape: an ellipse in face units, wobbled by noise at its edge.
 struct Blob {
     class: u8,
@@ -24,7 +27,7 @@ struct Blob {
 
 /// A rough mask of `size` x `size` and a caption to go with it, from `seed`'s stream `index`.
 pub fn painted(seed: u64, index: u64, size: usize) -> (Mask, String) {
-    let mut rng = synth::sample_rng(seed ^ 0x7061_696e_7465_64, index);
+    let mut rng = synth::sample_rng(seed ^ PAINTED_SALT, index);
     let blobs = sketch(&mut rng);
     let roll: f32 = rng.random_range(-0.3..0.3);
     let (sin, cos) = roll.sin_cos();
@@ -81,7 +84,7 @@ fn sketch(rng: &mut ChaCha8Rng) -> Vec<Blob> {
         }
     }
     add(class::SKIN, 0.0, 0.0, face_rx, face_ry, wobble);
-    if hair >= 0.35 && hair < 0.9 && r(0.0, 1.0) < 0.4 {
+    if (0.35..0.9).contains(&hair) && r(0.0, 1.0) < 0.4 {
         // Bangs painted over the forehead.
         add(class::HAIR, 0.0, -face_ry * 0.85, face_rx * r(0.8, 1.0), face_ry * r(0.25, 0.4), wobble * 1.5);
     }

@@ -381,7 +381,9 @@ fn summarise(scores: &[ItemScores], features: &Tensor, real: &FeatureStats, rng:
         known.iter().filter(|&&b| b).count() as f64 / known.len().max(1) as f64
     };
     let fd = fd_of(&all);
-    let fd_ci = bootstrap(scores.len(), FD_BOOTSTRAP, rng, fd, |picks| fd_of(picks));
+    let mut fd_ci = bootstrap(scores.len(), FD_BOOTSTRAP, rng, fd, |picks| fd_of(picks));
+    // A distance is never negative, though its bias-corrected bound can be.
+    fd_ci.low = fd_ci.low.max(0.0);
     Ok(ModeResult {
         mask_accuracy: mean(&mask),
         text_accuracy: mean(&text),
