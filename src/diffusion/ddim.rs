@@ -16,6 +16,13 @@ pub enum DdimError {
     BadStepCount { steps: usize, max: usize, timesteps: usize },
     #[error("eta must be a finite number >= 0, got {0}")]
     BadEta(f64),
+    #[error(
+        "{steps} DDIM steps would end at timestep {timesteps}, one past the schedule's last (the original fails there too); \
+         pick {} or {} steps",
+        steps - 1,
+        steps + 1
+    )]
+    PastTheEnd { steps: usize, timesteps: usize },
 }
 
 /// The DDIM sub-sequence of timesteps and its coefficients for S steps and a given eta.
@@ -44,6 +51,10 @@ impl DdimSchedule {
         }
         let stride = total / steps;
         let timesteps: Vec<usize> = (0..total).step_by(stride).map(|t| t + 1).collect();
+        // Where the stride divides T - 1 (S = 3, 9, 27, 37, 111 or 333 of 1000) the last step lands on T.
+        if timesteps.last().is_some_and(|&t| t >= total) {
+            return Err(DdimError::PastTheEnd { steps, timesteps: total });
+        }
         // The original reads alpha-bar from a float32 buffer.
         let acp = |t: usize| schedule.alphas_cumprod()[t] as f32 as f64;
         let alphas: Vec<f64> = timesteps.iter().map(|&t| acp(t)).collect();
@@ -290,6 +301,9 @@ mod tests {
         assert!(matches!(DdimSchedule::new(&s, 501, 1.0), Err(DdimError::BadStepCount { .. })));
         assert_eq!(DdimSchedule::new(&s, 500, 1.0).unwrap().timesteps().last(), Some(&999));
         assert_eq!(DdimSchedule::new(&s, 10, -1.0), Err(DdimError::BadEta(-1.0)));
+        for steps in [3, 9, 27, 37, 111, 333] {
+            assert_eq!(DdimSchedule::new(&s, steps, 1.0), Err(DdimError::PastTheEnd { steps, timesteps: 1000 }));
+        }
     }
 
     #[test]
