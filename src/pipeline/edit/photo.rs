@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use image::{DynamicImage, RgbImage};
+use image::{DynamicImage, ImageDecoder, RgbImage};
 
 /// The fade at a pasted crop's inner edges, as a share of its side.
 const FEATHER: f32 = 0.08;
@@ -87,9 +87,15 @@ pub struct Photo {
 }
 
 impl Photo {
-    /// Reads a PNG, JPEG or WebP photo; `crop` defaults to the centred square.
+    /// Reads a PNG, JPEG or WebP photo, turned upright as its EXIF orientation
+    /// says (cameras store portraits sideways); `crop` defaults to the centred square.
     pub fn load(path: &Path, crop: Option<Crop>) -> Result<Self, String> {
-        let image = image::open(path).map_err(|e| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display()))?;
+        let unreadable = |e: &dyn std::fmt::Display| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display());
+        let reader = image::ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| unreadable(&e))?;
+        let mut decoder = reader.into_decoder().map_err(|e| unreadable(&e))?;
+        let orientation = decoder.orientation().map_err(|e| unreadable(&e))?;
+        let mut image = DynamicImage::from_decoder(decoder).map_err(|e| unreadable(&e))?;
+        image.apply_orientation(orientation);
         Self::new(image, crop).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -151,6 +157,30 @@ mod tests {
 
     fn flat(w: u32, h: u32, v: u8) -> RgbImage {
         RgbImage::from_pixel(w, h, image::Rgb([v, v, v]))
+    }
+
+    #[test]
+    fn photos_are_turned_upright_by_their_exif_orientation() {
+        // 80 x 40, left half dark; EXIF orientation 6: the camera was turned a
+        // quarter clockwise, so the upright photo is 40 x 80 with the dark half on top.
+        let path = std::env::temp_dir().join(format!("codiff-exif-{}.png", std::process::id()));
+        let mut pixels = Vec::new();
+        for _ in 0..40 {
+            for x in 0..80 {
+                pixels.extend([if x < 40 { 20u8 } else { 230 }; 3]);
+            }
+        }
+        let exif: &[u8] = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\x00\x00\x00\x00";
+        let mut encoder = png::Encoder::new(std::fs::File::create(&path).unwrap(), 80, 40);
+        encoder.set_color(png::ColorType::Rgb);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_chunk(png::chunk::ChunkType(*b"eXIf"), exif).unwrap();
+        writer.write_image_data(&pixels).unwrap();
+        writer.finish().unwrap();
+        let photo = Photo::load(&path, None).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(photo.full.dimensions(), (40, 80));
+        assert_eq!((photo.full.get_pixel(20, 10)[0], photo.full.get_pixel(20, 70)[0]), (20, 230));
     }
 
     #[test]
