@@ -8,6 +8,12 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// Writes `tensors` as a safetensors file through [`write_atomically`].
+pub fn save_safetensors(tensors: &std::collections::HashMap<String, candle_core::Tensor>, path: &Path) -> candle_core::Result<()> {
+    let bytes = safetensors::tensor::serialize(tensors, None).map_err(candle_core::Error::wrap)?;
+    write_atomically(path, |w| w.write_all(&bytes)).map_err(candle_core::Error::wrap)
+}
+
 /// Where the bytes for `path` go until they are complete.
 pub fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "output".into());

@@ -128,9 +128,7 @@ impl AdamW {
         }
         let device = candle_core::Device::Cpu;
         tensors.insert("step".into(), Tensor::new(&[self.step as u32], &device)?);
-        let tmp = path.with_extension("tmp");
-        candle_core::safetensors::save(&tensors, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(candle_core::Error::wrap)
+        crate::data::output::save_safetensors(&tensors, path)
     }
 
     /// Restores the state [`save`](Self::save) wrote; the variables must match by name and shape.

@@ -23,7 +23,7 @@ impl LatentSet {
     /// Makes the training faces and their latents (from the cache when it matches).
     pub fn load(ctx: &Context, config: &ComposedConfig, sink: &mut dyn FnMut(TrainEvent)) -> std::result::Result<Self, TrainError> {
         let size = config.first_stage().ddconfig.resolution;
-        let faces = FaceSet::generate(TRAIN_SEED, super::vae::TRAIN_COUNT, size);
+        let faces = FaceSet::augmented(TRAIN_SEED, super::vae::TRAIN_COUNT, size);
         let cache = ctx.path(CACHE);
         let vae_time = std::fs::metadata(ctx.path(super::Stage::Vae.output())).and_then(|m| m.modified()).ok();
         let cache_time = std::fs::metadata(&cache).and_then(|m| m.modified()).ok();

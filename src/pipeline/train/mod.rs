@@ -299,11 +299,9 @@ pub(crate) fn fit(
     Ok(opt)
 }
 
-/// Saves `tensors` as safetensors (via a temporary file, so a crash never leaves half a model).
+/// Saves `tensors` as safetensors (atomically, so a crash never leaves half a model).
 pub(crate) fn save_weights(tensors: &std::collections::HashMap<String, Tensor>, path: &Path) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(tensors, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error("write", path, e))
+    crate::data::output::save_safetensors(tensors, path).map_err(|e| io_error("write", path, e))
 }
 
 /// Writes a small JSON report of a stage's measured figures (read by the model card).

@@ -83,8 +83,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         },
     )?;
     let weights = opt.final_weights();
-    let fidelity = held_out_fidelity(&weights, &config, &held_out, &device)?;
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device).pp("first_stage_model"), &vae_config)?;
+    let fidelity = held_out_fidelity(&vae, &held_out, &device)?;
     // Held-out samples depend only on their index, so the first HELD_OUT of
     // these are the PSNR photos: the scale comes from them (one batch, as
     // the original's `scale_by_std`), the channel-mean prior from all.
@@ -166,9 +166,8 @@ struct Fidelity {
 }
 
 /// PSNR (dB, images in [0, 1]) and gradient energy of every held-out photo
-/// encoded to its posterior mean and decoded by the autoencoder in `weights`.
-fn held_out_fidelity(weights: &HashMap<String, Tensor>, config: &ComposedConfig, faces: &FaceSet, device: &candle_core::Device) -> Result<Fidelity, TrainError> {
-    let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, device).pp("first_stage_model"), config.first_stage())?;
+/// encoded to its posterior mean and decoded by `vae`.
+fn held_out_fidelity(vae: &AutoencoderKL, faces: &FaceSet, device: &candle_core::Device) -> Result<Fidelity, TrainError> {
     let (mut squared_error, mut energy_rec, mut energy_photo) = (0f64, 0f64, 0f64);
     for chunk in (0..faces.len()).collect::<Vec<_>>().chunks(16) {
         let x = faces.photos(chunk, device)?;
