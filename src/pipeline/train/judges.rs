@@ -1,8 +1,10 @@
 //! The judges stage: the face parser and the attribute classifier, trained on
-//! synthetic photos with their ground-truth masks and attributes. Half the
-//! batches show the photos as the trained autoencoder renders them, and all
-//! are randomly softened and noised, so that the judges read generated images
-//! (which always come out of that decoder, blurred) as well as photos: a judge
+//! synthetic photos (the augmented training set, so every layout a mask may
+//! ask for) with their ground-truth masks and attributes, shrunk to the
+//! judges' side as they shrink what they read. Half the batches show the
+//! photos as the trained autoencoder renders them at the models' size, and
+//! all are randomly softened and noised, so that the judges read generated
+//! images (which always come out of that decoder) as well as photos: a judge
 //! that sees only sharp photos under-reads what a decoded image does show.
 
 use candle_core::{DType, Device, Tensor, D};
@@ -23,20 +25,22 @@ const ATTRIBUTE_BATCH: usize = 32;
 const HELD_OUT: usize = 512;
 
 pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
-    sink(TrainEvent::Note(format!("judges: making {} synthetic faces", super::vae::TRAIN_COUNT)));
-    let faces = FaceSet::generate(TRAIN_SEED, super::vae::TRAIN_COUNT, JUDGE_SIZE);
-    let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, JUDGE_SIZE);
     let device = ctx.device.clone();
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
+    let size = config.first_stage().ddconfig.resolution;
+    sink(TrainEvent::Note(format!("judges: making {} synthetic faces at {size} px", super::vae::TRAIN_COUNT)));
+    let faces = FaceSet::augmented(TRAIN_SEED, super::vae::TRAIN_COUNT, size);
+    let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, size);
     let (vae, _) = super::vae::load(ctx, &config)?;
     sink(TrainEvent::Note("judges: passing the photos through the autoencoder (once)".into()));
-    let coded = autoencoded(&faces, &vae, &device)?;
-    let held_out_coded = autoencoded(&held_out, &vae, &device)?;
+    let coded = autoencoded(&faces, &vae, &device)?.downscaled(JUDGE_SIZE);
+    let held_out_coded = autoencoded(&held_out, &vae, &device)?.downscaled(JUDGE_SIZE);
+    let (faces, held_out) = (faces.downscaled(JUDGE_SIZE), held_out.downscaled(JUDGE_SIZE));
     let either = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { &coded } else { &faces };
     let vars = VarMap::new();
     let vb = ctx.var_builder(&vars, "parser");
     let parser = FaceParser::new(vb.pp("parser"))?;
-    let plan = Schedule { steps: 550, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let plan = Schedule { steps: 1500, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
     let parser_opt = fit(
         ctx,
         Stage::Judges,

@@ -1,7 +1,10 @@
 //! The autoencoder stage: the original AutoencoderKL trained with the
-//! original LDM recipe (`LPIPSWithDiscriminator`): L1 plus a perceptual
-//! distance, the paper's small KL weight and, after a start of plain
-//! reconstruction, a PatchGAN discriminator whose term is weighted adaptively.
+//! original LDM recipe (`LPIPSWithDiscriminator`) less its perceptual term:
+//! L1 plus an L1 on image gradients (for edges), the paper's small KL weight
+//! and, after a start of plain reconstruction, a PatchGAN discriminator whose
+//! term is weighted adaptively. LPIPS needs a pretrained VGG; a feature net
+//! trained here instead held the reconstructions at blurred average colours
+//! (docs/models-next.md).
 //! It trains on random crops (the network is convolutional, as the original's
 //! autoencoders trained on crops of larger images). It then sets the latent
 //! `scale_factor` in the configs, as the original's `scale_by_std` does, so
@@ -16,7 +19,6 @@ use candle_nn::{VarBuilder, VarMap};
 use image::RgbImage;
 
 use super::adversarial::{adaptive_weight, PatchDiscriminator};
-use super::perceptual::{random_crops, PerceptualNet};
 use super::{fit, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use crate::diffusion::schedule::gaussian_like;
 use crate::model::optim::AdamW;
@@ -30,8 +32,8 @@ pub const TRAIN_COUNT: usize = 8192;
 const BATCH: usize = 8;
 /// Relative to a per-pixel mean L1, the original's 1e-6 on a per-image sum.
 const KL_WEIGHT: f64 = 1e-6;
-/// The original's `perceptual_weight`.
-const PERCEPTUAL_WEIGHT: f64 = 1.0;
+/// The side of the random crops the autoencoder trains on.
+const CROP: usize = 64;
 /// The step from which the discriminator trains and the generator sees it
 /// (the original's `disc_start`, scaled to this run's length).
 pub const DISC_START: usize = 1500;
@@ -42,20 +44,24 @@ const HELD_OUT: usize = 64;
 const PRIOR_COUNT: usize = 512;
 /// The decoder's last layer, where the adaptive weight compares gradients.
 const LAST_LAYER: &str = "first_stage_model.decoder.conv_out.weight";
+/// The posterior log-variance a fresh autoencoder starts from. At the usual
+/// zero (a standard deviation of 1) the sampled latent is mostly noise for
+/// hundreds of steps, and the decoder learns little but the average colour
+/// (blurred, desaturated grids); the original's 100k+ steps hide that.
+const INITIAL_LOGVAR: f32 = -6.0;
 
 pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
     let vae_config = config.first_stage().clone();
     let size = vae_config.ddconfig.resolution;
-    let perceptual = PerceptualNet::load(ctx)?;
     sink(TrainEvent::Note(format!("vae: making {TRAIN_COUNT} synthetic faces at {size} px")));
     let faces = FaceSet::augmented(TRAIN_SEED, TRAIN_COUNT, size);
     let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, size);
     let vars = VarMap::new();
     let vae = AutoencoderKL::new(ctx.var_builder(&vars, "vae").pp("first_stage_model"), &vae_config)?;
+    start_with_small_posterior_noise(&vars)?;
     let disc_vars = VarMap::new();
     let criterion = AutoencoderLoss {
-        perceptual: &perceptual,
         discriminator: PatchDiscriminator::new(ctx.var_builder(&disc_vars, "discriminator"))?,
         last_layer: variable(&vars, LAST_LAYER)?,
     };
@@ -79,12 +85,17 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         |step, samples| {
             let rec = vae.decode(&vae.encode(&held_photos)?.mean)?;
             let path = samples.join(format!("step{step:06}.png"));
-            pairs_grid(&held_photos, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))
+            pairs_grid(&held_photos, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))?;
+            let Fidelity { psnr_db, gradient_energy_ratio } = fidelity(&vae, [Ok(held_photos.clone())])?;
+            let log = samples.join("fidelity.csv");
+            let line = format!("{step},{psnr_db:.3},{gradient_energy_ratio:.4}\n");
+            std::fs::OpenOptions::new().create(true).append(true).open(&log).and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes())).map_err(|e| io_error("write", &log, e))
         },
     )?;
     let weights = opt.final_weights();
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device).pp("first_stage_model"), &vae_config)?;
-    let fidelity = held_out_fidelity(&vae, &held_out, &device)?;
+    let batches: Vec<usize> = (0..held_out.len()).collect();
+    let fidelity = fidelity(&vae, batches.chunks(16).map(|chunk| held_out.photos(chunk, &device)))?;
     // Held-out samples depend only on their index, so the first HELD_OUT of
     // these are the PSNR photos: the scale comes from them (one batch, as
     // the original's `scale_by_std`), the channel-mean prior from all.
@@ -118,20 +129,29 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     save_weights(&weights, &ctx.path(Stage::Vae.output()))
 }
 
+/// Sets the log-variance half of the posterior's bias to [`INITIAL_LOGVAR`]
+/// (a resumed run then loads its checkpoint over it).
+fn start_with_small_posterior_noise(vars: &VarMap) -> Result<(), TrainError> {
+    let bias = variable(vars, "first_stage_model.quant_conv.bias")?;
+    let half = bias.dim(0)? / 2;
+    let logvar = Tensor::full(INITIAL_LOGVAR, half, bias.device())?;
+    bias.set(&Tensor::cat(&[bias.narrow(0, 0, half)?, logvar], 0)?)?;
+    Ok(())
+}
+
 fn variable(vars: &VarMap, name: &str) -> Result<Var, TrainError> {
     let data = vars.data().lock().expect("the VarMap lock is never poisoned");
     data.get(name).cloned().ok_or_else(|| TrainError::Io(format!("the autoencoder has no {name}")))
 }
 
 /// The original's `LPIPSWithDiscriminator`, generator side.
-pub(crate) struct AutoencoderLoss<'a> {
-    pub perceptual: &'a PerceptualNet,
+pub(crate) struct AutoencoderLoss {
     pub discriminator: PatchDiscriminator,
     pub last_layer: Var,
 }
 
-impl AutoencoderLoss<'_> {
-    /// The autoencoder's loss on photos `x`: L1 and perceptual distance of the
+impl AutoencoderLoss {
+    /// The autoencoder's loss on photos `x`: L1 and image-gradient L1 of the
     /// reconstruction from a posterior sample, the weighted KL term and, when
     /// `adversarial` holds the discriminator's optimiser, the adaptively
     /// weighted generator term (after one discriminator step on this batch).
@@ -153,9 +173,38 @@ impl AutoencoderLoss<'_> {
     }
 
     fn reconstruction(&self, rec: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        (rec - x)?.abs()?.mean_all()? + (self.perceptual.distance(rec, x)? * PERCEPTUAL_WEIGHT)?
+        (rec - x)?.abs()?.mean_all()? + gradient_l1(rec, x)?
     }
 }
+
+/// Mean L1 distance between the horizontal and vertical differences of two image batches.
+fn gradient_l1(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let dx = (differences(a, 3)? - differences(b, 3)?)?.abs()?.mean_all()?;
+    let dy = (differences(a, 2)? - differences(b, 2)?)?.abs()?.mean_all()?;
+    dx + dy
+}
+
+/// Neighbouring pixels' differences along `dim`.
+fn differences(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
+    let n = x.dim(dim)?;
+    x.narrow(dim, 1, n - 1)? - x.narrow(dim, 0, n - 1)?
+}
+
+/// Random `CROP` x `CROP` windows of `photos` (B x 3 x H x W), one per image.
+fn random_crops(photos: &Tensor, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
+    let (batch, _, h, w) = photos.dims4()?;
+    if h <= CROP && w <= CROP {
+        return Ok(photos.clone());
+    }
+    let crops = (0..batch)
+        .map(|i| {
+            let (y, x) = (rng.random_range(0..=h - CROP), rng.random_range(0..=w - CROP));
+            photos.narrow(0, i, 1)?.narrow(2, y, CROP)?.narrow(3, x, CROP)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&crops, 0)
+}
+
 
 /// How faithfully the autoencoder gives held-out photos back.
 struct Fidelity {
@@ -165,28 +214,26 @@ struct Fidelity {
     gradient_energy_ratio: f64,
 }
 
-/// PSNR (dB, images in [0, 1]) and gradient energy of every held-out photo
-/// encoded to its posterior mean and decoded by `vae`.
-fn held_out_fidelity(vae: &AutoencoderKL, faces: &FaceSet, device: &candle_core::Device) -> Result<Fidelity, TrainError> {
-    let (mut squared_error, mut energy_rec, mut energy_photo) = (0f64, 0f64, 0f64);
-    for chunk in (0..faces.len()).collect::<Vec<_>>().chunks(16) {
-        let x = faces.photos(chunk, device)?;
+/// PSNR (dB, images in [0, 1]) and gradient energy of the photos in
+/// `batches` (B x 3 x H x W in [-1, 1]) encoded to their posterior means and
+/// decoded by `vae`.
+fn fidelity(vae: &AutoencoderKL, batches: impl IntoIterator<Item = candle_core::Result<Tensor>>) -> Result<Fidelity, TrainError> {
+    let (mut squared_error, mut energy_rec, mut energy_photo, mut values) = (0f64, 0f64, 0f64, 0usize);
+    for x in batches {
+        let x = x?;
+        values += x.elem_count();
         let rec = vae.decode(&vae.encode(&x)?.mean)?.clamp(-1f32, 1f32)?;
         squared_error += ((&rec - &x)? / 2.0)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         energy_rec += gradient_energy(&rec)?;
         energy_photo += gradient_energy(&x)?;
     }
-    let size = faces.size;
-    Ok(Fidelity { psnr_db: -10.0 * (squared_error / (faces.len() * 3 * size * size) as f64).log10(), gradient_energy_ratio: energy_rec / energy_photo })
+    Ok(Fidelity { psnr_db: -10.0 * (squared_error / values as f64).log10(), gradient_energy_ratio: energy_rec / energy_photo })
 }
 
 /// Sum of squared horizontal and vertical pixel differences.
 fn gradient_energy(x: &Tensor) -> candle_core::Result<f64> {
-    let diff = |dim: usize| -> candle_core::Result<f64> {
-        let n = x.dim(dim)?;
-        Ok((x.narrow(dim, 1, n - 1)? - x.narrow(dim, 0, n - 1)?)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64)
-    };
-    Ok(diff(2)? + diff(3)?)
+    let energy = |dim: usize| -> candle_core::Result<f64> { Ok(differences(x, dim)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64) };
+    Ok(energy(2)? + energy(3)?)
 }
 
 /// Two rows of images in [-1, 1], `top` above `bottom`.
