@@ -4,12 +4,10 @@
 //! and, after a start of plain reconstruction, a PatchGAN discriminator whose
 //! term is weighted adaptively. LPIPS needs a pretrained VGG; a feature net
 //! trained here instead held the reconstructions at blurred average colours
-//! (docs/models-next.md).
-//! It trains on random crops (the network is convolutional, as the original's
-//! autoencoders trained on crops of larger images). It then sets the latent
-//! `scale_factor` in the configs, as the original's `scale_by_std` does, so
-//! diffusion sees unit variance, and the prior of the latents' channel means
-//! that the sampler fills in for narrow UNets.
+//! (docs/models-next.md). It then sets the latent `scale_factor` in the
+//! configs, as the original's `scale_by_std` does, so diffusion sees unit
+//! variance, and the prior of the latents' channel means that the sampler
+//! fills in for narrow UNets.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,11 +27,14 @@ use crate::data::image::images_to_frames;
 
 /// Training faces (the held-out ones come from another world seed).
 pub const TRAIN_COUNT: usize = 8192;
-const BATCH: usize = 8;
+/// Whole photos, never crops: with 32 channels the decoder's last GroupNorm
+/// normalises each channel alone, so a flat crop (all background) reaches
+/// `conv_out` as zeros whatever its colour, and the crops trained the decoder
+/// to paint every flat region one average colour. Two 128-px photos hold the
+/// pixels of eight 64-px crops.
+const BATCH: usize = 2;
 /// Relative to a per-pixel mean L1, the original's 1e-6 on a per-image sum.
 const KL_WEIGHT: f64 = 1e-6;
-/// The side of the random crops the autoencoder trains on.
-const CROP: usize = 64;
 /// The step from which the discriminator trains and the generator sees it
 /// (the original's `disc_start`, scaled to this run's length).
 pub const DISC_START: usize = 1500;
@@ -78,7 +79,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         &[("discriminator", &disc_opt)],
         sink,
         |step, rng| {
-            let x = random_crops(&faces.photos(&faces.draw(rng, BATCH), &device)?, rng)?;
+            let x = faces.photos(&faces.draw(rng, BATCH), &device)?;
             let adversarial = (step >= DISC_START).then_some(&disc_opt);
             criterion.loss(&vae, &x, adversarial, rng)
         },
@@ -189,22 +190,6 @@ fn differences(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
     let n = x.dim(dim)?;
     x.narrow(dim, 1, n - 1)? - x.narrow(dim, 0, n - 1)?
 }
-
-/// Random `CROP` x `CROP` windows of `photos` (B x 3 x H x W), one per image.
-fn random_crops(photos: &Tensor, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
-    let (batch, _, h, w) = photos.dims4()?;
-    if h <= CROP && w <= CROP {
-        return Ok(photos.clone());
-    }
-    let crops = (0..batch)
-        .map(|i| {
-            let (y, x) = (rng.random_range(0..=h - CROP), rng.random_range(0..=w - CROP));
-            photos.narrow(0, i, 1)?.narrow(2, y, CROP)?.narrow(3, x, CROP)
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Tensor::cat(&crops, 0)
-}
-
 
 /// How faithfully the autoencoder gives held-out photos back.
 struct Fidelity {
