@@ -9,6 +9,8 @@ use crate::pipeline::train::{self, Stage, TrainEvent, TrainRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StageArg {
+    /// The feature network of the autoencoder's perceptual loss.
+    Perceptual,
     Vae,
     Mask,
     Text,
@@ -84,6 +86,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 /// The one stage asked for, or `None` for all.
 fn stage_of(arg: StageArg) -> Option<Stage> {
     Some(match arg {
+        StageArg::Perceptual => Stage::Perceptual,
         StageArg::Vae => Stage::Vae,
         StageArg::Mask => Stage::Mask,
         StageArg::Text => Stage::Text,

@@ -13,6 +13,7 @@ mod init;
 mod judges;
 mod latents;
 mod ldm;
+mod perceptual;
 mod vae;
 
 use std::cell::RefCell;
@@ -36,6 +37,8 @@ use crate::model::optim::AdamW;
 /// The stages, in the order `all` runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The feature network of the autoencoder's perceptual loss.
+    Perceptual,
     Vae,
     Mask,
     Text,
@@ -44,10 +47,11 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [Stage::Vae, Stage::Mask, Stage::Text, Stage::Diffusers, Stage::Judges];
+    pub const ALL: [Stage; 6] = [Stage::Perceptual, Stage::Vae, Stage::Mask, Stage::Text, Stage::Diffusers, Stage::Judges];
 
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Perceptual => "perceptual",
             Stage::Vae => "vae",
             Stage::Mask => "mask",
             Stage::Text => "text",
@@ -59,6 +63,7 @@ impl Stage {
     /// The file a finished stage leaves, relative to the model directory.
     pub fn output(self) -> &'static str {
         match self {
+            Stage::Perceptual => "train/perceptual.safetensors",
             Stage::Vae => "train/vae.safetensors",
             Stage::Mask => "train/mask.safetensors",
             Stage::Text => "train/text.safetensors",
@@ -128,6 +133,7 @@ const DEFAULT_CONFIGS: [(&str, &str); 3] = [
 pub fn run(stage: Stage, request: &TrainRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
     let ctx = Context::new(request, cancel)?;
     match stage {
+        Stage::Perceptual => perceptual::train(&ctx, sink),
         Stage::Vae => vae::train(&ctx, sink),
         Stage::Mask => ldm::train(&ctx, ldm::Modality::Mask, sink),
         Stage::Text => ldm::train(&ctx, ldm::Modality::Text, sink),

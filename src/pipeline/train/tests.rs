@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::adversarial::PatchDiscriminator;
 use super::diffusers::{self, Pair};
+use super::perceptual::PerceptualNet;
 use super::init::seeded_var_builder;
 use super::{judges, ldm, vae, FaceSet, TRAIN_SEED};
 use crate::model::optim::AdamW;
@@ -65,14 +66,16 @@ fn every_trainable_variable_of_every_stage_gets_a_gradient() -> Result<()> {
     let vars = VarMap::new();
     let autoencoder = AutoencoderKL::new(seeded_var_builder(&vars, 1, &dev).pp("first_stage_model"), config.first_stage())?;
     perturb(&vars, &mut rng)?;
-    let disc_vars = VarMap::new();
+    let (perceptual_vars, disc_vars) = (VarMap::new(), VarMap::new());
     let criterion = vae::AutoencoderLoss {
+        perceptual: &PerceptualNet::new(seeded_var_builder(&perceptual_vars, 3, &dev))?,
         discriminator: PatchDiscriminator::new(seeded_var_builder(&disc_vars, 4, &dev))?,
         last_layer: vars.data().lock().expect("unpoisoned")["first_stage_model.decoder.conv_out.weight"].clone(),
     };
     let disc_opt = std::cell::RefCell::new(AdamW::new(&disc_vars, 1e-4, None)?);
     let photos = faces.photos(&indices, &dev)?;
-    assert_every_variable_learns(&vars, &criterion.loss(&autoencoder, &photos, Some(&disc_opt), &mut rng)?, "autoencoder")?;
+    let every_term = vae::DISC_START.max(vae::PERCEPTUAL_START);
+    assert_every_variable_learns(&vars, &criterion.loss(&autoencoder, &photos, every_term, &disc_opt, &mut rng)?, "autoencoder")?;
 
     let mut collaborators = Vec::new();
     for (ldm_config, what) in [(&config.mask, "mask-driven LDM"), (&config.text, "text-driven LDM")] {

@@ -1,9 +1,10 @@
 //! The autoencoder stage: the original AutoencoderKL trained with the
-//! original LDM recipe (`LPIPSWithDiscriminator`) less its perceptual term:
-//! L1 plus an L1 on image gradients (for edges), the paper's small KL weight
-//! and, after a start of plain reconstruction, a PatchGAN discriminator whose
-//! term is weighted adaptively. LPIPS needs a pretrained VGG; a feature net
-//! trained here instead held the reconstructions at blurred average colours
+//! original LDM recipe (`LPIPSWithDiscriminator`): L1 plus an L1 on image
+//! gradients (for edges), the paper's small KL weight and, once plain
+//! reconstruction has found the faces and their colours, a perceptual
+//! distance (from a network trained here, see `perceptual`) and a PatchGAN
+//! discriminator whose term is weighted adaptively. From step 0 the
+//! perceptual term held the reconstructions at blurred average colours
 //! (docs/models-next.md). It then sets the latent `scale_factor` in the
 //! configs, as the original's `scale_by_std` does, so diffusion sees unit
 //! variance, and the prior of the latents' channel means that the sampler
@@ -17,6 +18,7 @@ use candle_nn::{VarBuilder, VarMap};
 use image::RgbImage;
 
 use super::adversarial::{adaptive_weight, PatchDiscriminator};
+use super::perceptual::PerceptualNet;
 use super::{fit, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use crate::diffusion::schedule::gaussian_like;
 use crate::model::optim::AdamW;
@@ -35,6 +37,10 @@ pub const TRAIN_COUNT: usize = 8192;
 const BATCH: usize = 2;
 /// Relative to a per-pixel mean L1, the original's 1e-6 on a per-image sum.
 const KL_WEIGHT: f64 = 1e-6;
+/// The step from which the perceptual distance counts, once L1 has found
+/// the faces and their colours.
+pub const PERCEPTUAL_START: usize = 1000;
+const PERCEPTUAL_WEIGHT: f64 = 1.0;
 /// The step from which the discriminator trains and the generator sees it
 /// (the original's `disc_start`, scaled to this run's length).
 pub const DISC_START: usize = 1500;
@@ -55,6 +61,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
     let vae_config = config.first_stage().clone();
     let size = vae_config.ddconfig.resolution;
+    let perceptual = PerceptualNet::load(ctx)?;
     sink(TrainEvent::Note(format!("vae: making {TRAIN_COUNT} synthetic faces at {size} px")));
     let faces = FaceSet::augmented(TRAIN_SEED, TRAIN_COUNT, size);
     let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, size);
@@ -63,6 +70,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     start_with_small_posterior_noise(&vars)?;
     let disc_vars = VarMap::new();
     let criterion = AutoencoderLoss {
+        perceptual: &perceptual,
         discriminator: PatchDiscriminator::new(ctx.var_builder(&disc_vars, "discriminator"))?,
         last_layer: variable(&vars, LAST_LAYER)?,
     };
@@ -79,17 +87,16 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         &[("discriminator", &disc_opt)],
         sink,
         |step, rng| {
-            let x = faces.photos(&faces.draw(rng, BATCH), &device)?;
-            let adversarial = (step >= DISC_START).then_some(&disc_opt);
-            criterion.loss(&vae, &x, adversarial, rng)
+            criterion.loss(&vae, &faces.photos(&faces.draw(rng, BATCH), &device)?, step, &disc_opt, rng)
         },
         |step, samples| {
             let rec = vae.decode(&vae.encode(&held_photos)?.mean)?;
             let path = samples.join(format!("step{step:06}.png"));
             pairs_grid(&held_photos, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))?;
             let Fidelity { psnr_db, gradient_energy_ratio } = fidelity(&vae, [Ok(held_photos.clone())])?;
+            let distance = perceptual.distance(&rec, &held_photos)?.to_scalar::<f32>()?;
             let log = samples.join("fidelity.csv");
-            let line = format!("{step},{psnr_db:.3},{gradient_energy_ratio:.4}\n");
+            let line = format!("{step},{psnr_db:.3},{gradient_energy_ratio:.4},{distance:.4}\n");
             std::fs::OpenOptions::new().create(true).append(true).open(&log).and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes())).map_err(|e| io_error("write", &log, e))
         },
     )?;
@@ -146,35 +153,43 @@ fn variable(vars: &VarMap, name: &str) -> Result<Var, TrainError> {
 }
 
 /// The original's `LPIPSWithDiscriminator`, generator side.
-pub(crate) struct AutoencoderLoss {
+pub(crate) struct AutoencoderLoss<'a> {
+    pub perceptual: &'a PerceptualNet,
     pub discriminator: PatchDiscriminator,
     pub last_layer: Var,
 }
 
-impl AutoencoderLoss {
-    /// The autoencoder's loss on photos `x`: L1 and image-gradient L1 of the
-    /// reconstruction from a posterior sample, the weighted KL term and, when
-    /// `adversarial` holds the discriminator's optimiser, the adaptively
-    /// weighted generator term (after one discriminator step on this batch).
-    pub fn loss(&self, vae: &AutoencoderKL, x: &Tensor, adversarial: Option<&RefCell<AdamW>>, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
+impl AutoencoderLoss<'_> {
+    /// The autoencoder's loss at `step` on photos `x`: L1 and image-gradient
+    /// L1 of the reconstruction from a posterior sample (plus its perceptual
+    /// distance from [`PERCEPTUAL_START`]), the weighted KL term and, from
+    /// [`DISC_START`], the adaptively weighted generator term (after one step
+    /// of the discriminator, with `disc_opt`, on this batch).
+    pub fn loss(&self, vae: &AutoencoderKL, x: &Tensor, step: usize, disc_opt: &RefCell<AdamW>, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
         let posterior = vae.encode(x)?;
         let z = posterior.sample(&gaussian_like(&posterior.mean, rng)?)?;
         let features = vae.decode_features(&z)?;
         let rec = vae.decode_last_layer(&features)?;
         let kl = ((posterior.mean.sqr()? + posterior.logvar.exp()?)? - 1.0 - &posterior.logvar)?;
         let kl = (kl.sum_all()? * (0.5 * KL_WEIGHT / x.elem_count() as f64))?;
-        let reconstruction = (self.reconstruction(&rec, x)? + kl)?;
-        let Some(disc_opt) = adversarial else { return Ok(reconstruction) };
+        let reconstruction = (self.reconstruction(&rec, x, step)? + kl)?;
+        if step < DISC_START {
+            return Ok(reconstruction);
+        }
         disc_opt.borrow_mut().backward_step(&self.discriminator.hinge_loss(x, &rec)?)?;
         // The gradients at the last layer depend only on its input, so both
         // are taken through a copy of that layer on the detached features.
         let head = vae.decode_last_layer(&features.detach())?;
-        let weight = adaptive_weight(&self.reconstruction(&head, x)?, &self.discriminator.generator_loss(&head)?, &self.last_layer)?;
+        let weight = adaptive_weight(&self.reconstruction(&head, x, step)?, &self.discriminator.generator_loss(&head)?, &self.last_layer)?;
         reconstruction + (self.discriminator.generator_loss(&rec)? * weight)?
     }
 
-    fn reconstruction(&self, rec: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        (rec - x)?.abs()?.mean_all()? + gradient_l1(rec, x)?
+    fn reconstruction(&self, rec: &Tensor, x: &Tensor, step: usize) -> candle_core::Result<Tensor> {
+        let pixels = ((rec - x)?.abs()?.mean_all()? + gradient_l1(rec, x)?)?;
+        if step < PERCEPTUAL_START {
+            return Ok(pixels);
+        }
+        pixels + (self.perceptual.distance(rec, x)? * PERCEPTUAL_WEIGHT)?
     }
 }
 
