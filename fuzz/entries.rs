@@ -15,8 +15,11 @@ use codiff::model::checkpoint::Weights;
 use codiff::model::config::ModelConfig;
 use codiff::pipeline::edit::Photo;
 
+/// What a target does with one input.
+pub type Entry = fn(&[u8]);
+
 /// The targets by name (their corpus is `fuzz/corpus/<name>`), each with its entry point.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [("checkpoint", checkpoint), ("safetensors", safetensors), ("config", config), ("images", images)];
+pub const TARGETS: [(&str, Entry); 4] = [("checkpoint", checkpoint), ("safetensors", safetensors), ("config", config), ("images", images)];
 
 /// A `.ckpt` through [`Weights`] as a checkpoint is loaded: the input as the
 /// whole file, then as the pickle of a well-formed zip. The zip's CRCs would
