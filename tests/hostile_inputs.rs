@@ -380,6 +380,11 @@ fn hostile_masks_and_photos_are_refused_with_a_sentence() {
     let edit = |mask: &Path, crop: &str| codiff(&[&"edit", &"--photo", &photo, &"--mask", &mask, &"--text", &"a", &"--out", &out, &"--crop", &crop]);
     refused(&edit(&wide, "0,0,200"), "64x48; masks must be square");
     refused(&edit(&mask_file(&dir, 64, 64), "4294967295,0,16"), "leaves the 300x200 photo");
+    // Found by fuzzing: a 35-byte GIF whose screen is 26136 x 65433 (6.8 GB as RGBA), around a 1 x 1 frame.
+    let gif_bomb = dir.join("bomb.gif");
+    std::fs::write(&gif_bomb, b"GIF89a\x18\x66\x99\xff\x80\x00\x00\xff\xff\xff\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;").unwrap();
+    let edit_photo = codiff(&[&"edit", &"--photo", &gif_bomb, &"--mask", &mask_file(&dir, 64, 64), &"--text", &"a", &"--out", &out]);
+    refused(&edit_photo, "is 26136x65433 pixels, too large to decode");
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -434,4 +439,40 @@ fn the_golden_checkpoints_read_bit_for_bit_as_candles_reader_read_them() {
             assert_eq!(bits(&tensor), bits(reference), "{name}: {key}");
         }
     }
+}
+
+/// D14: one Ctrl-C stops `generate` after the step it is in, writes no image
+/// and says so. The step strips of --intermediates show when a step is done.
+#[cfg(unix)]
+#[test]
+fn one_ctrl_c_stops_generate_after_the_current_step_and_writes_nothing() {
+    let dir = scratch("ctrl-c");
+    let (mask, strips, out) = (mask_file(&dir, 64, 64), dir.join("strips"), dir.join("out.png"));
+    let (config, ckpt) = (repo("models/codiff.yaml"), repo("models/codiff.safetensors"));
+    let args: [&dyn AsRef<std::ffi::OsStr>; 15] =
+        [&"generate", &"--config", &config, &"--ckpt", &ckpt, &"--mask", &mask, &"--text", &"a face", &"--out", &out, &"--steps", &"200", &"--intermediates", &strips];
+    let mut run = Command::new(CODIFF)
+        .args(args.iter().map(|a| a.as_ref()))
+        .env("RAYON_NUM_THREADS", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Finished strips only, not one still being written (NAME.png.partial).
+    let steps_done = || std::fs::read_dir(&strips).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension() == Some("png".as_ref()))).count());
+    let started = std::time::Instant::now();
+    while steps_done() == 0 {
+        assert!(started.elapsed().as_secs() < 300, "no step finished within 5 minutes");
+        assert!(run.try_wait().unwrap().is_none(), "generate ended before its first step");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let kill = Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let ended = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(1), "{stderr}");
+    let done = steps_done();
+    assert!(done < 200, "all {done} steps ran: {stderr}");
+    assert!(stderr.contains(&format!("stopped by Ctrl-C after step {done} of 200; no image was written")), "{stderr}");
+    assert!(!out.exists(), "an image was written");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

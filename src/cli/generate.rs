@@ -127,9 +127,14 @@ fn generate_with_progress(
             write_step_strips(model, step, dir).map_err(|e| GenerateError::Output(format!("{e:#}")))?;
         }
         Ok(())
-    })?;
+    });
+    if let Err(GenerateError::Cancelled) = images {
+        // Not `finish`, which would move the bar to its end.
+        bar.abandon();
+        anyhow::bail!("stopped by Ctrl-C after step {} of {}; no image was written", bar.position(), bar.length().unwrap_or_default());
+    }
     bar.finish();
-    Ok(images)
+    Ok(images?)
 }
 
 /// One file per step: a row per batch item of [decoded pred_x0 | w_mask | w_text].

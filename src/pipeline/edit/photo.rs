@@ -93,6 +93,14 @@ impl Photo {
         let unreadable = |e: &dyn std::fmt::Display| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display());
         let reader = image::ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| unreadable(&e))?;
         let mut decoder = reader.into_decoder().map_err(|e| unreadable(&e))?;
+        // `ImageReader::decode` checks the decoded size against the limits
+        // before allocating; the decoder path (needed for the orientation) does not.
+        let mut limits = image::Limits::default();
+        if limits.reserve(decoder.total_bytes()).is_err() {
+            let (w, h) = decoder.dimensions();
+            return Err(format!("{} is {w}x{h} pixels, too large to decode; scale it down first", path.display()));
+        }
+        decoder.set_limits(limits).map_err(|e| unreadable(&e))?;
         let orientation = decoder.orientation().map_err(|e| unreadable(&e))?;
         let mut image = DynamicImage::from_decoder(decoder).map_err(|e| unreadable(&e))?;
         image.apply_orientation(orientation);
