@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::Device;
-use codiff::data::mask::Mask;
+use codiff::data::mask::{class, Mask};
 use codiff::model::collaborative::{CollaborativeModel, ModelError};
 use common::Golden;
 
@@ -20,7 +20,7 @@ fn a_checkpoint_that_does_not_fit_lists_missing_and_unexpected_keys() {
     let Some(golden) = Golden::get() else { return };
     let Some((_, unimodal_ckpt)) = golden.unimodal_models().into_iter().next() else { return };
     let composed_config = golden.dir.join("tiny_codiff.yaml");
-    let err = match CollaborativeModel::load(&composed_config, &unimodal_ckpt, &Device::Cpu) {
+    let err = match CollaborativeModel::load(&composed_config, &unimodal_ckpt, &Device::Cpu, Default::default()) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a uni-modal checkpoint loaded as the composed model"),
     };
@@ -42,7 +42,7 @@ fn corrupt_checkpoints_are_refused_with_a_sentence() {
     ];
     for (name, bytes) in cases {
         let path = temp_file(name, &bytes);
-        match CollaborativeModel::load(&config, &path, &Device::Cpu) {
+        match CollaborativeModel::load(&config, &path, &Device::Cpu, Default::default()) {
             Err(ModelError::Checkpoint(e)) => assert!(e.to_string().contains(name), "{name}: {e}"),
             Err(e) => panic!("{name}: unexpected error kind: {e}"),
             Ok(_) => panic!("{name} loaded"),
@@ -54,7 +54,7 @@ fn corrupt_checkpoints_are_refused_with_a_sentence() {
 fn non_square_masks_and_long_captions_are_reported() {
     let Some(golden) = Golden::get() else { return };
     let model = golden.composed();
-    let err = model.encode_conditions(&Mask::filled(64, 48, 1), &["a".into()]).err().expect("non-square mask refused");
+    let err = model.encode_conditions(&Mask::filled(64, 48, class::SKIN), &["a".into()]).err().expect("non-square mask refused");
     assert!(err.to_string().contains("64x48; masks must be square"), "{err}");
 
     let long = "This man has beard of medium length. ".repeat(12);

@@ -42,8 +42,8 @@ fn collaborators_predict_the_same_noise() {
     let contexts = golden_contexts(golden);
     let x = golden.tensor("unet.x");
     let t = golden.tensor("unet.t").to_dtype(candle_core::DType::F32).unwrap();
-    let eps_mask = model.mask_unet.forward(x, &t, &contexts.mask).unwrap();
-    let eps_text = model.text_unet.forward(x, &t, &contexts.text).unwrap();
+    let eps_mask = model.unets.mask.forward(x, &t, &contexts.mask).unwrap();
+    let eps_text = model.unets.text.forward(x, &t, &contexts.text).unwrap();
     assert_close("unet.mask_eps", &eps_mask, golden.tensor("unet.mask_eps"), FORWARD_TOLERANCE);
     assert_close("unet.text_eps", &eps_text, golden.tensor("unet.text_eps"), FORWARD_TOLERANCE);
 }
@@ -132,9 +132,9 @@ fn half_precision_weights_stay_within_a_percent() {
     check("mask.context", &contexts.mask);
     let x = golden.tensor("unet.x");
     let t = golden.tensor("unet.t").to_dtype(candle_core::DType::F32).unwrap();
-    let eps_mask = model.mask_unet.forward(x, &t, &contexts.mask).unwrap();
+    let eps_mask = model.unets.mask.forward(x, &t, &contexts.mask).unwrap();
     check("unet.mask_eps", &eps_mask);
-    check("unet.text_eps", &model.text_unet.forward(x, &t, &contexts.text).unwrap());
+    check("unet.text_eps", &model.unets.text.forward(x, &t, &contexts.text).unwrap());
     let posterior = model.vae.encode(golden.tensor("vae.image")).unwrap();
     check("vae.mean", &posterior.mean);
     check("vae.decoded", &model.decode(golden.tensor("vae.z_scaled")).unwrap());
@@ -168,7 +168,7 @@ fn half_precision_weights_stay_within_a_percent() {
     eprintln!("f16 weights: largest relative error {err:.2e} ({worst})");
     assert!(*err < HALF_PRECISION_TOLERANCE, "{worst}: relative error {err:.3e} exceeds {HALF_PRECISION_TOLERANCE:.0e}");
     // The weights were narrowed: the f32 model's output differs.
-    let eps_f32 = golden.composed().mask_unet.forward(x, &t, &contexts.mask).unwrap();
+    let eps_f32 = golden.composed().unets.mask.forward(x, &t, &contexts.mask).unwrap();
     assert!(relative_error(&eps_mask, &eps_f32) > 0.0, "the f16 model computed exactly what the f32 one did");
 }
 

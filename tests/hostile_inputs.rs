@@ -282,7 +282,7 @@ fn poisoned_default_weights(dir: &Path) -> (PathBuf, String) {
 
 /// The index mask of the sample assets, resized, as a PNG file.
 fn mask_file(dir: &Path, width: u32, height: u32) -> PathBuf {
-    let mask = codiff::data::mask::Mask::filled(width as usize, height as usize, 1);
+    let mask = codiff::data::mask::Mask::filled(width as usize, height as usize, codiff::data::mask::class::SKIN);
     let path = dir.join(format!("mask_{width}x{height}.png"));
     mask.save(&path).unwrap();
     path

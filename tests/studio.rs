@@ -12,7 +12,7 @@ use codiff::app::canvas::{stamp_disc, Ink, Tool};
 use codiff::app::palette::CLASS_KEYS;
 use codiff::app::worker::{Engine, ModelInfo};
 use codiff::app::{ModelStatus, Studio, StudioOptions};
-use codiff::data::mask::{Mask, NUM_CLASSES};
+use codiff::data::mask::{class, Mask, NUM_CLASSES};
 use codiff::pipeline::edit::{Crop, EditEvent, EditRequest};
 use codiff::pipeline::generate::{Event, GenerateRequest, RgbFrame, ScalarMap, StepFrame};
 use egui::{Key, Modifiers, Pos2};
@@ -79,7 +79,7 @@ impl Engine for ScriptedEngine {
     /// Reads every photo as a skin disc on background, described as a man in his twenties.
     fn read_photo(&self, photo: &image::RgbImage) -> Result<(Mask, String), String> {
         assert_eq!(photo.dimensions(), (IMAGE as u32, IMAGE as u32), "the judges get the crop at the model's size");
-        let mut mask = Mask::filled(IMAGE, IMAGE, 0);
+        let mut mask = Mask::filled(IMAGE, IMAGE, class::BACKGROUND);
         stamp_disc(&mut mask, Pos2::new(32.0, 32.0), 20.0, Ink::Class(1));
         Ok((mask, "This man is in his twenties.".into()))
     }
@@ -326,10 +326,10 @@ fn loading_a_bad_mask_shows_a_message_and_keeps_the_current_mask() {
     harness.get_by_label_contains("is not one of the 19 mask colours");
 
     let good = dir.join("good.png");
-    Mask::filled(256, 256, 17).save(&good).unwrap();
+    Mask::filled(256, 256, class::NECK).save(&good).unwrap();
     harness.input_mut().dropped_files.push(Arc::new(DroppedPath(good)));
     harness.run();
-    assert_eq!(harness.state().mask(), &Mask::filled(256, 256, 17), "a good mask replaces it");
+    assert_eq!(harness.state().mask(), &Mask::filled(256, 256, class::NECK), "a good mask replaces it");
 }
 
 #[test]
@@ -374,39 +374,40 @@ fn open_work_is_restored_on_start() {
 
 /// Paints a rough frontal face: hair, skin, ears, brows, eyes, nose, lips, neck and cloth.
 fn paint_face(mask: &mut Mask) {
+    use class::*;
     let disc = |m: &mut Mask, x: f32, y: f32, r: f32, c: u8| stamp_disc(m, Pos2::new(x, y), r, Ink::Class(c));
     for y in 380..512 {
         for x in 60..452 {
-            mask.set(x, y, 18);
+            mask.set(x, y, CLOTH);
         }
     }
     for y in 300..430 {
         for x in 200..312 {
-            mask.set(x, y, 17);
+            mask.set(x, y, NECK);
         }
     }
-    disc(mask, 256.0, 210.0, 175.0, 13);
-    disc(mask, 256.0, 250.0, 135.0, 1);
-    disc(mask, 256.0, 300.0, 110.0, 1);
-    disc(mask, 118.0, 260.0, 24.0, 9);
-    disc(mask, 394.0, 260.0, 24.0, 8);
-    for (x, c) in [(200.0, 5), (312.0, 4)] {
-        disc(mask, x, 240.0, 16.0, c);
+    disc(mask, 256.0, 210.0, 175.0, HAIR);
+    disc(mask, 256.0, 250.0, 135.0, SKIN);
+    disc(mask, 256.0, 300.0, 110.0, SKIN);
+    disc(mask, 118.0, 260.0, 24.0, R_EAR);
+    disc(mask, 394.0, 260.0, 24.0, L_EAR);
+    for (x, eye, brow) in [(200.0, R_EYE, R_BROW), (312.0, L_EYE, L_BROW)] {
+        disc(mask, x, 240.0, 16.0, eye);
         for dx in -24..=24 {
-            disc(mask, x + dx as f32, 212.0 - (dx as f32 / 10.0).powi(2), 5.0, if c == 5 { 7 } else { 6 });
+            disc(mask, x + dx as f32, 212.0 - (dx as f32 / 10.0).powi(2), 5.0, brow);
         }
     }
-    disc(mask, 256.0, 290.0, 20.0, 2);
+    disc(mask, 256.0, 290.0, 20.0, NOSE);
     for dx in -40..=40 {
-        disc(mask, 256.0 + dx as f32, 342.0, 7.0, 11);
-        disc(mask, 256.0 + dx as f32, 356.0, 8.0, 12);
+        disc(mask, 256.0 + dx as f32, 342.0, 7.0, U_LIP);
+        disc(mask, 256.0 + dx as f32, 356.0, 8.0, L_LIP);
     }
 }
 
 #[test]
 fn snapshot_after_a_generation() {
     let mut harness = studio(10, None);
-    let mut mask = Mask::filled(512, 512, 0);
+    let mut mask = Mask::filled(512, 512, class::BACKGROUND);
     paint_face(&mut mask);
     harness.state_mut().canvas_mut().replace_mask(mask);
     harness.state_mut().set_prompt("This man has beard of medium length. He is in his thirties.");
@@ -507,14 +508,14 @@ fn open_sample_lists_the_samples_folder_and_copes_without_one() {
     harness.get_by_label_contains("No sample masks in /nonexistent/samples");
 
     let dir = temp_dir("samples");
-    Mask::filled(64, 64, 13).save(dir.join("all_hair.png")).unwrap();
+    Mask::filled(64, 64, class::HAIR).save(dir.join("all_hair.png")).unwrap();
     let options = StudioOptions { autosave_dir: None, samples_dir: dir.clone(), ..StudioOptions::default() };
     let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
     harness.get_by_label("Open sample").click();
     harness.run();
     harness.get_by_label("all_hair").click();
     harness.run();
-    assert_eq!(harness.state().mask(), &Mask::filled(64, 64, 13));
+    assert_eq!(harness.state().mask(), &Mask::filled(64, 64, class::HAIR));
 
     // A sample photo opens as a photo to edit, not as a mask (here there is no model to read it with).
     image::RgbImage::from_pixel(64, 64, image::Rgb([200, 150, 120])).save(dir.join("all_hair_photo.png")).unwrap();
@@ -522,7 +523,7 @@ fn open_sample_lists_the_samples_folder_and_copes_without_one() {
     harness.run();
     harness.get_by_label("all_hair_photo").click();
     harness.run();
-    assert_eq!(harness.state().mask(), &Mask::filled(64, 64, 13), "the mask is untouched");
+    assert_eq!(harness.state().mask(), &Mask::filled(64, 64, class::HAIR), "the mask is untouched");
     assert!(harness.state().messages().iter().any(|m| m.text.contains("load a model before opening a photo")), "{:?}", harness.state().messages());
 }
 
@@ -541,7 +542,7 @@ fn a_photo_is_read_onto_the_canvas_edited_and_pasted_back() {
     assert!(studio.canvas().restore.is_some(), "the eraser restores the reading");
 
     // Paint the whole face background, then edit: the scripted edit sees the target mask.
-    let blank = Mask::filled(512, 512, 0);
+    let blank = Mask::filled(512, 512, class::BACKGROUND);
     harness.state_mut().canvas_mut().replace_mask(blank);
     harness.state_mut().set_prompt("This man is in his sixties.");
     harness.state_mut().edit_photo();

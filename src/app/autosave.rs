@@ -149,8 +149,8 @@ mod tests {
         let store = Autosave::new(dir.clone());
         assert!(store.load().unwrap().is_none());
 
-        let mut mask = Mask::filled(8, 8, 0);
-        mask.set(3, 4, 13);
+        let mut mask = Mask::filled(8, 8, crate::data::mask::class::BACKGROUND);
+        mask.set(3, 4, crate::data::mask::class::HAIR);
         let settings = Settings { seed: 99, steps: 12, ..Settings::default() };
         let params = RunParams { prompt: "She is a teen.".into(), attributes: Attributes::default(), settings: settings.clone() };
         let image = RgbFrame { width: 2, height: 2, pixels: (0..12).collect() };

@@ -393,70 +393,72 @@ pub fn class_color(class: u8) -> Color32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::mask::class::*;
 
     #[test]
     fn flood_fill_stays_inside_the_region() {
-        let mut mask = Mask::filled(5, 5, 0);
+        let mut mask = Mask::filled(5, 5, BACKGROUND);
         for y in 0..5 {
-            mask.set(2, y, 13); // a wall of hair
+            mask.set(2, y, HAIR); // a wall
         }
-        flood_fill(&mut mask, 0, 0, 1);
-        let filled: usize = mask.classes().iter().filter(|&&c| c == 1).count();
+        flood_fill(&mut mask, 0, 0, SKIN);
+        let filled: usize = mask.classes().iter().filter(|&&c| c == SKIN).count();
         assert_eq!(filled, 10);
-        assert_eq!(mask.get(4, 4), 0);
+        assert_eq!(mask.get(4, 4), BACKGROUND);
     }
 
     #[test]
     fn the_eraser_restores_the_photo_s_parsed_class() {
-        let mut parsed = Mask::filled(16, 16, 1); // skin
-        parsed.set(5, 5, 10); // nose
-        let mut canvas = Canvas::new(Mask::filled(16, 16, 17)); // all hair, painted over the photo
+        let mut parsed = Mask::filled(16, 16, SKIN);
+        parsed.set(5, 5, MOUTH);
+        let mut canvas = Canvas::new(Mask::filled(16, 16, NECK)); // painted over the photo
         canvas.tool = Tool::Eraser;
         canvas.brush_radius = 2.0;
         canvas.stroke_begin(Pos2::new(5.5, 5.5));
         canvas.stroke_end();
-        assert_eq!(canvas.mask().get(5, 5), 0, "without a photo the eraser paints background");
+        assert_eq!(canvas.mask().get(5, 5), BACKGROUND, "without a photo the eraser paints background");
         canvas.undo();
         canvas.restore = Some(parsed);
         canvas.stroke_begin(Pos2::new(5.5, 5.5));
         canvas.stroke_end();
-        assert_eq!((canvas.mask().get(5, 5), canvas.mask().get(6, 5), canvas.mask().get(12, 12)), (10, 1, 17));
+        assert_eq!((canvas.mask().get(5, 5), canvas.mask().get(6, 5), canvas.mask().get(12, 12)), (MOUTH, SKIN, NECK));
     }
 
     #[test]
     fn mirror_paints_the_swapped_class_on_the_other_side() {
-        let mut canvas = Canvas::new(Mask::filled(16, 16, 0));
+        let mut canvas = Canvas::new(Mask::filled(16, 16, BACKGROUND));
         canvas.mirror = true;
-        canvas.class = 4; // l_eye
+        canvas.class = L_EYE;
         canvas.brush_radius = 1.0;
         canvas.stroke_begin(Pos2::new(3.5, 8.5));
         canvas.stroke_end();
-        assert_eq!(canvas.mask().get(3, 8), 4);
-        assert_eq!(canvas.mask().get(12, 8), 5);
-        assert_eq!(canvas.mask().class_histogram()[4], canvas.mask().class_histogram()[5]);
+        assert_eq!(canvas.mask().get(3, 8), L_EYE);
+        assert_eq!(canvas.mask().get(12, 8), R_EYE);
+        let histogram = canvas.mask().class_histogram();
+        assert_eq!(histogram[L_EYE as usize], histogram[R_EYE as usize]);
     }
 
     #[test]
     fn one_stroke_is_one_undo_step() {
-        let mut canvas = Canvas::new(Mask::filled(32, 32, 0));
+        let mut canvas = Canvas::new(Mask::filled(32, 32, BACKGROUND));
         canvas.brush_radius = 2.0;
         canvas.stroke_begin(Pos2::new(4.0, 4.0));
         canvas.stroke_to(Pos2::new(20.0, 4.0));
         canvas.stroke_to(Pos2::new(20.0, 20.0));
         canvas.stroke_end();
         let painted = canvas.mask().clone();
-        assert!(painted.class_histogram()[1] > 60);
+        assert!(painted.class_histogram()[SKIN as usize] > 60);
         canvas.undo();
-        assert_eq!(canvas.mask(), &Mask::filled(32, 32, 0));
+        assert_eq!(canvas.mask(), &Mask::filled(32, 32, BACKGROUND));
         canvas.redo();
         assert_eq!(canvas.mask(), &painted);
     }
 
     #[test]
     fn small_classes_vanish_at_model_size() {
-        let mut mask = Mask::filled(512, 512, 1);
-        mask.set(0, 0, 15); // one earring pixel, not on the 32 x 32 sampling grid
+        let mut mask = Mask::filled(512, 512, SKIN);
+        mask.set(0, 0, EARRING); // one pixel, not on the 32 x 32 sampling grid
         let canvas = Canvas::new(mask);
-        assert_eq!(canvas.classes_lost_at_model_size(), vec![15]);
+        assert_eq!(canvas.classes_lost_at_model_size(), vec![EARRING]);
     }
 }

@@ -10,15 +10,12 @@ use image::RgbImage;
 use super::worker::{Engine, EngineLoader, ModelInfo};
 use crate::data::mask::Mask;
 use crate::model::checkpoint::{LoadProgress, Weights};
-use crate::model::collaborative::{unused_ok, CollaborativeModel};
-use crate::model::defaults::ModelFiles;
+use crate::model::collaborative::{unused_ok, CollaborativeModel, LoadOptions};
+use crate::model::defaults::{ModelFiles, JUDGES_FILE};
 use crate::model::precision::WeightsDtype;
 use crate::model::judges::Judges;
 use crate::pipeline::edit::{self, EditEvent, EditRequest};
 use crate::pipeline::generate::{self, Event, GenerateError, GenerateRequest, RgbFrame};
-
-/// The judges a model directory may hold beside its checkpoint (the default models do).
-const JUDGES_FILE: &str = "judges.safetensors";
 
 pub struct CollaborativeEngine {
     model: CollaborativeModel,
@@ -34,14 +31,14 @@ impl CollaborativeEngine {
         let choice = crate::model::device::DeviceChoice::from_env().map_err(|e| e.to_string())?;
         let device = choice.device;
         let precision = WeightsDtype::from_env()?;
-        let model = CollaborativeModel::load_keeping(&files.config, &files.weights, &device, progress, precision).map_err(|e| e.to_string())?;
+        let model = CollaborativeModel::load(&files.config, &files.weights, &device, LoadOptions { progress, precision }).map_err(|e| e.to_string())?;
         // The checkpoint's own tensor shapes give the parameter count, minus the buffers no network reads.
         let parameters = Weights::open(&files.weights)
             .map(|w| w.shapes().iter().filter(|(k, _)| !unused_ok(k)).map(|(_, s)| s.iter().product::<usize>()).sum())
             .unwrap_or(0);
         let name = files.weights.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
         let info = ModelInfo { name, resolution: model.image_size(), parameters, device: choice.description, device_fallback: choice.fallback };
-        let judges_path = files.weights.with_file_name(JUDGES_FILE);
+        let judges_path = files.judges();
         let judges = judges_path.is_file().then(|| Judges::load(&judges_path, &device)).transpose().map_err(|e| format!("{}: {e}", judges_path.display()))?;
         Ok(Self { model, info, judges })
     }

@@ -290,8 +290,7 @@ pub fn rgb_image(frame: &RgbFrame) -> ColorImage {
 }
 
 fn heatmap_image(map: &ScalarMap) -> ColorImage {
-    let pixels = map.values.iter().map(|&v| colormap(v)).collect();
-    ColorImage::new([map.width, map.height], pixels)
+    rgb_image(&crate::data::image::influence_heatmap(map))
 }
 
 /// Colour of a share in [0, 1] (values outside are clamped).

@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::image::save_png_with_params;
+use crate::data::image::{save_png_with_params, RgbFrame};
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::CombineMode;
 use crate::model::collaborative::CollaborativeModel;
@@ -35,11 +34,9 @@ pub struct EditArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value_t = EditMethod::Imagic)]
     method: EditMethod,
-    /// Imagic's interpolation weight between the optimised and the target conditions.
-    #[arg(long, conflicts_with = "alphas")]
-    alpha: Option<f64>,
-    /// Several alphas, comma-separated; the fine-tuning is done once.
-    #[arg(long, value_delimiter = ',')]
+    /// Imagic's interpolation weight between the optimised and the target conditions;
+    /// several, comma-separated, share one fine-tuning.
+    #[arg(long, visible_alias = "alpha", value_delimiter = ',', default_value = "1")]
     alphas: Vec<f64>,
     #[arg(long, default_value_t = 500)]
     embed_steps: usize,
@@ -65,33 +62,22 @@ pub struct EditArgs {
     #[arg(long)]
     source_text: Option<String>,
     #[command(flatten)]
-    model: super::ModelArgs,
-    /// The judges; default: models/judges.safetensors.
-    #[arg(long)]
-    judges: Option<PathBuf>,
+    model: super::JudgedModelArgs,
     /// Replace the outputs if they exist.
     #[arg(long)]
     force: bool,
 }
 
 impl EditArgs {
-    fn alphas(&self) -> Vec<f64> {
-        match (self.alpha, self.alphas.is_empty()) {
-            (Some(a), _) => vec![a],
-            (None, false) => self.alphas.clone(),
-            (None, true) => vec![1.0],
-        }
-    }
-
     /// Where the result for `alpha` goes: `path` itself, or PATH-a<alpha> when there are several alphas.
     fn output_for(&self, path: &Path, alpha: f64) -> PathBuf {
-        if self.alphas().len() > 1 { with_suffix(path, &format!("-a{alpha}")) } else { path.to_path_buf() }
+        super::output::one_of(path, &format!("-a{alpha}"), self.alphas.len())
     }
 
     /// Every file the edit writes.
     fn outputs(&self) -> Vec<PathBuf> {
         let per_alpha = |a: f64| std::iter::once(self.output_for(&self.out, a)).chain(self.full_out.as_deref().map(|f| self.output_for(f, a)));
-        self.alphas().into_iter().flat_map(per_alpha).collect()
+        self.alphas.iter().copied().flat_map(per_alpha).collect()
     }
 
     /// Refuses numbers that could only give a black image, and outputs that
@@ -99,7 +85,7 @@ impl EditArgs {
     fn check(&self, files: &crate::model::defaults::ModelFiles, judges: &Path) -> anyhow::Result<()> {
         use super::output::{check_count, check_outputs, check_range};
         check_count("--steps", self.steps, 1000, "the model was trained on 1000 noise levels")?;
-        for alpha in self.alphas() {
+        for &alpha in &self.alphas {
             check_range("--alpha", alpha, -100.0..=100.0, "Imagic interpolates at 0 to 2; the studio goes to 10")?;
         }
         check_range("--embed-lr", self.embed_lr, 0.0..=1.0, "Imagic optimises the embedding at about 1e-3")?;
@@ -111,47 +97,33 @@ impl EditArgs {
 }
 
 pub fn run(args: EditArgs) -> anyhow::Result<()> {
-    let files = args.model.files()?;
-    let judges_path = super::ModelArgs::judges(&args.judges);
+    let (files, judges_path) = args.model.files()?;
     args.check(&files, &judges_path)?;
     // The inputs are read before the model, so that a bad one is refused at once.
     let photo = Photo::load(&args.photo, args.crop).map_err(anyhow::Error::msg)?;
-    let target_mask = Mask::load(&args.mask)?;
-    // Resizing a non-square mask to the model's square would squash the face.
-    target_mask.square_size(&args.mask.display().to_string())?;
-    let device = super::device()?;
-    let model = CollaborativeModel::load(&files.config, &files.weights, &device)?;
+    let target_mask = Mask::load_square(&args.mask)?;
+    let model = CollaborativeModel::load(&files.config, &files.weights, &super::device()?, Default::default())?;
     let size = model.image_size();
     let target_mask = target_mask.resize_nearest(size, size);
-    let judges = if judges_path.exists() { Some(Judges::load(&judges_path, &device)?) } else { None };
-    let mut request = EditRequest::new(photo.model_input(size), target_mask, args.text.clone(), args.method);
-    request.source_mask = args.source_mask.as_ref().map(Mask::load).transpose()?.map(|m| m.resize_nearest(size, size));
-    request.source_text = args.source_text.clone();
-    request.alphas = args.alphas();
-    request.embed_steps = args.embed_steps;
-    request.finetune_steps = args.finetune_steps;
-    request.embed_lr = args.embed_lr;
-    request.finetune_lr = args.finetune_lr;
-    request.steps = args.steps;
-    request.seed = args.seed;
-    request.mode = args.mode;
-    let style = ProgressStyle::with_template("{prefix:>40} {bar:30} {pos}/{len} {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar());
-    let mut bar: Option<(String, ProgressBar)> = None;
-    let cancel = super::interrupted();
-    let output = edit::run(&model, judges.as_ref(), &request, cancel, &mut |EditEvent::Stage { name, step, total }| {
-        if bar.as_ref().map(|(n, _)| n != &name).unwrap_or(true) {
-            if let Some((_, b)) = bar.take() {
-                b.finish();
-            }
-            bar = Some((name.clone(), ProgressBar::new(total as u64).with_style(style.clone()).with_prefix(name.clone())));
-        }
-        if let Some((_, b)) = &bar {
-            b.set_position(step as u64);
-        }
+    let judges = if judges_path.exists() { Some(Judges::load(&judges_path, &model.device)?) } else { None };
+    let request = EditRequest {
+        source_mask: args.source_mask.as_ref().map(Mask::load).transpose()?.map(|m| m.resize_nearest(size, size)),
+        source_text: args.source_text.clone(),
+        alphas: args.alphas.clone(),
+        embed_steps: args.embed_steps,
+        finetune_steps: args.finetune_steps,
+        embed_lr: args.embed_lr,
+        finetune_lr: args.finetune_lr,
+        steps: args.steps,
+        seed: args.seed,
+        mode: args.mode,
+        ..EditRequest::new(photo.model_input(size), target_mask, args.text.clone(), args.method)
+    };
+    let mut bars = super::progress::StageBars::new("{prefix:>40} {bar:30} {pos}/{len} {elapsed} < {eta}");
+    let output = edit::run(&model, judges.as_ref(), &request, super::interrupted(), &mut |EditEvent::Stage { name, step, total }| {
+        bars.stage(&name, total).set_position(step as u64);
     })?;
-    if let Some((_, b)) = bar.take() {
-        b.finish();
-    }
+    bars.finish();
     println!("source (as read): {}", output.source_text);
     for (alpha, frame) in &output.images {
         let path = args.output_for(&args.out, *alpha);
@@ -168,18 +140,10 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
         if let Some(full_out) = &args.full_out {
             let path = args.output_for(full_out, *alpha);
-            let edited = frame.to_image().context("bad frame")?;
-            let full = photo.paste_back(&edited);
-            crate::data::output::write_atomically(&path, |w| full.write_to(w, image::ImageFormat::Png).map_err(std::io::Error::other))
-                .with_context(|| format!("could not write {}", path.display()))?;
+            let full = photo.paste_back(&frame.to_image().context("bad frame")?);
+            save_png_with_params(&path, &RgbFrame::from_image(&full), &[])?;
             println!("wrote {} (the full photo with the edit blended in)", path.display());
         }
     }
     Ok(())
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
-    path.with_file_name(format!("{stem}{suffix}.{ext}"))
 }

@@ -6,11 +6,11 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::image::{hstack, images_to_frames, influence_colour, save_png_with_params, scalar_maps, upscale, vstack, RgbFrame, ScalarMap};
+use crate::data::image::{hstack, images_to_frames, influence_heatmap, save_png_with_params, scalar_maps, upscale, vstack, RgbFrame};
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{Combination, CombineMode, PostProcess};
 use crate::diffusion::sampler::Step;
-use crate::model::collaborative::CollaborativeModel;
+use crate::model::collaborative::{CollaborativeModel, LoadOptions};
 use crate::model::precision::WeightsDtype;
 use crate::pipeline::generate::{GenerateError, GenerateRequest, Prepared};
 
@@ -57,22 +57,21 @@ const MAX_BATCH: usize = 64;
 /// Refuses arguments that could only give a black image or no image, and
 /// outputs that would overwrite an input or, without --force, any file.
 fn check_args(args: &GenerateArgs, files: &crate::model::defaults::ModelFiles) -> anyhow::Result<()> {
-    use super::output::{check_count, check_outputs, check_range};
+    use super::output::{check_count, check_outputs, check_range, one_of};
     check_count("--steps", args.steps, 1000, "the model was trained on 1000 noise levels")?;
     check_range("--eta", args.eta, 0.0..=1.0, "0 samples deterministically, 1 adds as much noise as DDPM")?;
     check_count("--batch", args.batch, MAX_BATCH, "sample more images in several runs")?;
-    let outputs: Vec<PathBuf> = (0..args.batch).map(|k| output_path(&args.out, k, args.batch)).collect();
+    let outputs: Vec<PathBuf> = (0..args.batch).map(|k| one_of(&args.out, &format!("-{k}"), args.batch)).collect();
     check_outputs(&outputs, &[&args.mask, &files.config, &files.weights], args.force)
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let files = args.model.files()?;
     check_args(&args, &files)?;
-    let mask = Mask::load(&args.mask)?;
-    mask.square_size(&args.mask.display().to_string())?;
+    let mask = Mask::load_square(&args.mask)?;
     let device = super::device()?;
     eprintln!("loading {}", files.weights.display());
-    let model = CollaborativeModel::load_keeping(&files.config, &files.weights, &device, Default::default(), args.weights_dtype)?;
+    let model = CollaborativeModel::load(&files.config, &files.weights, &device, LoadOptions { precision: args.weights_dtype, ..Default::default() })?;
     let request = GenerateRequest {
         mask,
         text: args.text.clone(),
@@ -87,7 +86,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
 
     let model_name = files.weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for (k, image) in images.iter().enumerate() {
-        let out = output_path(&args.out, k, images.len());
+        let out = super::output::one_of(&args.out, &format!("-{k}"), images.len());
         let params = [
             ("text", request.text.clone()),
             ("seed", (request.seed + k as u64).to_string()),
@@ -143,7 +142,7 @@ fn write_step_strips(model: &CollaborativeModel, step: &Step<Combination>, dir: 
     let combination = &step.prediction;
     let factor = decoded.first().map_or(1, |d| d.width) / combination.w_mask.dim(3)?;
     let heatmaps = |w: &candle_core::Tensor| -> anyhow::Result<Vec<RgbFrame>> {
-        Ok(scalar_maps(w)?.iter().map(|m| upscale(&heatmap(m), factor)).collect())
+        Ok(scalar_maps(w)?.iter().map(|m| upscale(&influence_heatmap(m), factor)).collect())
     };
     let (w_mask, w_text) = (heatmaps(&combination.w_mask)?, heatmaps(&combination.w_text)?);
     let rows: Vec<RgbFrame> =
@@ -151,17 +150,4 @@ fn write_step_strips(model: &CollaborativeModel, step: &Step<Combination>, dir: 
     let path = dir.join(format!("step_{:03}_t{:04}.png", step.index, step.t));
     save_png_with_params(&path, &vstack(&rows), &[("columns", "pred_x0, w_mask, w_text".into())])?;
     Ok(())
-}
-
-/// An influence map in the influence colour map.
-fn heatmap(map: &ScalarMap) -> RgbFrame {
-    RgbFrame { width: map.width, height: map.height, pixels: map.values.iter().flat_map(|&v| influence_colour(v)).collect() }
-}
-
-fn output_path(out: &Path, index: usize, count: usize) -> PathBuf {
-    if count == 1 {
-        return out.to_path_buf();
-    }
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    out.with_file_name(format!("{stem}-{index}.png"))
 }

@@ -7,17 +7,19 @@ mod edit;
 mod eval;
 mod eval_edits;
 mod generate;
+mod models;
 mod output;
 mod parity;
+mod progress;
 mod synth;
 mod train;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::model::defaults::ModelFiles;
+pub use models::{JudgedModelArgs, ModelArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "codiff", version, about = "CoDiff Studio: paint a face mask, describe the face, let two diffusion models collaborate")]
@@ -129,53 +131,4 @@ fn catch_interrupt() {
 /// The flag long jobs poll as their cancel signal.
 pub(crate) fn interrupted() -> &'static AtomicBool {
     &INTERRUPTED
-}
-
-/// A composed model and the judges that score what it makes (`eval`, `eval-edits`).
-#[derive(Debug, Args)]
-pub struct JudgedModelArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// The judges; default: models/judges.safetensors.
-    #[arg(long)]
-    pub judges: Option<PathBuf>,
-}
-
-impl JudgedModelArgs {
-    pub fn load(&self) -> anyhow::Result<(crate::model::collaborative::CollaborativeModel, crate::model::judges::Judges)> {
-        use anyhow::Context;
-        let files = self.model.files()?;
-        let judges_path = ModelArgs::judges(&self.judges);
-        let device = device()?;
-        let model = crate::model::collaborative::CollaborativeModel::load(&files.config, &files.weights, &device)?;
-        let judges = crate::model::judges::Judges::load(&judges_path, &device)
-            .with_context(|| format!("could not load the judges from {}", judges_path.display()))?;
-        Ok((model, judges))
-    }
-}
-
-/// Which composed model a subcommand runs: an original config with its
-/// checkpoint, or the default models in models/.
-#[derive(Debug, Args)]
-pub struct ModelArgs {
-    /// The composed model's YAML config (original format); default: the models in models/.
-    #[arg(long, requires = "ckpt")]
-    pub config: Option<PathBuf>,
-    /// Its weights: a Lightning .ckpt or a .safetensors file.
-    #[arg(long, requires = "config")]
-    pub ckpt: Option<PathBuf>,
-}
-
-impl ModelArgs {
-    pub fn files(&self) -> anyhow::Result<ModelFiles> {
-        Ok(match (&self.config, &self.ckpt) {
-            (Some(config), Some(ckpt)) => ModelFiles { config: config.clone(), weights: ckpt.clone() },
-            _ => ModelFiles::default_models()?,
-        })
-    }
-
-    /// The judges' file: `path` when given, else models/judges.safetensors.
-    pub fn judges(path: &Option<PathBuf>) -> PathBuf {
-        path.clone().unwrap_or_else(|| ModelFiles::default_dir().join("judges.safetensors"))
-    }
 }

@@ -18,6 +18,17 @@ pub fn check_outputs(outputs: &[PathBuf], inputs: &[&Path], force: bool) -> anyh
     Ok(())
 }
 
+/// Where one of `count` outputs goes: `path` itself when it is the only one,
+/// else `path` with `suffix` before its extension (png when it has none).
+pub fn one_of(path: &Path, suffix: &str, count: usize) -> PathBuf {
+    if count == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map_or_else(|| "out".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path.extension().map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}{suffix}.{ext}"))
+}
+
 /// Whether two paths name one existing file (through symbolic and hard links too).
 #[cfg(unix)]
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -64,6 +75,9 @@ mod tests {
         assert!(err.contains("pass --force"), "{err}");
         check_outputs(std::slice::from_ref(&input), &[], true).unwrap();
         check_outputs(&[dir.join("new.png")], &[&input], false).unwrap();
+        assert_eq!(one_of(&input, "-1", 1), input);
+        assert_eq!(one_of(&input, "-1", 2), dir.join("model-1.ckpt"));
+        assert_eq!(one_of(&dir.join("out"), "-a2.5", 3), dir.join("out-a2.5.png"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

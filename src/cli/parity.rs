@@ -21,8 +21,8 @@ pub const TOLERANCE: f64 = 1e-3;
 /// worst of them as `worst_rel_err`, naming it in `worst`.
 pub fn compare(config: &Path, checkpoint: &Path, gpu: &Device) -> anyhow::Result<Value> {
     anyhow::ensure!(!gpu.is_cpu(), "--parity compares the GPU with the CPU, but no GPU is in use (see CODIFF_DEVICE)");
-    let cpu_model = CollaborativeModel::load(config, checkpoint, &Device::Cpu)?;
-    let gpu_model = CollaborativeModel::load(config, checkpoint, gpu)?;
+    let cpu_model = CollaborativeModel::load(config, checkpoint, &Device::Cpu, Default::default())?;
+    let gpu_model = CollaborativeModel::load(config, checkpoint, gpu, Default::default())?;
     let size = cpu_model.image_size();
     // Every class somewhere, so that the mask encoder sees a real mask.
     let classes = (0..size * size).map(|i| ((i / size / 8 + i % size / 8) % NUM_CLASSES) as u8).collect();
@@ -45,10 +45,10 @@ pub fn compare(config: &Path, checkpoint: &Path, gpu: &Device) -> anyhow::Result
         ("text_context", relative_error(&gpu_contexts.text, &cpu_contexts.text)?),
     ];
     let unets = [
-        ("mask_unet", &cpu_model.mask_unet, &gpu_model.mask_unet, &cpu_contexts.mask, &contexts_gpu.mask),
-        ("text_unet", &cpu_model.text_unet, &gpu_model.text_unet, &cpu_contexts.text, &contexts_gpu.text),
-        ("mask_diffuser", &cpu_model.mask_diffuser, &gpu_model.mask_diffuser, &cpu_contexts.mask, &contexts_gpu.mask),
-        ("text_diffuser", &cpu_model.text_diffuser, &gpu_model.text_diffuser, &cpu_contexts.text, &contexts_gpu.text),
+        ("mask_unet", &cpu_model.unets.mask, &gpu_model.unets.mask, &cpu_contexts.mask, &contexts_gpu.mask),
+        ("text_unet", &cpu_model.unets.text, &gpu_model.unets.text, &cpu_contexts.text, &contexts_gpu.text),
+        ("mask_diffuser", &cpu_model.diffusers.mask, &gpu_model.diffusers.mask, &cpu_contexts.mask, &contexts_gpu.mask),
+        ("text_diffuser", &cpu_model.diffusers.text, &gpu_model.diffusers.text, &cpu_contexts.text, &contexts_gpu.text),
     ];
     for (name, cpu_net, gpu_net, cpu_context, gpu_context) in unets {
         errors.push((name, relative_error(&gpu_net.forward(&x_gpu, &t_gpu, gpu_context)?, &cpu_net.forward(&x, &t, cpu_context)?)?));

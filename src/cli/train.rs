@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::pipeline::train::{self, Stage, TrainEvent, TrainRequest};
 
@@ -45,30 +44,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed, device: super::device()? };
     let cancel = super::interrupted();
-    let style = ProgressStyle::with_template("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let mut bar: Option<ProgressBar> = None;
+    let mut bars = super::progress::StageBars::new("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}");
     let mut smoothed = None::<f32>;
     let mut sink = |event: TrainEvent| match event {
         TrainEvent::Started { stage, total_steps, first_step } => {
-            if let Some(b) = bar.take() {
-                b.finish();
-            }
-            let b = ProgressBar::new(total_steps as u64).with_style(style.clone()).with_prefix(stage.name());
+            bars.finish();
+            let b = bars.stage(stage.name(), total_steps);
             b.set_position(first_step as u64);
             b.reset_eta();
-            bar = Some(b);
             smoothed = None;
         }
         TrainEvent::Step { step, loss, .. } => {
             let s = smoothed.map_or(loss, |s| 0.98 * s + 0.02 * loss);
             smoothed = Some(s);
-            if let Some(b) = &bar {
+            if let Some(b) = bars.current() {
                 b.set_position(step as u64);
                 b.set_message(format!("{s:.4}"));
             }
         }
-        TrainEvent::Note(note) => match &bar {
+        TrainEvent::Note(note) => match bars.current() {
             Some(b) => b.println(note),
             None => eprintln!("{note}"),
         },
@@ -77,9 +71,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         None => train::run_all(&request, cancel, &mut sink),
         Some(stage) => train::run(stage, &request, cancel, &mut sink),
     };
-    if let Some(b) = bar.take() {
-        b.finish();
-    }
+    bars.finish();
     Ok(result?)
 }
 

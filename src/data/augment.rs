@@ -6,7 +6,7 @@
 use image::RgbImage;
 use rand::Rng;
 
-use super::mask::{mirrored_class, Mask};
+use super::mask::{class, mirrored_class, Mask};
 
 /// One draw of the augmentation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,7 +53,7 @@ impl Augmentation {
             return (mask.clone(), photo.clone());
         }
         let (w, h) = (mask.width(), mask.height());
-        let mut out_mask = Mask::filled(w, h, 0);
+        let mut out_mask = Mask::filled(w, h, class::BACKGROUND);
         let mut out_photo = RgbImage::new(w as u32, h as u32);
         let src = photo.as_raw();
         let (pw, ph) = (photo.width() as usize, photo.height() as usize);

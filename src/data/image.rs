@@ -112,6 +112,12 @@ pub fn influence_colour(value: f32) -> [u8; 3] {
     [mix(0), mix(1), mix(2)]
 }
 
+/// An influence map in the influence colour map: the one picture of an
+/// influence function the command line, the evaluation and the studio show.
+pub fn influence_heatmap(map: &ScalarMap) -> RgbFrame {
+    RgbFrame { width: map.width, height: map.height, pixels: map.values.iter().flat_map(|&v| influence_colour(v)).collect() }
+}
+
 /// Nearest-neighbour upscale of a frame by an integer factor (previews and maps live at latent size).
 pub fn upscale(frame: &RgbFrame, factor: usize) -> RgbFrame {
     let (width, height) = (frame.width * factor, frame.height * factor);

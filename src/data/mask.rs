@@ -160,6 +160,14 @@ impl Mask {
         Ok(self.width)
     }
 
+    /// [`Self::load`], refusing a mask that is not square: resized to the
+    /// model's square it would squash the face.
+    pub fn load_square(path: impl AsRef<Path>) -> Result<Self, MaskError> {
+        let mask = Self::load(&path)?;
+        mask.square_size(&path.as_ref().display().to_string())?;
+        Ok(mask)
+    }
+
     /// Reads a mask PNG (palette, grayscale index or RGB in palette colours).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, MaskError> {
         let path = path.as_ref();

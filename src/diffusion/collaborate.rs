@@ -3,6 +3,8 @@
 use candle_core::{Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::modality::PerModality;
+
 /// How the mask-driven and text-driven predictions are combined at each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -83,18 +85,12 @@ impl PostProcess {
     }
 }
 
-/// The raw one-channel outputs of the two dynamic diffusers, B x 1 x h x w.
-#[derive(Debug, Clone, Copy)]
-pub struct DiffuserMaps<'a> {
-    pub mask: &'a Tensor,
-    pub text: &'a Tensor,
-}
-
 /// Where a step's influence functions come from.
 #[derive(Debug, Clone, Copy)]
 pub enum Influence<'a> {
-    /// The dynamic diffusers' maps at this step ([`CombineMode::uses_diffusers`]).
-    Diffusers(DiffuserMaps<'a>),
+    /// The dynamic diffusers' raw one-channel maps at this step, B x 1 x h x w
+    /// ([`CombineMode::uses_diffusers`]).
+    Diffusers(PerModality<&'a Tensor>),
     /// The mask model's influence pinned for the whole run ([`CombineMode::NoTemporal`]).
     Pinned(&'a Tensor),
     /// Nothing learned: the modes with fixed weights.
@@ -159,7 +155,7 @@ fn complemented(w_mask: Tensor) -> Result<(Tensor, Tensor)> {
 }
 
 /// The mask model's share of a per-pixel softmax over [d_mask, d_text].
-fn softmax_mask_weight(maps: DiffuserMaps) -> Result<Tensor> {
+fn softmax_mask_weight(maps: PerModality<&Tensor>) -> Result<Tensor> {
     // The differentiable softmax: training backpropagates through it into the diffusers.
     let both = Tensor::cat(&[maps.mask, maps.text], 1)?;
     candle_nn::ops::softmax(&both, 1)?.narrow(1, 0, 1)
@@ -218,7 +214,7 @@ mod tests {
         let d_mask = full(1.0, (2, 1, 2, 2));
         let d_text = full(0.0, (2, 1, 2, 2));
         let (eps_mask, eps_text) = (full(1.0, (2, 3, 2, 2)), full(0.0, (2, 3, 2, 2)));
-        let maps = Influence::Diffusers(DiffuserMaps { mask: &d_mask, text: &d_text });
+        let maps = Influence::Diffusers(PerModality { mask: &d_mask, text: &d_text });
         let c = combine(&eps_mask, &eps_text, maps, 501, CombineMode::Softmax, &PostProcess::default()).unwrap();
         let w = 1.0 / (1.0 + (-1.0f32).exp());
         assert_all_close(&c.w_mask, w);
@@ -251,7 +247,7 @@ mod tests {
         assert_eq!(values(&c.eps.get(1).unwrap().get(2).unwrap()), vec![0.0, 1.0, 0.25, 0.75]);
         // No spatial: the collaborative influence, averaged over each item.
         let d_text = full(0.0, (2, 1, 2, 2));
-        let maps = Influence::Diffusers(DiffuserMaps { mask: &w, text: &d_text });
+        let maps = Influence::Diffusers(PerModality { mask: &w, text: &d_text });
         let post = PostProcess::default();
         let collaborative = combine(&eps_mask, &eps_text, maps, 700, CombineMode::Collaborative, &post).unwrap();
         let no_spatial = combine(&eps_mask, &eps_text, maps, 700, CombineMode::NoSpatial, &post).unwrap();

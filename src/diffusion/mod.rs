@@ -7,6 +7,7 @@ pub mod channel_means;
 pub mod collaborate;
 pub mod corrections;
 pub mod ddim;
+pub mod modality;
 pub mod sampler;
 pub mod schedule;
 pub mod x0_detail;

@@ -22,8 +22,9 @@ use super::precision::WeightsDtype;
 use super::preview::LatentPreview;
 use crate::data::image::RgbFrame;
 use crate::data::mask::{Mask, MaskError};
-use crate::diffusion::collaborate::{combine, Combination, CombineMode, DiffuserMaps, Influence, PostProcess};
+use crate::diffusion::collaborate::{combine, Combination, CombineMode, Influence, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::diffusion::modality::PerModality;
 use crate::diffusion::sampler::{Sampler, SamplingError, Step};
 use crate::diffusion::schedule::NoiseSchedule;
 
@@ -141,13 +142,11 @@ impl LatentDiffusion {
 /// dynamic diffusers and the shared autoencoder.
 pub struct CollaborativeModel {
     pub config: ComposedConfig,
-    pub mask_unet: UNetModel,
-    pub text_unet: UNetModel,
+    /// The collaborators: the noise predictors of the two latent diffusion models.
+    pub unets: PerModality<UNetModel>,
     /// The dynamic diffusers: each predicts its model's influence (before the softmax).
-    pub mask_diffuser: UNetModel,
-    pub text_diffuser: UNetModel,
-    pub mask_encoder: ConditionEncoder,
-    pub text_encoder: ConditionEncoder,
+    pub diffusers: PerModality<UNetModel>,
+    pub encoders: PerModality<ConditionEncoder>,
     pub vae: AutoencoderKL,
     pub schedule: NoiseSchedule,
     /// Fitted on first use (loading fits it at once, so the first step is not delayed).
@@ -157,30 +156,23 @@ pub struct CollaborativeModel {
     pub weights_path: Option<std::path::PathBuf>,
 }
 
+/// How [`CollaborativeModel::load`] loads: where it counts the weights
+/// copied as it goes, and the precision it keeps them in (f16 halves their
+/// memory; every layer still computes in f32).
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub progress: Arc<LoadProgress>,
+    pub precision: WeightsDtype,
+}
+
 /// Where each collaborator's UNet lives in a composed checkpoint.
 pub const MASK_UNET_PREFIX: &str = "model.seg_mask_unet.diffusion_model";
 pub const TEXT_UNET_PREFIX: &str = "model.text_unet.diffusion_model";
 
-/// The two noise predictors that collaborate: the mask-driven and the text-driven UNet.
-#[derive(Clone, Copy)]
-pub struct Collaborators<'a> {
-    pub mask: &'a UNetModel,
-    pub text: &'a UNetModel,
-}
-
-impl Collaborators<'_> {
-    /// Both noise predictions (mask-driven, text-driven) at timesteps `t` (one per batch item).
-    pub fn noise(&self, x: &Tensor, t: &Tensor, contexts: &Contexts) -> candle_core::Result<(Tensor, Tensor)> {
-        side_by_side(self.mask, self.text, x, t, contexts)
-    }
-}
-
-/// One network of each modality (mask-driven, text-driven) on `x` at
-/// timesteps `t`, side by side: they are independent within a step, and at
-/// small sizes each is bound by per-operation overhead one thread cannot share.
-pub fn side_by_side(mask: &UNetModel, text: &UNetModel, x: &Tensor, t: &Tensor, contexts: &Contexts) -> candle_core::Result<(Tensor, Tensor)> {
-    let (mask, text) = rayon::join(|| mask.forward(x, t, &contexts.mask), || text.forward(x, t, &contexts.text));
-    Ok((mask?, text?))
+/// One network of each modality on `x` at timesteps `t` (one per batch
+/// item), each under its own modality's context, side by side.
+pub fn side_by_side(networks: PerModality<&UNetModel>, x: &Tensor, t: &Tensor, contexts: &Contexts) -> candle_core::Result<PerModality<Tensor>> {
+    networks.zip(contexts.as_ref()).par_map(|(network, context)| network.forward(x, t, context)).transpose()
 }
 
 /// The composed model as one sampling run's noise predictor: which
@@ -188,7 +180,7 @@ pub fn side_by_side(mask: &UNetModel, text: &UNetModel, x: &Tensor, t: &Tensor, 
 #[derive(Clone, Copy)]
 pub struct Collaboration<'a> {
     pub model: &'a CollaborativeModel,
-    pub collaborators: Collaborators<'a>,
+    pub collaborators: PerModality<&'a UNetModel>,
     pub contexts: &'a Contexts,
     pub mode: CombineMode,
     pub post: &'a PostProcess,
@@ -199,7 +191,7 @@ pub struct Collaboration<'a> {
 impl<'a> Collaboration<'a> {
     /// The model's own collaborators, nothing pinned.
     pub fn new(model: &'a CollaborativeModel, contexts: &'a Contexts, mode: CombineMode, post: &'a PostProcess) -> Self {
-        Self { model, collaborators: model.collaborators(), contexts, mode, post, pinned: None }
+        Self { model, collaborators: model.unets.as_ref(), contexts, mode, post, pinned: None }
     }
 
     /// The noise in `x` at timestep `t`: each collaborator's eps, weighted
@@ -210,24 +202,24 @@ impl<'a> Collaboration<'a> {
         let (model, collaborators, contexts) = (self.model, self.collaborators, self.contexts);
         let t_batch = CollaborativeModel::timesteps(x, t)?;
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
-        let (eps_mask, eps_text) = match self.mode {
+        let eps = match self.mode {
             CombineMode::Mask => {
                 let eps = collaborators.mask.forward(x, &t_batch, &contexts.mask)?;
-                (eps.clone(), eps)
+                PerModality { mask: eps.clone(), text: eps }
             }
             CombineMode::Text => {
                 let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
-                (eps.clone(), eps)
+                PerModality { mask: eps.clone(), text: eps }
             }
-            _ => collaborators.noise(x, &t_batch, contexts)?,
+            _ => side_by_side(collaborators, x, &t_batch, contexts)?,
         };
         let maps = if self.mode.uses_diffusers() { Some(model.diffuser_maps(x, t, contexts)?) } else { None };
         let influence = match (&maps, self.pinned) {
-            (Some((mask, text)), _) => Influence::Diffusers(DiffuserMaps { mask, text }),
+            (Some(maps), _) => Influence::Diffusers(maps.as_ref()),
             (None, Some(pinned)) => Influence::Pinned(pinned),
             (None, None) => Influence::Fixed,
         };
-        Ok(combine(&eps_mask, &eps_text, influence, t, self.mode, self.post)?)
+        Ok(combine(&eps.mask, &eps.text, influence, t, self.mode, self.post)?)
     }
 
     /// DDIM from a start latent drawn from `noise` down to z0 (returned, in
@@ -265,10 +257,7 @@ impl<'a> Collaboration<'a> {
 }
 
 /// Both models' cross-attention contexts for a batch.
-pub struct Contexts {
-    pub mask: Tensor,
-    pub text: Tensor,
-}
+pub type Contexts = PerModality<Tensor>;
 
 impl Contexts {
     pub fn batch(&self) -> usize {
@@ -277,25 +266,9 @@ impl Contexts {
 }
 
 impl CollaborativeModel {
-    /// Loads a composed config and its checkpoint, strictly.
-    pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
-        Self::load_reporting(config, ckpt, device, Arc::default())
-    }
-
-    /// [`Self::load`], counting the weights copied in `progress` as it goes.
-    pub fn load_reporting(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device, progress: Arc<LoadProgress>) -> Result<Self, ModelError> {
-        Self::load_keeping(config, ckpt, device, progress, WeightsDtype::F32)
-    }
-
-    /// [`Self::load_reporting`], keeping the weights in `precision` (f16
-    /// halves their memory; every layer still computes in f32).
-    pub fn load_keeping(
-        config: impl AsRef<Path>,
-        ckpt: impl AsRef<Path>,
-        device: &Device,
-        progress: Arc<LoadProgress>,
-        precision: WeightsDtype,
-    ) -> Result<Self, ModelError> {
+    /// Loads a composed config and its checkpoint, strictly, as `options` say.
+    pub fn load(config: impl AsRef<Path>, ckpt: impl AsRef<Path>, device: &Device, options: LoadOptions) -> Result<Self, ModelError> {
+        let LoadOptions { progress, precision } = options;
         let config = ComposedConfig::load(config)?;
         let loader = StrictLoader::keeping(Arc::new(Weights::open(ckpt.as_ref())?), progress, precision);
         let mut model = load_with(loader, device, |vb| Self::build(vb, config, device))?;
@@ -314,12 +287,18 @@ impl CollaborativeModel {
             reason: e.to_string(),
         })?;
         Ok(Self {
-            mask_unet: UNetModel::new(vb.pp(MASK_UNET_PREFIX), &config.mask.unet)?,
-            text_unet: UNetModel::new(vb.pp(TEXT_UNET_PREFIX), &config.text.unet)?,
-            mask_diffuser: UNetModel::new(unets.pp("seg_mask_confidence_predictor.diffusion_model"), &config.diffuser)?,
-            text_diffuser: UNetModel::new(unets.pp("text_confidence_predictor.diffusion_model"), &config.diffuser)?,
-            mask_encoder: ConditionEncoder::new(conds.pp("seg_mask_cond_stage_model"), &config.mask.cond_stage)?,
-            text_encoder: ConditionEncoder::new(conds.pp("text_cond_stage_model"), &config.text.cond_stage)?,
+            unets: PerModality {
+                mask: UNetModel::new(vb.pp(MASK_UNET_PREFIX), &config.mask.unet)?,
+                text: UNetModel::new(vb.pp(TEXT_UNET_PREFIX), &config.text.unet)?,
+            },
+            diffusers: PerModality {
+                mask: UNetModel::new(unets.pp("seg_mask_confidence_predictor.diffusion_model"), &config.diffuser)?,
+                text: UNetModel::new(unets.pp("text_confidence_predictor.diffusion_model"), &config.diffuser)?,
+            },
+            encoders: PerModality {
+                mask: ConditionEncoder::new(conds.pp("seg_mask_cond_stage_model"), &config.mask.cond_stage)?,
+                text: ConditionEncoder::new(conds.pp("text_cond_stage_model"), &config.text.cond_stage)?,
+            },
             vae,
             schedule,
             preview: OnceLock::new(),
@@ -338,8 +317,8 @@ impl CollaborativeModel {
     /// Returns the contexts and any warnings for the person.
     pub fn encode_conditions(&self, mask: &Mask, captions: &[String]) -> Result<(Contexts, Vec<String>), ModelError> {
         let batch = captions.len().max(1);
-        let mask = self.mask_encoder.encode(&Condition::Mask(mask.clone()), batch, &self.device)?;
-        let text = self.text_encoder.encode(&Condition::Text(captions.to_vec()), batch, &self.device)?;
+        let mask = self.encoders.mask.encode(&Condition::Mask(mask.clone()), batch, &self.device)?;
+        let text = self.encoders.text.encode(&Condition::Text(captions.to_vec()), batch, &self.device)?;
         let warnings = mask.warnings.into_iter().chain(text.warnings).collect();
         Ok((Contexts { mask: mask.context, text: text.context }, warnings))
     }
@@ -357,20 +336,15 @@ impl CollaborativeModel {
         Collaboration::new(self, contexts, mode, post).predict(x, t)
     }
 
-    /// The model's own two noise predictors.
-    pub fn collaborators(&self) -> Collaborators<'_> {
-        Collaborators { mask: &self.mask_unet, text: &self.text_unet }
-    }
-
     /// The DDIM loop for this model's schedule and noise corrections.
     pub fn sampler<'a>(&'a self, ddim: &'a DdimSchedule) -> Sampler<'a> {
         Sampler { schedule: &self.schedule, ddim, corrections: &self.config.diffusion.corrections }
     }
 
-    /// The dynamic diffusers' raw maps (mask, text), before any softmax.
-    pub fn diffuser_maps(&self, x: &Tensor, t: usize, contexts: &Contexts) -> Result<(Tensor, Tensor), ModelError> {
+    /// The dynamic diffusers' raw maps, before any softmax.
+    pub fn diffuser_maps(&self, x: &Tensor, t: usize, contexts: &Contexts) -> Result<PerModality<Tensor>, ModelError> {
         let t_batch = Self::timesteps(x, t)?;
-        Ok(side_by_side(&self.mask_diffuser, &self.text_diffuser, x, &t_batch, contexts)?)
+        Ok(side_by_side(self.diffusers.as_ref(), x, &t_batch, contexts)?)
     }
 
     fn timesteps(x: &Tensor, t: usize) -> candle_core::Result<Tensor> {
@@ -444,7 +418,8 @@ mod tests {
         let files = ModelFiles::default_models().expect("the default models are committed");
         let progress = Arc::new(LoadProgress::default());
         assert_eq!(progress.fraction(), None, "nothing is known before the checkpoint is open");
-        CollaborativeModel::load_reporting(&files.config, &files.weights, &Device::Cpu, progress.clone()).unwrap();
+        let options = LoadOptions { progress: progress.clone(), ..LoadOptions::default() };
+        CollaborativeModel::load(&files.config, &files.weights, &Device::Cpu, options).unwrap();
         let done = progress.fraction().expect("known once open");
         assert!(done > 0.99, "all but the unused buffers are loaded: {done}");
     }

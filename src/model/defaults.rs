@@ -21,7 +21,15 @@ pub struct NoDefaultModels {
     dir: String,
 }
 
+/// The judges' file name: a model's folder holds its judges beside its weights.
+pub const JUDGES_FILE: &str = "judges.safetensors";
+
 impl ModelFiles {
+    /// Where this model's judges (face parser and attribute judge) are: beside its weights.
+    pub fn judges(&self) -> PathBuf {
+        self.weights.with_file_name(JUDGES_FILE)
+    }
+
     /// The folder the default models live in: `models/` of this source tree.
     pub fn default_dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")

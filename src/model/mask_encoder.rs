@@ -84,24 +84,25 @@ impl MaskEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::mask::class;
 
     #[test]
     fn one_hot_marks_each_pixel_in_its_class_row() {
-        // A 4 x 4 mask, left half skin (1), right half hair (13), shrunk to 2 x 2.
-        let classes = (0..16).map(|i| if i % 4 < 2 { 1 } else { 13 }).collect();
+        // A 4 x 4 mask, left half skin, right half hair, shrunk to 2 x 2.
+        let classes = (0..16).map(|i| if i % 4 < 2 { class::SKIN } else { class::HAIR }).collect();
         let mask = Mask::from_classes(4, 4, classes).unwrap();
         let onehot = MaskEncoder::one_hot(&mask, 4, &Device::Cpu).unwrap();
         assert_eq!(onehot.dims(), &[1, NUM_CLASSES, 4]);
         let rows = onehot.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(rows[1], vec![1.0, 0.0, 1.0, 0.0]);
-        assert_eq!(rows[13], vec![0.0, 1.0, 0.0, 1.0]);
+        assert_eq!(rows[class::SKIN as usize], vec![1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(rows[class::HAIR as usize], vec![0.0, 1.0, 0.0, 1.0]);
         let total: f32 = rows.iter().flatten().sum();
         assert_eq!(total, 4.0);
     }
 
     #[test]
     fn non_square_embed_dim_is_refused() {
-        let mask = Mask::filled(8, 8, 0);
+        let mask = Mask::filled(8, 8, class::BACKGROUND);
         assert!(MaskEncoder::one_hot(&mask, 1000, &Device::Cpu).is_err());
     }
 }

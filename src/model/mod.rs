@@ -15,6 +15,7 @@ pub mod optim;
 pub mod pickle;
 pub mod precision;
 pub mod preview;
+pub mod random;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod torch_zip;
@@ -23,8 +24,8 @@ pub mod unet;
 /// Fixes the CPU thread count for the process (unless `RAYON_NUM_THREADS` is
 /// set already) at `threads`, or at candle's own default. Without the variable
 /// candle works its default out again at every matrix product by parsing
-/// /proc/cpuinfo: 17,649 reads in one `codiff bench --only default`, a quarter
-/// of its time. Call before any thread pool starts.
+/// /proc/cpuinfo (a quarter of a small model's time; see docs/speed.md).
+/// Call before any thread pool starts.
 pub fn pin_thread_count(threads: Option<usize>) {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let threads = threads.unwrap_or_else(candle_core::utils::get_num_threads);

@@ -9,7 +9,7 @@ use std::time::Instant;
 use thiserror::Error;
 
 use crate::data::image::{images_to_frames, scalar_maps};
-use crate::data::mask::Mask;
+use crate::data::mask::{class, Mask};
 use crate::diffusion::collaborate::{Combination, CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::diffusion::sampler::{SamplingError, Step};
@@ -37,7 +37,7 @@ pub struct GenerateRequest {
 impl Default for GenerateRequest {
     fn default() -> Self {
         Self {
-            mask: Mask::filled(512, 512, 0),
+            mask: Mask::filled(512, 512, class::BACKGROUND),
             text: String::new(),
             steps: 50,
             eta: 1.0,

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
 use codiff::data::mask::Mask;
-use codiff::model::collaborative::CollaborativeModel;
+use codiff::model::collaborative::{CollaborativeModel, LoadOptions};
 use codiff::model::config::ModelConfig;
 use codiff::model::precision::WeightsDtype;
 
@@ -132,7 +132,7 @@ impl Golden {
             .into_iter()
             .find(|(_, c, _)| matches!(c, ModelConfig::Composed(_)))
             .expect("the golden directory holds a composed config with its checkpoint");
-        CollaborativeModel::load_keeping(&config, &ckpt, &self.device, Default::default(), precision)
+        CollaborativeModel::load(&config, &ckpt, &self.device, LoadOptions { precision, ..Default::default() })
             .unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -7,6 +7,7 @@
 
 pub mod attributes;
 pub mod caption;
+pub mod dataset;
 mod layout;
 pub(crate) mod math;
 mod paint;

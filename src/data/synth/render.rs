@@ -8,7 +8,7 @@ use super::attributes::Attributes;
 use super::layout::Layout;
 use super::math::{cell, Rgb};
 use super::paint::Look;
-use crate::data::mask::Mask;
+use crate::data::mask::{class, Mask};
 
 /// Renders `attrs` at `size` x `size`: the 19-class mask and the photo drawn from it.
 ///
@@ -22,7 +22,7 @@ pub fn render<R: Rng + ?Sized>(attrs: &Attributes, size: usize, rng: &mut R) -> 
     let look = Look::sample(attrs, &mut look_rng);
     let grain_seed: u32 = look_rng.random();
 
-    let mut mask = Mask::filled(size, size, 0);
+    let mut mask = Mask::filled(size, size, class::BACKGROUND);
     let mut image = RgbImage::new(size as u32, size as u32);
     let rgb: &mut [u8] = &mut image;
     let inv = 1.0 / size as f32;

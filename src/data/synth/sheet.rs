@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn sheet_holds_photo_mask_and_text() {
         let image = RgbImage::from_pixel(16, 16, Rgb([200, 100, 50]));
-        let mask = Mask::filled(16, 16, 13);
+        let mask = Mask::filled(16, 16, crate::data::mask::class::HAIR);
         let entry = SheetEntry { name: "00000.png", image: &image, mask: &mask, caption: "He is in his thirties." };
         let sheet = contact_sheet(&[entry]);
         assert_eq!(sheet.width() as usize, 2 * 16 + 2 * GAP);

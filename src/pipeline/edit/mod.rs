@@ -7,13 +7,11 @@
 //!   condition embedding so the frozen model reconstructs the photo, fine-tune
 //!   the UNet with that embedding fixed, then sample collaboratively with both
 //!   fine-tuned UNets from alpha * target + (1 - alpha) * optimised conditions.
-//!   Unlike the original, sampling starts from the photo's DDIM inversion under
-//!   the fine-tuned UNets and optimised conditions, not from fresh noise: the
-//!   small default models do not draw a given photo back from fresh noise
-//!   (alpha 0 came out 9.6 dB from it, at best 21 dB with heavy fine-tuning),
-//!   and from its inversion they do.
-//!   The fine-tuned weights are cached per photo and conditions, so trying
-//!   another alpha only samples again.
+//!   Sampling starts from the photo's DDIM inversion, not from fresh noise as
+//!   in the original: from fresh noise the small default models do not draw
+//!   the photo back (docs/editing.md has the measurements). Fine-tuned
+//!   weights are cached per photo and conditions, so another alpha only
+//!   samples again.
 
 use std::cell::OnceCell;
 use std::path::PathBuf;
@@ -31,7 +29,8 @@ use crate::data::synth::{caption, sample_attributes, Beard, BeardLevel, Decade, 
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::model::checkpoint::Weights;
-use crate::model::collaborative::{CollaborativeModel, Collaboration, Collaborators, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
+use crate::diffusion::modality::PerModality;
+use crate::model::collaborative::{CollaborativeModel, Collaboration, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
 use crate::model::judges::Judges;
 use crate::model::optim::AdamW;
 use crate::model::unet::UNetModel;
@@ -163,19 +162,15 @@ pub fn run(
                 .alphas
                 .iter()
                 .map(|&alpha| {
-                    let contexts = Contexts {
-                        mask: mix(&target.mask, &tuned.mask_embedding, alpha)?,
-                        text: mix(&target.text, &tuned.text_embedding, alpha)?,
-                    };
-                    Ok((alpha, contexts))
+                    let contexts = target.as_ref().zip(tuned.embeddings.as_ref()).map(|(target, optimised)| mix(target, optimised, alpha));
+                    Ok((alpha, contexts.transpose()?))
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            let optimised = Contexts { mask: tuned.mask_embedding.clone(), text: tuned.text_embedding.clone() };
-            (Collaborators { mask: &tuned.mask_unet, text: &tuned.text_unet }, optimised, targets)
+            (tuned.unets.as_ref(), tuned.embeddings.clone(), targets)
         }
         None => {
             let (source, _) = model.encode_conditions(&source_mask, std::slice::from_ref(&source_text))?;
-            (model.collaborators(), source, vec![(1.0, target)])
+            (model.unets.as_ref(), source, vec![(1.0, target)])
         }
     };
     let inverting = Collaboration { collaborators, ..Collaboration::new(model, &source, request.mode, &post) };
@@ -206,12 +201,10 @@ fn mix(target: &Tensor, optimised: &Tensor, alpha: f64) -> candle_core::Result<T
     (target * alpha)? + (optimised * (1.0 - alpha))?
 }
 
-/// The two fine-tuned UNets and optimised embeddings of an Imagic edit.
+/// The fine-tuned UNets and optimised embeddings of an Imagic edit.
 struct Tuned {
-    mask_unet: UNetModel,
-    text_unet: UNetModel,
-    mask_embedding: Tensor,
-    text_embedding: Tensor,
+    unets: PerModality<UNetModel>,
+    embeddings: Contexts,
 }
 
 fn imagic_collaborators(
@@ -228,9 +221,9 @@ fn imagic_collaborators(
     let tune = |unet, config, prefix, target, modality, sink: &mut dyn FnMut(EditEvent)| {
         imagic_one(model, &checkpoint, (unet, config, prefix), z0, target, request, modality, &key, cancel, sink)
     };
-    let (mask_unet, mask_embedding) = tune(&model.mask_unet, &model.config.mask.unet, MASK_UNET_PREFIX, &target.mask, "mask", sink)?;
-    let (text_unet, text_embedding) = tune(&model.text_unet, &model.config.text.unet, TEXT_UNET_PREFIX, &target.text, "text", sink)?;
-    Ok(Tuned { mask_unet, text_unet, mask_embedding, text_embedding })
+    let (mask_unet, mask_embedding) = tune(&model.unets.mask, &model.config.mask.unet, MASK_UNET_PREFIX, &target.mask, "mask", sink)?;
+    let (text_unet, text_embedding) = tune(&model.unets.text, &model.config.text.unet, TEXT_UNET_PREFIX, &target.text, "text", sink)?;
+    Ok(Tuned { unets: PerModality { mask: mask_unet, text: text_unet }, embeddings: PerModality { mask: mask_embedding, text: text_embedding } })
 }
 
 /// A hash of everything a fine-tuning result depends on: the request and the
@@ -370,7 +363,7 @@ mod tests {
     #[test]
     fn imagic_at_alpha_zero_gives_the_photo_back_and_alpha_moves_away_from_it() {
         let files = ModelFiles::default_models().expect("the default models are committed");
-        let model = CollaborativeModel::load(&files.config, &files.weights, &candle_core::Device::Cpu).unwrap();
+        let model = CollaborativeModel::load(&files.config, &files.weights, &candle_core::Device::Cpu, Default::default()).unwrap();
         let c = case(0, model.image_size());
         let mut request = EditRequest::new(c.photo.clone(), c.target_mask.clone(), c.target_caption.clone(), EditMethod::Imagic);
         request.source_mask = Some(c.source_mask.clone());

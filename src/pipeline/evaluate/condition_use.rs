@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{chunk_contexts, face_targets};
 use crate::data::faces::FaceSet;
 use crate::diffusion::ddim::{renoised, NoiseSource};
-use crate::model::collaborative::{CollaborativeModel, Contexts, ModelError};
+use crate::model::collaborative::{side_by_side, CollaborativeModel, Contexts, ModelError};
 
 /// The timesteps measured: from nearly clean to nearly pure noise.
 const TIMESTEPS: [usize; 6] = [50, 200, 400, 600, 800, 950];
@@ -54,12 +54,12 @@ pub fn measure(model: &CollaborativeModel, faces: &FaceSet, batch: usize, seed: 
             let x_t = renoised(&z0, &eps, a, 0.0)?;
             let t_batch = Tensor::full(t as f32, chunk.len(), &model.device)?;
             let error_sum = |contexts: &Contexts| -> Result<[f64; 2], ModelError> {
-                let (mask, text) = model.collaborators().noise(&x_t, &t_batch, contexts)?;
+                let eps_hat = side_by_side(model.unets.as_ref(), &x_t, &t_batch, contexts)?;
                 let sum = |p: Tensor| -> candle_core::Result<f64> {
                     let per_item = (p - &eps)?.sqr()?.flatten_from(1)?.mean(1)?;
                     Ok(per_item.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
                 };
-                Ok([sum(mask)?, sum(text)?])
+                Ok([sum(eps_hat.mask)?, sum(eps_hat.text)?])
             };
             let ([mask_own, text_own], [mask_swapped, text_swapped]) = (error_sum(&own)?, error_sum(&other)?);
             for (acc, v) in sums[k].iter_mut().zip([mask_own, mask_swapped, text_own, text_swapped]) {

@@ -305,6 +305,7 @@ fn untouched_psnr(a: &RgbImage, b: &RgbImage, source: &Mask, target: &Mask) -> f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::mask::class;
     use crate::data::synth::parse_caption;
 
     #[test]
@@ -322,10 +323,10 @@ mod tests {
 
     #[test]
     fn untouched_psnr_ignores_the_face_and_is_infinite_for_no_change() {
-        let mask = Mask::filled(4, 4, 0);
+        let mask = Mask::filled(4, 4, class::BACKGROUND);
         let a = RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]));
         assert!(untouched_psnr(&a, &a, &mask, &mask) > 90.0);
-        let face = Mask::filled(4, 4, 1);
+        let face = Mask::filled(4, 4, class::SKIN);
         let b = RgbImage::from_pixel(4, 4, image::Rgb([200, 20, 30]));
         assert!(untouched_psnr(&a, &b, &face, &face).is_nan(), "no untouched pixels, no number");
         assert!(untouched_psnr(&a, &b, &mask, &mask) < 10.0);

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::data::faces::{FaceSet, HELD_OUT_SEED};
 use crate::data::conditions::Condition;
-use crate::data::mask::Mask;
+use crate::data::mask::{class, Mask};
 use crate::data::synth::{parse_caption, BeardLevel, Decade, Gender};
 use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
@@ -23,6 +23,8 @@ use crate::model::judges::Judges;
 
 pub mod condition_use;
 pub mod edits;
+pub mod figures;
+pub mod report;
 
 /// The ways of generating the evaluation compares (the paper's Table 1 rows,
 /// then Table 2's), in the order they run: the no-temporal ablation pins the
@@ -273,7 +275,7 @@ fn influence_stats(w_mask: &Tensor, targets: &[(&Mask, &str)]) -> candle_core::R
                 let differs = neighbours.iter().any(|&(nx, ny)| nx < w && ny < h && small.get(nx, ny) != c);
                 if differs {
                     contour.push(item[y * w + x] as f64);
-                } else if c == 1 {
+                } else if c == class::SKIN {
                     interior.push(item[y * w + x] as f64);
                 }
             }

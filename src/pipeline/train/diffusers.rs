@@ -15,7 +15,8 @@ use candle_nn::{VarBuilder, VarMap};
 use super::latents::LatentSet;
 use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
 use super::{fit, io_error, mse, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
-use crate::diffusion::collaborate::{combine, CombineMode, DiffuserMaps, Influence, PostProcess};
+use crate::diffusion::collaborate::{combine, CombineMode, Influence, PostProcess};
+use crate::diffusion::modality::PerModality;
 use crate::diffusion::corrections::NoiseCorrections;
 use crate::diffusion::ddim::{predicted_x0, renoised, DdimSchedule, NoiseSource};
 use crate::diffusion::schedule::NoiseSchedule;
@@ -72,21 +73,21 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
                 mask: encode_batch(&mask_encoder, &set.faces, &indices, &device)?,
                 text: encode_batch(&text_encoder, &set.faces, &indices, &device)?,
             };
-            loss(Pair { mask: &mask_unet, text: &text_unet }, Pair { mask: &mask_diffuser, text: &text_diffuser }, &z0, &contexts, &schedule, rng)
+            loss(PerModality { mask: &mask_unet, text: &text_unet }, PerModality { mask: &mask_diffuser, text: &text_diffuser }, &z0, &contexts, &schedule, rng)
         },
         |_, _| Ok(()),
     )?;
     composed.extend(opt.final_weights());
     let out = ctx.path(Stage::Diffusers.output());
     save_weights(&composed, &out)?;
-    let factors = fit_detail_factors(Pair { mask: &mask_unet, text: &text_unet }, [&mask_encoder, &text_encoder], &vae, &config, &schedule, ctx)?;
+    let factors = fit_detail_factors(PerModality { mask: &mask_unet, text: &text_unet }, [&mask_encoder, &text_encoder], &vae, &config, &schedule, ctx)?;
     let factors_yaml = serde_json::to_string(&factors).map_err(|e| TrainError::Io(e.to_string()))?;
     for name in ["codiff.yaml", "mask.yaml", "text.yaml"] {
         set_param(&ctx.path(name), "x0_detail_factors", &factors_yaml)?;
     }
     sink(TrainEvent::Note(format!("diffusers: x0 detail factors {factors_yaml}")));
     // Loads through the studio's own strict path, then samples a grid with it.
-    let model = CollaborativeModel::load(&config.path, &out, &ctx.device)?;
+    let model = CollaborativeModel::load(&config.path, &out, &ctx.device, Default::default())?;
     let sheet_path = ctx.work_dir(Stage::Diffusers)?.join("samples").join("collaborative.png");
     let ddim = DdimSchedule::new(&model.schedule, 50, super::ldm::SAMPLE_ETA).map_err(|e| TrainError::Io(e.to_string()))?;
     let (post, never) = (PostProcess::default(), std::sync::atomic::AtomicBool::new(false));
@@ -111,7 +112,7 @@ const FACTOR_STEP: usize = 50;
 /// latent diffusion models given their own conditions, with the config's
 /// channel-mean prior already applied as the sampler applies it.
 fn fit_detail_factors(
-    unets: Pair,
+    unets: PerModality<&UNetModel>,
     encoders: [&ConditionEncoder; 2],
     vae: &AutoencoderKL,
     config: &ComposedConfig,
@@ -145,29 +146,21 @@ fn fit_detail_factors(
     Ok(DetailFactors(factors))
 }
 
-/// One network per modality.
-#[derive(Clone, Copy)]
-pub(crate) struct Pair<'a> {
-    pub mask: &'a UNetModel,
-    pub text: &'a UNetModel,
-}
-
 /// Algorithm 1's loss: the frozen collaborators' noise predictions weighted
 /// per pixel by the softmax over the two diffusers' maps, against the true noise.
 pub(crate) fn loss(
-    collaborators: Pair,
-    diffusers: Pair,
+    collaborators: PerModality<&UNetModel>,
+    diffusers: PerModality<&UNetModel>,
     z0: &Tensor,
     contexts: &Contexts,
     schedule: &NoiseSchedule,
     rng: &mut impl rand::Rng,
 ) -> candle_core::Result<Tensor> {
     let (x_t, t, eps) = schedule.noised(z0, rng)?;
-    let (eps_mask, eps_text) = side_by_side(collaborators.mask, collaborators.text, &x_t, &t, contexts)?;
-    let (map_mask, map_text) = side_by_side(diffusers.mask, diffusers.text, &x_t, &t, contexts)?;
-    let maps = DiffuserMaps { mask: &map_mask, text: &map_text };
+    let eps_hat = side_by_side(collaborators, &x_t, &t, contexts)?;
+    let maps = side_by_side(diffusers, &x_t, &t, contexts)?;
     // The sampler's combination in its training form: the plain softmax, which is differentiable.
-    let combined = combine(&eps_mask, &eps_text, Influence::Diffusers(maps), 0, CombineMode::Softmax, &PostProcess::default())?;
+    let combined = combine(&eps_hat.mask, &eps_hat.text, Influence::Diffusers(maps.as_ref()), 0, CombineMode::Softmax, &PostProcess::default())?;
     mse(&combined.eps, &eps)
 }
 

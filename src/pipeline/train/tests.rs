@@ -8,7 +8,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::adversarial::PatchDiscriminator;
-use super::diffusers::{self, Pair};
+use super::diffusers;
+use crate::diffusion::modality::PerModality;
 use super::perceptual::PerceptualNet;
 use super::init::seeded_var_builder;
 use super::{judges, ldm, vae, FaceSet, TRAIN_SEED};
@@ -96,8 +97,8 @@ fn every_trainable_variable_of_every_stage_gets_a_gradient() -> Result<()> {
     perturb(&vars, &mut rng)?;
     let contexts = Contexts { mask: collaborators[0].1.clone(), text: collaborators[1].1.clone() };
     let loss = diffusers::loss(
-        Pair { mask: &collaborators[0].0, text: &collaborators[1].0 },
-        Pair { mask: &mask_diffuser, text: &text_diffuser },
+        PerModality { mask: &collaborators[0].0, text: &collaborators[1].0 },
+        PerModality { mask: &mask_diffuser, text: &text_diffuser },
         &z0,
         &contexts,
         &schedule,
