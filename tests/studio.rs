@@ -80,7 +80,7 @@ impl Engine for ScriptedEngine {
     fn read_photo(&self, photo: &image::RgbImage) -> Result<(Mask, String), String> {
         assert_eq!(photo.dimensions(), (IMAGE as u32, IMAGE as u32), "the judges get the crop at the model's size");
         let mut mask = Mask::filled(IMAGE, IMAGE, class::BACKGROUND);
-        stamp_disc(&mut mask, Pos2::new(32.0, 32.0), 20.0, Ink::Class(1));
+        stamp_disc(&mut mask, Pos2::new(32.0, 32.0), 20.0, Ink::Class(class::SKIN));
         Ok((mask, "This man is in his twenties.".into()))
     }
 
@@ -93,7 +93,7 @@ impl Engine for ScriptedEngine {
             std::thread::sleep(self.step_delay);
             sink(EditEvent::Stage { name: "sampling".into(), step, total: 3 });
         }
-        let skin = request.target_mask.class_histogram()[1] as f32 / (IMAGE * IMAGE) as f32;
+        let skin = request.target_mask.class_histogram()[class::SKIN as usize] as f32 / (IMAGE * IMAGE) as f32;
         let red = (skin * 255.0) as u8;
         Ok(request.alphas.iter().map(|&a| (a, rgb(|_, _| [red, 0, 0]))).collect())
     }
@@ -204,7 +204,7 @@ fn eraser_and_fill_tools_follow_their_hotkeys() {
     harness.step();
     harness.drop_at(at);
     harness.run();
-    assert_eq!(harness.state().mask().class_histogram()[1], 512 * 512, "the fill covers the connected background");
+    assert_eq!(harness.state().mask().class_histogram()[class::SKIN as usize], 512 * 512, "the fill covers the connected background");
 }
 
 #[test]
@@ -489,7 +489,7 @@ fn live_mode_regenerates_after_a_stroke_never_during_it() {
     }
     harness.drop_at(to);
     harness.step();
-    assert!(harness.state().mask().get(200, 100) != 0, "the stroke painted");
+    assert!(harness.state().mask().get(200, 100) != class::BACKGROUND, "the stroke painted");
     run_until(&mut harness, "live mode starts a run", |s| s.is_generating());
     run_until(&mut harness, "the run ends", |s| !s.is_generating());
     assert_eq!(harness.state().history().len(), 1);

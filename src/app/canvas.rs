@@ -68,7 +68,7 @@ impl Canvas {
     pub fn new(mask: Mask) -> Self {
         Self {
             mask,
-            class: 1,
+            class: crate::data::mask::class::SKIN,
             tool: Tool::Brush,
             brush_radius: 12.0,
             mirror: false,
@@ -198,7 +198,7 @@ impl Canvas {
     fn stamp_line(&mut self, from: Pos2, to: Pos2) {
         let ink = match (self.tool, &self.restore) {
             (Tool::Eraser, Some(restore)) if restore.width() == self.mask.width() && restore.height() == self.mask.height() => Ink::From(restore),
-            (Tool::Eraser, _) => Ink::Class(0),
+            (Tool::Eraser, _) => Ink::Class(crate::data::mask::class::BACKGROUND),
             _ => Ink::Class(self.class),
         };
         let spacing = (self.brush_radius * 0.5).max(0.5);

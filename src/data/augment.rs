@@ -118,7 +118,7 @@ mod tests {
         let s = synth::generate(5, 2, 64);
         let zoom = Augmentation { scale: 1.2, ..Augmentation::IDENTITY };
         let (m, p) = zoom.apply(&s.mask, &s.image);
-        let skin = |mask: &Mask| mask.class_histogram()[1] as f32;
+        let skin = |mask: &Mask| mask.class_histogram()[class::SKIN as usize] as f32;
         let ratio = skin(&m) / skin(&s.mask);
         assert!((ratio - 1.44).abs() < 0.15, "skin area grew {ratio}x under a 1.2 zoom");
         // The photo moves with the mask: the centre pixel is the source's centre pixel.
