@@ -54,7 +54,7 @@ fn corrupt_checkpoints_are_refused_with_a_sentence() {
 fn non_square_masks_and_long_captions_are_reported() {
     let Some(golden) = Golden::get() else { return };
     let model = golden.composed();
-    let err = model.encode_conditions(&Mask::filled(64, 48, class::SKIN), &["a".into()]).err().expect("non-square mask refused");
+    let Err(err) = model.encode_conditions(&Mask::filled(64, 48, class::SKIN), &["a".into()]) else { panic!("non-square mask accepted") };
     assert!(err.to_string().contains("64x48; masks must be square"), "{err}");
 
     let long = "This man has beard of medium length. ".repeat(12);

@@ -57,7 +57,7 @@ pub fn measure(model: &CollaborativeModel, faces: &FaceSet, batch: usize, seed: 
                 let eps_hat = side_by_side(model.unets.as_ref(), &x_t, &t_batch, contexts)?;
                 let sum = |p: Tensor| -> candle_core::Result<f64> {
                     let per_item = (p - &eps)?.sqr()?.flatten_from(1)?.mean(1)?;
-                    Ok(per_item.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+                    per_item.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
                 };
                 Ok([sum(eps_hat.mask)?, sum(eps_hat.text)?])
             };

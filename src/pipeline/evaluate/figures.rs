@@ -33,7 +33,7 @@ pub fn influence_plot(report: &EvalReport) -> RgbImage {
     for t in [1000, 750, 500, 250, 0] {
         draw_text(&mut img, px(t) as usize - 12, (y0 + 8) as usize, &format!("t={t}"), 8, ink);
     }
-    let series: [(&str, Rgb<u8>, fn(&InfluenceAtStep) -> f64); 3] = [
+    let series: [Series; 3] = [
         ("contours", Rgb([214, 39, 40]), |s| s.contour),
         ("skin interior", Rgb([31, 119, 180]), |s| s.skin_interior),
         ("everywhere", Rgb([120, 120, 120]), |s| s.everywhere),
@@ -50,6 +50,9 @@ pub fn influence_plot(report: &EvalReport) -> RgbImage {
     draw_text(&mut img, x0 as usize, 6, "mask model's share of influence over sampling", 8, ink);
     img
 }
+
+/// A plotted line: its name, colour and value at each step.
+type Series = (&'static str, Rgb<u8>, fn(&InfluenceAtStep) -> f64);
 
 /// A straight line (Bresenham), two pixels thick.
 fn line(img: &mut RgbImage, (x0, y0): (u32, u32), (x1, y1): (u32, u32), colour: Rgb<u8>) {
