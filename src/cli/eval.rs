@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::pipeline::evaluate::{self, mode_name, report, EvalEvent, EvalRequest, MODES};
 
@@ -51,8 +50,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         _ => "held-out synthetic conditions".to_string(),
     };
     let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, eta: args.eta, batch: args.batch, conditions };
-    let bar = ProgressBar::new((args.count * MODES.len()) as u64)
-        .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = super::progress::bar(args.count * MODES.len(), "{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}");
     let cancel = super::interrupted();
     let report = evaluate::run(&model, &judges, &request, cancel, &mut |EvalEvent::Progress { done, mode, .. }| {
         bar.set_position(done as u64);

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::pipeline::evaluate::edits::{self, EditEvalRequest};
 use crate::pipeline::evaluate::report;
@@ -55,7 +54,7 @@ pub fn run(args: EvalEditsArgs) -> anyhow::Result<()> {
         imagic_alphas: args.imagic_alphas.clone(),
         seed: args.seed,
     };
-    let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} edits {elapsed} < {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = super::progress::bar(0, "{bar:40} {pos}/{len} edits {elapsed} < {eta}");
     let report = edits::run(&model, &judges, &request, super::interrupted(), &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::image::{hstack, images_to_frames, influence_heatmap, save_png_with_params, scalar_maps, upscale, vstack, RgbFrame};
 use crate::data::mask::Mask;
@@ -115,10 +114,7 @@ fn generate_with_progress(
     if let Some(dir) = intermediates {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let bar = ProgressBar::new(prepared.ddim.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} step {pos}/{len} (t = {msg}) {elapsed} < {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = super::progress::bar(prepared.ddim.len(), "{bar:40} step {pos}/{len} (t = {msg}) {elapsed} < {eta}");
     let images = prepared.generate(model, super::interrupted(), |step| {
         bar.set_message(step.t.to_string());
         bar.inc(1);
