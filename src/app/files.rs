@@ -3,11 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{MessageKind, Studio};
+use super::{MessageKind, ModelStatus, Studio};
 use super::engine;
-use super::gallery::{encode_result_png, read_result_params, RunParams};
+use super::gallery::RunParams;
+use super::generation::Settings;
+use super::prompt::CaptionChoice;
 use super::worker::Job;
+use crate::data::image_params::{read_png_params, save_png_with_params, EditParams, ImageParams};
 use crate::data::mask::Mask;
+use crate::diffusion::collaborate::CombineMode;
 
 impl Studio {
     /// Loads a mask file; a bad file leaves the current mask as it was and says why.
@@ -101,12 +105,37 @@ impl Studio {
         let photo_like = path.extension().is_some_and(|e| ["jpg", "jpeg", "webp"].iter().any(|p| e.eq_ignore_ascii_case(p)));
         if photo_like {
             self.open_photo(path);
-        } else if let Some(params) = std::fs::read(path).ok().as_deref().and_then(read_result_params) {
-            self.restore_params(params);
-            self.inform(MessageKind::Info, format!("Restored the settings saved in {}", path.display()));
         } else {
-            self.load_mask(path);
+            match read_png_params(path) {
+                Ok(Some(params)) => self.restore_image_params(params, path),
+                Ok(None) => self.load_mask(path),
+                Err(e) => self.inform(MessageKind::Error, format!("{e}; nothing was changed")),
+            }
         }
+    }
+
+    /// Restores what a result PNG carries: its prompt, its sampler settings
+    /// (the seed locked, so Generate makes the image again) and its mask.
+    fn restore_image_params(&mut self, params: ImageParams, path: &Path) {
+        self.prompt = params.prompt;
+        // The chips described the previous prompt, not this one.
+        self.attributes = CaptionChoice::default();
+        self.settings = Settings { seed: params.seed, seed_locked: true, steps: params.steps, eta: params.eta, mode: params.mode, batch: 1 };
+        let mut restored = format!("Restored the settings saved in {}", path.display());
+        match params.mask.map(|mask| mask.square_size("its mask").map(|_| mask)) {
+            Some(Ok(mask)) => {
+                self.canvas.replace_mask(mask);
+                restored += " and its mask";
+            }
+            Some(Err(e)) => restored += &format!(" ({e}: the current mask is unchanged)"),
+            None => {}
+        }
+        if let (Some(made_by), ModelStatus::Ready(open)) = (&params.model, &self.model) {
+            if *made_by != open.name {
+                restored += &format!("; it was made with {made_by}, the open model is {}", open.name);
+            }
+        }
+        self.inform(MessageKind::Info, restored);
     }
 
     pub(super) fn open_photo_dialog(&mut self) {
@@ -128,13 +157,25 @@ impl Studio {
     pub fn save_edited_photo(&mut self, index: usize, path: PathBuf) {
         let Some(photo) = &self.photo else { return };
         let Some(result) = photo.results.get(index) else { return };
-        let params = vec![
-            ("text", self.prompt.clone()),
-            ("source_text", photo.source_text.clone()),
-            ("method", format!("{:?}", result.method).to_lowercase()),
-            ("alpha", result.alpha.to_string()),
-            ("photo", photo.path.display().to_string()),
-        ];
+        let params = ImageParams {
+            prompt: self.prompt.trim().to_string(),
+            seed: self.settings.seed,
+            steps: self.settings.steps,
+            // Edits sample deterministically, and the studio's collaboratively (the request's default).
+            eta: 0.0,
+            mode: CombineMode::default(),
+            model: match &self.model {
+                ModelStatus::Ready(info) => Some(info.name.clone()),
+                _ => None,
+            },
+            mask: Some(self.canvas.mask().clone()),
+            edit: Some(EditParams {
+                source_text: photo.source_text.clone(),
+                method: result.method.name().into(),
+                alpha: result.alpha,
+                photo: photo.path.display().to_string(),
+            }),
+        };
         self.photo_jobs.save(photo.photo.clone(), result.image.clone(), path, params);
     }
 
@@ -146,17 +187,18 @@ impl Studio {
 
     pub(super) fn save_result_dialog(&mut self, index: usize, item: usize) {
         let Some(entry) = self.history.get(index) else { return };
-        let mut params = entry.params.clone();
-        params.settings.seed += item as u64;
-        params.settings.batch = 1;
-        let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("codiff-{}.png", params.settings.seed)).save_file()
-        else {
-            return;
-        };
-        let written = encode_result_png(&entry.images[item], &params).and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| e.to_string()));
-        match written {
-            Ok(()) => self.inform(MessageKind::Info, format!("Saved {} with its settings embedded", path.display())),
-            Err(e) => self.inform(MessageKind::Error, format!("cannot save {}: {e}", path.display())),
+        let seed = entry.params.settings.seed + item as u64;
+        if let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("codiff-{seed}.png")).save_file() {
+            self.save_result(index, item, &path);
+        }
+    }
+
+    /// Writes image `item` of history entry `index` to `path` as a PNG carrying its settings and mask.
+    pub fn save_result(&mut self, index: usize, item: usize, path: &Path) {
+        let Some((entry, image)) = self.history.get(index).and_then(|e| Some((e, e.images.get(item)?))) else { return };
+        match save_png_with_params(path, image, &entry.image_params(item)) {
+            Ok(()) => self.inform(MessageKind::Info, format!("Saved {} with its settings and mask embedded", path.display())),
+            Err(e) => self.inform(MessageKind::Error, e.to_string()),
         }
     }
 }

@@ -14,12 +14,12 @@ use super::gallery::{HistoryEntry, RunParams};
 use super::generation::Progress;
 use super::photo::{EditProgress, PhotoAction, PhotoEdit};
 use super::photo_jobs::{PhotoDone, Sizes};
-use super::prompt::Attributes;
+use super::prompt::CaptionChoice;
 use super::timeline::{rgb_image, StepRecord};
 use super::worker::{Job, Outcome, WorkerEvent};
 use crate::data::mask::Mask;
 use crate::pipeline::edit::EditMethod;
-use crate::pipeline::generate::{Event, GenerateRequest};
+use crate::pipeline::generate::Event;
 
 impl Studio {
     // ----- photo editing -----
@@ -92,7 +92,7 @@ impl Studio {
                 self.canvas.opacity = self.canvas.opacity.min(0.5);
                 self.prompt = text;
                 // The chips described the previous prompt, not this one.
-                self.attributes = Attributes::default();
+                self.attributes = CaptionChoice::default();
                 self.inform(MessageKind::Info, "Read the photo's mask and description: change them to what you want, then press Edit photo.");
             }
             Err(e) => self.inform(MessageKind::Error, format!("could not read the photo: {e}")),
@@ -146,17 +146,12 @@ impl Studio {
         if !self.settings.seed_locked {
             self.settings.new_seed();
         }
-        let s = self.settings.clone();
-        let request = GenerateRequest {
-            mask: self.canvas.mask().clone(),
-            text: self.prompt.trim().to_string(),
-            steps: s.steps,
-            eta: s.eta,
-            seed: s.seed,
-            mode: s.mode,
-            batch: s.batch,
-            ..GenerateRequest::default()
+        let model = match &self.model {
+            ModelStatus::Ready(info) => Some(info.name.clone()),
+            _ => None,
         };
+        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings: self.settings.clone(), model };
+        let request = params.request(self.canvas.mask());
         let cancel = Arc::new(AtomicBool::new(false));
         if !self.worker.send(Job::Generate { request, cancel: cancel.clone() }) {
             self.inform(MessageKind::Error, "the generation worker has stopped; restart the studio (your work is autosaved)");
@@ -165,8 +160,8 @@ impl Studio {
         self.timeline.clear();
         self.previews_final = false;
         self.run_inputs = self.inputs_fingerprint();
-        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes.clone(), settings: self.settings.clone() };
-        self.run = Some(ActiveRun { cancel, progress: Progress::new(s.steps), params, mask: self.canvas.mask().clone(), first_preview_secs: None, first_preview_engine_secs: None });
+        let progress = Progress::new(params.settings.steps);
+        self.run = Some(ActiveRun { cancel, progress, params, mask: self.canvas.mask().clone(), first_preview_secs: None, first_preview_engine_secs: None });
     }
 
     /// Asks the running generation or edit to stop; it ends within one step.

@@ -3,7 +3,10 @@
 //!
 //! [`Studio`] holds the app state; the pieces draw themselves (`canvas`,
 //! `palette`, `prompt`, `generation`, `timeline`, `gallery`). Inference runs on
-//! the [`worker`] thread; the UI only sends jobs and polls events.
+//! the [`worker`] thread; the UI only sends jobs and polls events. The studio's
+//! own methods live in rooms: `state` (start, accessors, autosave), `jobs`
+//! (generation, photo editing, worker events), `files` (dialogs, drops,
+//! saving) and `panels` (the window's panels and shortcuts).
 
 pub mod autosave;
 pub mod canvas;
@@ -37,7 +40,7 @@ use self::gallery::{HistoryEntry, RunParams};
 use self::generation::{Progress, Settings};
 use self::photo::{EditProgress, PhotoEdit};
 use self::photo_jobs::PhotoJobs;
-use self::prompt::Attributes;
+use self::prompt::CaptionChoice;
 use self::timeline::Timeline;
 use self::worker::{Engine, EngineLoader, ModelInfo, Worker};
 use crate::data::mask::Mask;
@@ -159,7 +162,7 @@ struct ActiveEdit {
 pub struct Studio {
     canvas: Canvas,
     prompt: String,
-    attributes: Attributes,
+    attributes: CaptionChoice,
     settings: Settings,
     worker: Worker,
     model: ModelStatus,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crossbeam_channel::{Receiver, Sender};
 use image::RgbImage;
 
+use crate::data::image_params::{save_png_with_params, ImageParams};
 use crate::pipeline::edit::{Crop, Photo};
 use crate::pipeline::generate::RgbFrame;
 
@@ -90,13 +91,13 @@ impl PhotoJobs {
     }
 
     /// Blends `edited` into `photo` and writes it to `path` as a PNG carrying `params`.
-    pub fn save(&mut self, photo: Photo, edited: RgbFrame, path: PathBuf, params: Vec<(&'static str, String)>) {
+    pub fn save(&mut self, photo: Photo, edited: RgbFrame, path: PathBuf, params: ImageParams) {
         self.spawn(move || {
             let saved = edited
                 .to_image()
                 .ok_or_else(|| "the edited image is malformed".to_string())
                 .map(|image| RgbFrame::from_image(&photo.paste_back(&image)))
-                .and_then(|full| crate::data::image::save_png_with_params(&path, &full, &params).map_err(|e| format!("cannot save {}: {e}", path.display())));
+                .and_then(|full| save_png_with_params(&path, &full, &params).map_err(|e| e.to_string()));
             PhotoDone::Saved(saved.map(|()| path))
         });
     }

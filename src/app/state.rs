@@ -14,7 +14,7 @@ use super::gallery::HistoryEntry;
 use super::generation::Settings;
 use super::photo::PhotoEdit;
 use super::photo_jobs::PhotoJobs;
-use super::prompt::Attributes;
+use super::prompt::CaptionChoice;
 use super::timeline::{rgb_image, Timeline};
 use super::worker::{Job, Worker};
 use crate::data::mask::Mask;
@@ -26,7 +26,7 @@ impl Studio {
         let mut studio = Self {
             canvas: Canvas::new(Mask::filled(DEFAULT_MASK_SIZE, DEFAULT_MASK_SIZE, 0)),
             prompt: String::new(),
-            attributes: Attributes::default(),
+            attributes: CaptionChoice::default(),
             settings: Settings::default(),
             worker,
             model: ModelStatus::None,

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::image::save_png_with_params;
+use crate::data::image_params::{save_png_with_params, EditParams, ImageParams};
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::CombineMode;
 use crate::model::collaborative::CollaborativeModel;
@@ -155,15 +155,21 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     println!("source (as read): {}", output.source_text);
     for (alpha, frame) in &output.images {
         let path = args.output_for(&args.out, *alpha);
-        let params = [
-            ("text", args.text.clone()),
-            ("source_text", output.source_text.clone()),
-            ("method", format!("{:?}", args.method).to_lowercase()),
-            ("alpha", alpha.to_string()),
-            ("seed", args.seed.to_string()),
-            ("photo", args.photo.display().to_string()),
-            ("mask", args.mask.display().to_string()),
-        ];
+        let params = ImageParams {
+            prompt: args.text.clone(),
+            seed: args.seed,
+            steps: args.steps,
+            eta: 0.0,
+            mode: args.mode,
+            model: Some(files.name()),
+            mask: Some(request.target_mask.clone()),
+            edit: Some(EditParams {
+                source_text: output.source_text.clone(),
+                method: args.method.name().into(),
+                alpha: *alpha,
+                photo: args.photo.display().to_string(),
+            }),
+        };
         save_png_with_params(&path, frame, &params).with_context(|| format!("could not write {}", path.display()))?;
         println!("wrote {}", path.display());
         if let Some(full_out) = &args.full_out {

@@ -48,6 +48,16 @@ pub enum EditMethod {
     Inversion,
 }
 
+impl EditMethod {
+    /// As `codiff edit --method` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EditMethod::Imagic => "imagic",
+            EditMethod::Inversion => "inversion",
+        }
+    }
+}
+
 /// What to edit and how.
 #[derive(Debug, Clone)]
 pub struct EditRequest {
