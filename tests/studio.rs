@@ -11,10 +11,15 @@ use std::time::{Duration, Instant};
 use codiff::app::canvas::{stamp_disc, Ink, Tool};
 use codiff::app::palette::CLASS_KEYS;
 use codiff::app::worker::{Engine, ModelInfo};
+use codiff::app::generation::Settings;
 use codiff::app::{ModelStatus, Studio, StudioOptions};
+use codiff::data::image_params::read_png_params;
 use codiff::data::mask::{class, Mask, NUM_CLASSES};
+use codiff::diffusion::collaborate::CombineMode;
+use codiff::model::defaults::ModelFiles;
 use codiff::pipeline::edit::{Crop, EditEvent, EditRequest};
 use codiff::pipeline::generate::{Event, GenerateRequest, RgbFrame, ScalarMap, StepFrame};
+use clap::Parser;
 use egui::{Key, Modifiers, Pos2};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
@@ -418,11 +423,8 @@ fn snapshot_after_a_generation() {
     harness.snapshot("studio_after_generation");
 }
 
-/// The real engine on the golden tiny composed model: the studio loads it on
-/// the worker, streams every DDIM step and ends with images of the model's size.
-#[test]
-fn the_real_engine_streams_into_the_studio() {
-    let Some(golden) = common::Golden::get() else { return };
+/// The golden tiny composed model's config and checkpoint.
+fn golden_model_files(golden: &common::Golden) -> ModelFiles {
     let config = std::fs::read_dir(&golden.dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -430,14 +432,96 @@ fn the_real_engine_streams_into_the_studio() {
         .find(|p| matches!(codiff::model::config::ModelConfig::load(p), Ok(codiff::model::config::ModelConfig::Composed(_))))
         .expect("the golden directory holds a composed config");
     let weights = ["ckpt", "safetensors"].iter().map(|ext| config.with_extension(ext)).find(|p| p.is_file()).expect("its checkpoint");
+    ModelFiles { config, weights }
+}
+
+/// The studio with the real engine on the golden tiny model, loaded.
+fn studio_with_golden_model(golden: &common::Golden) -> Harness<'static, Studio> {
     let options = StudioOptions {
-        loader: Some(codiff::app::engine::loader(codiff::model::defaults::ModelFiles { config, weights })),
+        loader: Some(codiff::app::engine::loader(golden_model_files(golden))),
         autosave_dir: None,
         samples_dir: PathBuf::from("/nonexistent/samples"),
         ..StudioOptions::default()
     };
     let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
     run_until_within(&mut harness, "the model loads", 300, |s| matches!(s.model_status(), ModelStatus::Ready(_)));
+    harness
+}
+
+/// Runs `codiff generate` with the golden tiny model, as the command line does.
+fn codiff_generate(golden: &common::Golden, args: &[&str]) {
+    let files = golden_model_files(golden);
+    let mut argv = vec!["codiff".to_string(), "generate".into(), "--force".into()];
+    argv.extend(["--config".into(), files.config.display().to_string(), "--ckpt".into(), files.weights.display().to_string()]);
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let command = codiff::cli::Cli::try_parse_from(argv).unwrap().command.unwrap();
+    codiff::cli::run(command, false).unwrap();
+}
+
+/// A PNG written by `codiff generate` and dropped on the studio brings back
+/// its prompt, sampler settings and mask.
+#[test]
+fn a_png_from_the_command_line_restores_its_settings_and_mask() {
+    let Some(golden) = common::Golden::get() else { return };
+    let dir = temp_dir("cli-png");
+    let (mask_path, out) = (dir.join("mask.png"), dir.join("face.png"));
+    let mask = golden.mask();
+    mask.save(&mask_path).unwrap();
+    let text = "This woman is in her forties and has no beard.";
+    let (mask_arg, out_arg) = (mask_path.display().to_string(), out.display().to_string());
+    codiff_generate(golden, &["--mask", &mask_arg, "--text", text, "--seed", "7", "--steps", "4", "--eta", "0.5", "--mode", "composable", "--out", &out_arg]);
+
+    let mut harness = studio(0, None);
+    drag_stroke(&mut harness);
+    harness.input_mut().dropped_files.push(Arc::new(DroppedPath(out)));
+    harness.run();
+    let studio = harness.state_mut();
+    assert_eq!(studio.prompt(), text);
+    assert_eq!(studio.mask(), &mask);
+    let settings = studio.settings_mut().clone();
+    assert_eq!((settings.seed, settings.steps, settings.eta, settings.mode), (7, 4, 0.5, CombineMode::Composable));
+    assert!(settings.seed_locked, "Generate makes the same image again");
+    harness.get_by_label_contains("and its mask");
+}
+
+/// A result the studio saved, given to `codiff generate` with the settings
+/// it carries, comes out pixel for pixel the same.
+#[test]
+fn a_png_the_studio_saved_is_made_again_by_the_command_line() {
+    let Some(golden) = common::Golden::get() else { return };
+    let mut harness = studio_with_golden_model(golden);
+    let studio = harness.state_mut();
+    studio.canvas_mut().replace_mask(golden.mask());
+    studio.set_prompt(&golden.captions()[0]);
+    *studio.settings_mut() = Settings { seed: 3, seed_locked: true, steps: 4, eta: 1.0, mode: CombineMode::Collaborative, batch: 2 };
+    harness.get_by_label("Generate").click();
+    run_until_within(&mut harness, "the run ends", 300, |s| s.history().len() == 1 && !s.is_generating());
+
+    let dir = temp_dir("studio-png");
+    let saved = dir.join("saved.png");
+    harness.state_mut().save_result(0, 1, &saved);
+    let params = read_png_params(&saved).unwrap().expect("the saved PNG carries its settings");
+    assert_eq!((params.seed, params.steps, params.mode), (4, 4, CombineMode::Collaborative), "the second image's seed");
+    assert_eq!(params.mask.as_ref(), Some(&golden.mask()));
+    let mask_path = dir.join("mask.png");
+    params.mask.as_ref().unwrap().save(&mask_path).unwrap();
+    let out = dir.join("again.png");
+    let (seed, steps, eta) = (params.seed.to_string(), params.steps.to_string(), params.eta.to_string());
+    let (mask_arg, out_arg) = (mask_path.display().to_string(), out.display().to_string());
+    codiff_generate(golden, &["--mask", &mask_arg, "--text", &params.prompt, "--seed", &seed, "--steps", &steps, "--eta", &eta, "--mode", "collaborative", "--out", &out_arg]);
+
+    let pixels = |path: &Path| image::open(path).unwrap().to_rgb8();
+    assert_eq!(pixels(&out), pixels(&saved), "the same settings make the same pixels");
+    let again = read_png_params(&out).unwrap().unwrap();
+    assert_eq!(again, params, "and the command line records the same settings");
+}
+
+/// The real engine on the golden tiny composed model: the studio loads it on
+/// the worker, streams every DDIM step and ends with images of the model's size.
+#[test]
+fn the_real_engine_streams_into_the_studio() {
+    let Some(golden) = common::Golden::get() else { return };
+    let mut harness = studio_with_golden_model(golden);
 
     let (batch, _, height, width) = golden.tensor("sample.image").dims4().unwrap();
     let (steps, _, _, map_h, map_w) = golden.tensor("sample.w_mask").dims5().unwrap();
@@ -562,7 +646,7 @@ fn a_photo_is_read_onto_the_canvas_edited_and_pasted_back() {
     let unwritable = dir.join("no-such-folder").join("edited.png");
     harness.state_mut().save_edited_photo(0, unwritable);
     run_until(&mut harness, "the failed save is reported", |s| !s.photo_work_pending());
-    assert!(harness.state().messages().iter().any(|m| m.text.contains("cannot save")), "{:?}", harness.state().messages());
+    assert!(harness.state().messages().iter().any(|m| m.text.contains("cannot write")), "{:?}", harness.state().messages());
     assert_eq!(harness.state().photo().unwrap().results.len(), 1, "the edit is kept to save again");
 }
 

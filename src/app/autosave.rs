@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::gallery::{decode_result_png, encode_result_png, HistoryEntry, RunParams};
+use super::gallery::{decode_result_png, HistoryEntry, RunParams};
 use super::generation::Settings;
-use super::prompt::Attributes;
+use super::prompt::CaptionChoice;
+use crate::data::image_params::save_png_with_params;
 use crate::data::mask::Mask;
 
 /// At most this many results are kept; the oldest go first.
@@ -19,7 +20,7 @@ pub const HISTORY_LIMIT: usize = 48;
 pub struct Work {
     pub mask: Mask,
     pub prompt: String,
-    pub attributes: Attributes,
+    pub attributes: CaptionChoice,
     pub settings: Settings,
     pub history: Vec<HistoryEntry>,
 }
@@ -27,7 +28,8 @@ pub struct Work {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WorkFile {
     prompt: String,
-    attributes: Attributes,
+    #[serde(default, deserialize_with = "super::prompt::chips_or_none")]
+    attributes: CaptionChoice,
     settings: Settings,
     history: Vec<HistoryFile>,
 }
@@ -93,7 +95,7 @@ impl Autosave {
     }
 
     /// Writes the work; history files already on disk are kept, dropped entries' files removed.
-    pub fn save(&self, mask: &Mask, prompt: &str, attributes: &Attributes, settings: &Settings, history: &[HistoryEntry]) -> Result<(), String> {
+    pub fn save(&self, mask: &Mask, prompt: &str, attributes: &CaptionChoice, settings: &Settings, history: &[HistoryEntry]) -> Result<(), String> {
         let history_dir = self.dir.join("history");
         std::fs::create_dir_all(&history_dir).map_err(|e| format!("cannot create {}: {e}", history_dir.display()))?;
         for entry in history {
@@ -101,8 +103,7 @@ impl Autosave {
             if !mask_path.exists() {
                 entry.mask.save(&mask_path).map_err(|e| e.to_string())?;
                 for (k, image) in entry.images.iter().enumerate() {
-                    let bytes = encode_result_png(image, &entry.params)?;
-                    write_atomic(&self.history_path(entry.id, &k.to_string()), &bytes)?;
+                    save_png_with_params(self.history_path(entry.id, &k.to_string()), image, &entry.image_params(k)).map_err(|e| e.to_string())?;
                 }
             }
         }
@@ -111,7 +112,7 @@ impl Autosave {
         write_atomic(&self.dir.join("mask.png"), &bytes)?;
         let file = WorkFile {
             prompt: prompt.to_string(),
-            attributes: attributes.clone(),
+            attributes: *attributes,
             settings: settings.clone(),
             history: history.iter().map(|e| HistoryFile { id: e.id, params: e.params.clone(), images: e.images.len() }).collect(),
         };
@@ -152,10 +153,10 @@ mod tests {
         let mut mask = Mask::filled(8, 8, crate::data::mask::class::BACKGROUND);
         mask.set(3, 4, crate::data::mask::class::HAIR);
         let settings = Settings { seed: 99, steps: 12, ..Settings::default() };
-        let params = RunParams { prompt: "She is a teen.".into(), attributes: Attributes::default(), settings: settings.clone() };
+        let params = RunParams { prompt: "She is a teen.".into(), attributes: CaptionChoice::default(), settings: settings.clone(), model: Some("tiny".into()) };
         let image = RgbFrame { width: 2, height: 2, pixels: (0..12).collect() };
         let history = vec![HistoryEntry::new(5, params.clone(), mask.clone(), vec![image.clone()])];
-        store.save(&mask, "She is a teen.", &Attributes::default(), &settings, &history).unwrap();
+        store.save(&mask, "She is a teen.", &CaptionChoice::default(), &settings, &history).unwrap();
 
         let work = store.load().unwrap().unwrap();
         assert_eq!(work.mask, mask);
@@ -165,7 +166,7 @@ mod tests {
         assert_eq!(work.history[0].params, params);
         assert_eq!(work.history[0].images, vec![image]);
 
-        store.save(&mask, "", &Attributes::default(), &settings, &[]).unwrap();
+        store.save(&mask, "", &CaptionChoice::default(), &settings, &[]).unwrap();
         assert!(std::fs::read_dir(dir.join("history")).unwrap().next().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }

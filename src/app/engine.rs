@@ -36,8 +36,7 @@ impl CollaborativeEngine {
         let parameters = Weights::open(&files.weights)
             .map(|w| w.shapes().iter().filter(|(k, _)| !unused_ok(k)).map(|(_, s)| s.iter().product::<usize>()).sum())
             .unwrap_or(0);
-        let name = files.weights.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-        let info = ModelInfo { name, resolution: model.image_size(), parameters, device: choice.description, device_fallback: choice.fallback };
+        let info = ModelInfo { name: files.name(), resolution: model.image_size(), parameters, device: choice.description, device_fallback: choice.fallback };
         let judges_path = files.judges();
         let judges = judges_path.is_file().then(|| Judges::load(&judges_path, &device)).transpose().map_err(|e| format!("{}: {e}", judges_path.display()))?;
         Ok(Self { model, info, judges })

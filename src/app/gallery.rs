@@ -1,24 +1,35 @@
 //! Gallery and history: every result with the settings that made it; a click
-//! restores them. Results save as PNGs with those settings embedded, and such
-//! a PNG loads the settings back.
+//! restores them. Results save as PNGs carrying those settings and their mask
+//! ([`crate::data::image_params`]).
 
 use egui::{TextureHandle, TextureOptions, Vec2};
 
 use super::generation::{mode_label, Settings};
-use super::prompt::Attributes;
+use super::prompt::CaptionChoice;
 use super::timeline::rgb_image;
+use crate::data::image_params::ImageParams;
 use crate::data::mask::Mask;
-use crate::pipeline::generate::RgbFrame;
-
-/// The PNG text key under which results carry their parameters.
-const PARAMS_KEY: &str = "codiff";
+use crate::pipeline::generate::{GenerateRequest, RgbFrame};
 
 /// Everything besides the mask that determines a result.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunParams {
     pub prompt: String,
-    pub attributes: Attributes,
+    #[serde(default, deserialize_with = "super::prompt::chips_or_none")]
+    pub attributes: CaptionChoice,
     pub settings: Settings,
+    /// The model that made it (absent from work saved before results recorded it).
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl RunParams {
+    /// The request these parameters make with `mask`.
+    pub fn request(&self, mask: &Mask) -> GenerateRequest {
+        let s = &self.settings;
+        let text = self.prompt.trim().to_string();
+        GenerateRequest { mask: mask.clone(), text, steps: s.steps, eta: s.eta, seed: s.seed, mode: s.mode, batch: s.batch, ..GenerateRequest::default() }
+    }
 }
 
 /// One finished run.
@@ -33,6 +44,11 @@ pub struct HistoryEntry {
 impl HistoryEntry {
     pub fn new(id: u64, params: RunParams, mask: Mask, images: Vec<RgbFrame>) -> Self {
         Self { id, params, mask, images, thumbnails: Vec::new() }
+    }
+
+    /// What the PNG of image `item` carries.
+    pub fn image_params(&self, item: usize) -> ImageParams {
+        self.params.request(&self.mask).image_params(item, self.params.model.clone())
     }
 
     fn summary(&self) -> String {
@@ -97,50 +113,8 @@ pub fn gallery_ui(ui: &mut egui::Ui, history: &mut [HistoryEntry]) -> Option<Gal
     action
 }
 
-/// PNG bytes of `image` with `params` embedded as JSON text.
-pub fn encode_result_png(image: &RgbFrame, params: &RunParams) -> Result<Vec<u8>, String> {
-    let json = serde_json::to_string(params).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut out, image.width as u32, image.height as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.add_itxt_chunk(PARAMS_KEY.into(), json).map_err(|e| e.to_string())?;
-        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(&image.pixels).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
-
-/// The parameters embedded in a result PNG; `None` for PNGs the studio did not write.
-pub fn read_result_params(bytes: &[u8]) -> Option<RunParams> {
-    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().ok()?;
-    let chunk = reader.info().utf8_text.iter().find(|c| c.keyword == PARAMS_KEY)?;
-    serde_json::from_str(&chunk.get_text().ok()?).ok()
-}
-
 /// Decodes a result PNG's pixels (as RGB).
 pub fn decode_result_png(bytes: &[u8]) -> Result<RgbFrame, String> {
     let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?.to_rgb8();
     Ok(RgbFrame::from_image(&image))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn result_png_carries_its_parameters() {
-        let image = RgbFrame { width: 2, height: 1, pixels: vec![1, 2, 3, 250, 251, 252] };
-        let params = RunParams {
-            prompt: "This woman is in her forties — ünïcode".into(),
-            attributes: Attributes::default(),
-            settings: Settings { seed: 7, steps: 20, ..Settings::default() },
-        };
-        let bytes = encode_result_png(&image, &params).unwrap();
-        assert_eq!(read_result_params(&bytes), Some(params));
-        assert_eq!(decode_result_png(&bytes).unwrap(), image);
-        let plain = crate::data::mask::Mask::filled(2, 2, 0).encode_png().unwrap();
-        assert_eq!(read_result_params(&plain), None);
-    }
 }

@@ -104,9 +104,6 @@ enum CropHandle {
     Corner,
 }
 
-/// The overview's longest side in texture pixels (it shows at most 256 points wide).
-const OVERVIEW_SIDE: u32 = 512;
-
 impl PhotoEdit {
     /// The studio's panel for a photo read off the UI thread.
     pub fn new(ctx: &egui::Context, opened: OpenedPhoto) -> Self {
@@ -325,19 +322,4 @@ impl PhotoEdit {
         response.on_hover_text("Drag the square to move the crop, its corner to resize it");
         ended && self.crop_draft != self.photo.crop
     }
-}
-
-/// The whole photo at most [`OVERVIEW_SIDE`] on its longest side, as an egui image.
-pub(super) fn overview_image(full: &RgbImage) -> egui::ColorImage {
-    let (w, h) = full.dimensions();
-    let shrink = (OVERVIEW_SIDE as f32 / w.max(h) as f32).min(1.0);
-    let (tw, th) = (((w as f32 * shrink).round() as u32).max(1), ((h as f32 * shrink).round() as u32).max(1));
-    let small = image::imageops::resize(full, tw, th, image::imageops::FilterType::Triangle);
-    egui::ColorImage::from_rgb([tw as usize, th as usize], small.as_raw())
-}
-
-/// The crop at the canvas's resolution, as an egui image.
-pub(super) fn crop_image(photo: &Photo, size: usize) -> egui::ColorImage {
-    let crop = photo.crop.cut(&photo.full, size);
-    egui::ColorImage::from_rgb([size, size], crop.as_raw())
 }

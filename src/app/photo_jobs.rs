@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crossbeam_channel::{Receiver, Sender};
 use image::RgbImage;
 
-use super::photo::{crop_image, overview_image};
+use crate::data::image_params::{save_png_with_params, ImageParams};
 use crate::pipeline::edit::{Crop, Photo};
 use crate::pipeline::generate::RgbFrame;
 
@@ -91,13 +91,13 @@ impl PhotoJobs {
     }
 
     /// Blends `edited` into `photo` and writes it to `path` as a PNG carrying `params`.
-    pub fn save(&mut self, photo: Photo, edited: RgbFrame, path: PathBuf, params: Vec<(&'static str, String)>) {
+    pub fn save(&mut self, photo: Photo, edited: RgbFrame, path: PathBuf, params: ImageParams) {
         self.spawn(move || {
             let saved = edited
                 .to_image()
                 .ok_or_else(|| "the edited image is malformed".to_string())
                 .map(|image| RgbFrame::from_image(&photo.paste_back(&image)))
-                .and_then(|full| crate::data::image::save_png_with_params(&path, &full, &params).map_err(|e| format!("cannot save {}: {e}", path.display())));
+                .and_then(|full| save_png_with_params(&path, &full, &params).map_err(|e| e.to_string()));
             PhotoDone::Saved(saved.map(|()| path))
         });
     }
@@ -122,4 +122,22 @@ impl PhotoJobs {
             ctx.request_repaint();
         });
     }
+}
+
+/// The overview's longest side in texture pixels (it shows at most 256 points wide).
+const OVERVIEW_SIDE: u32 = 512;
+
+/// The whole photo at most [`OVERVIEW_SIDE`] on its longest side, as an egui image.
+fn overview_image(full: &RgbImage) -> egui::ColorImage {
+    let (w, h) = full.dimensions();
+    let shrink = (OVERVIEW_SIDE as f32 / w.max(h) as f32).min(1.0);
+    let (tw, th) = (((w as f32 * shrink).round() as u32).max(1), ((h as f32 * shrink).round() as u32).max(1));
+    let small = image::imageops::resize(full, tw, th, image::imageops::FilterType::Triangle);
+    egui::ColorImage::from_rgb([tw as usize, th as usize], small.as_raw())
+}
+
+/// The crop at the canvas's resolution, as an egui image.
+fn crop_image(photo: &Photo, size: usize) -> egui::ColorImage {
+    let crop = photo.crop.cut(&photo.full, size);
+    egui::ColorImage::from_rgb([size, size], crop.as_raw())
 }

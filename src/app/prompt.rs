@@ -1,90 +1,38 @@
-//! The prompt: a text box, quick chips that write CelebA-Dialog-style
-//! sentences (gender, age decade, beard), and a token counter against the
-//! text encoder's 77 tokens.
+//! The prompt: a text box, quick chips that write captions in the synthetic
+//! world's vocabulary (gender, age decade, beard: what the models were trained
+//! to read), and a token counter against the text encoder's 77 tokens.
 
 use std::sync::OnceLock;
 
+use serde::{Deserialize, Deserializer};
+
+pub use crate::data::synth::CaptionChoice;
+use crate::data::synth::{BeardLevel, Decade, Gender};
 pub use crate::model::tokenizer::MAX_TOKENS;
 use crate::model::tokenizer::BertTokenizer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Gender {
-    Man,
-    Woman,
+/// Reads saved chips; chips saved by an older studio (another vocabulary) read
+/// as none chosen, so the rest of the saved work still restores.
+pub fn chips_or_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CaptionChoice, D::Error> {
+    Ok(CaptionChoice::deserialize(serde_json::Value::deserialize(deserializer)?).unwrap_or_default())
 }
 
-/// CelebA-Dialog's age levels.
-pub const AGE_DECADES: [&str; 7] = ["teen", "twenties", "thirties", "forties", "fifties", "sixties", "seventies"];
-
-/// CelebA-Dialog-style beard descriptions, shortest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Beard {
-    None,
-    Short,
-    Medium,
-    Long,
-}
-
-impl Beard {
-    pub const ALL: [Beard; 4] = [Beard::None, Beard::Short, Beard::Medium, Beard::Long];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Beard::None => "no beard",
-            Beard::Short => "short beard",
-            Beard::Medium => "medium beard",
-            Beard::Long => "long beard",
-        }
+fn gender_label(gender: Gender) -> &'static str {
+    match gender {
+        Gender::Male => "man",
+        Gender::Female => "woman",
     }
 }
 
-/// The chips' current choices; the caption itself stays freely editable.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Attributes {
-    pub gender: Option<Gender>,
-    /// Index into [`AGE_DECADES`].
-    pub age: Option<usize>,
-    pub beard: Option<Beard>,
-}
-
-impl Attributes {
-    /// The caption these attributes describe, in the training captions' words,
-    /// e.g. "This man has beard of medium length. He is in his thirties."
-    pub fn caption(&self) -> String {
-        let (subject, pronoun, possessive) = match self.gender {
-            Some(Gender::Man) => ("This man", "He", "his"),
-            Some(Gender::Woman) => ("This woman", "She", "her"),
-            None => ("This person", "They", "their"),
-        };
-        // "This person" takes "is"; "They" takes "are".
-        let (be, has) = if self.gender.is_none() { ("are", "have") } else { ("is", "has") };
-        let age = self.age.map(|a| match AGE_DECADES[a] {
-            "teen" => "a teen.".to_string(),
-            decade => format!("in {possessive} {decade}."),
-        });
-        let mut sentences = Vec::new();
-        match (self.beard, age) {
-            (Some(Beard::Medium), age) => {
-                sentences.push(format!("{subject} has beard of medium length."));
-                sentences.extend(age.map(|a| format!("{pronoun} {be} {a}")));
-            }
-            (beard, Some(age)) => {
-                sentences.push(format!("{subject} is {age}"));
-                sentences.extend(beard.map(|b| beard_sentence(b, pronoun, has)));
-            }
-            (Some(beard), None) => sentences.push(beard_sentence(beard, subject, "has")),
-            (None, None) => {}
-        }
-        sentences.join(" ")
-    }
-}
-
-fn beard_sentence(beard: Beard, who: &str, has: &str) -> String {
+fn beard_label(beard: BeardLevel) -> &'static str {
     match beard {
-        Beard::None => format!("{who} doesn't have any beard.").replace("They doesn't", "They don't"),
-        Beard::Short => "The face is covered with short pointed beard.".into(),
-        Beard::Medium => format!("{who} {has} beard of medium length."),
-        Beard::Long => format!("{who} {has} a very long beard."),
+        BeardLevel::None => "no beard",
+        BeardLevel::Stubble => "stubble",
+        BeardLevel::Short => "short beard",
+        BeardLevel::Medium => "medium beard",
+        BeardLevel::Long => "long beard",
+        BeardLevel::Mustache => "mustache",
+        BeardLevel::Goatee => "goatee",
     }
 }
 
@@ -97,23 +45,23 @@ pub fn token_count(text: &str) -> Option<usize> {
 }
 
 /// The prompt box and its chips. Returns true when the text changed.
-pub fn prompt_ui(ui: &mut egui::Ui, text: &mut String, attributes: &mut Attributes) -> bool {
+pub fn prompt_ui(ui: &mut egui::Ui, text: &mut String, chips: &mut CaptionChoice) -> bool {
     let mut chips_changed = false;
     ui.horizontal_wrapped(|ui| {
-        for (gender, label) in [(Gender::Man, "man"), (Gender::Woman, "woman")] {
-            chips_changed |= chip(ui, &mut attributes.gender, gender, label);
+        for gender in Gender::ALL {
+            chips_changed |= chip(ui, &mut chips.gender, gender, gender_label(gender));
         }
         ui.separator();
-        for (index, decade) in AGE_DECADES.iter().enumerate() {
-            chips_changed |= chip(ui, &mut attributes.age, index, decade);
+        for decade in Decade::ALL {
+            chips_changed |= chip(ui, &mut chips.decade, decade, decade.word());
         }
         ui.separator();
-        for beard in Beard::ALL {
-            chips_changed |= chip(ui, &mut attributes.beard, beard, beard.label());
+        for beard in BeardLevel::ALL {
+            chips_changed |= chip(ui, &mut chips.beard, beard, beard_label(beard));
         }
     });
     if chips_changed {
-        *text = attributes.caption();
+        *text = chips.caption();
     }
     let edited = ui
         .add(egui::TextEdit::multiline(text).desired_rows(2).desired_width(f32::INFINITY).hint_text("Describe the face, e.g. This man is in his thirties."))
@@ -147,20 +95,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chips_write_celeba_dialog_sentences() {
-        let mut a = Attributes { gender: Some(Gender::Man), age: Some(2), beard: Some(Beard::Medium) };
-        assert_eq!(a.caption(), "This man has beard of medium length. He is in his thirties.");
-        a = Attributes { gender: Some(Gender::Woman), age: Some(3), beard: None };
-        assert_eq!(a.caption(), "This woman is in her forties.");
-        a = Attributes { gender: Some(Gender::Man), age: Some(0), beard: Some(Beard::Short) };
-        assert_eq!(a.caption(), "This man is a teen. The face is covered with short pointed beard.");
-        // Without a gender: "This person is", then "They are" / "They have".
-        a = Attributes { gender: None, age: Some(5), beard: Some(Beard::Long) };
-        assert_eq!(a.caption(), "This person is in their sixties. They have a very long beard.");
-        a = Attributes { gender: None, age: Some(1), beard: Some(Beard::Medium) };
-        assert_eq!(a.caption(), "This person has beard of medium length. They are in their twenties.");
-        a = Attributes { gender: None, age: None, beard: Some(Beard::None) };
-        assert_eq!(a.caption(), "This person doesn't have any beard.");
+    fn chips_saved_in_another_vocabulary_read_as_none_chosen() {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            #[serde(deserialize_with = "chips_or_none")]
+            chips: CaptionChoice,
+        }
+        let chosen = CaptionChoice { gender: Some(Gender::Female), decade: Some(Decade::Forties), beard: None };
+        let json = format!("{{\"chips\": {}}}", serde_json::to_string(&chosen).unwrap());
+        assert_eq!(serde_json::from_str::<Saved>(&json).unwrap().chips, chosen);
+        let older = r#"{"chips": {"gender": "Man", "age": 2, "beard": "Medium"}}"#;
+        assert_eq!(serde_json::from_str::<Saved>(older).unwrap().chips, CaptionChoice::default());
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use crate::data::image::{hstack, images_to_frames, influence_heatmap, save_png_with_params, scalar_maps, upscale, vstack, RgbFrame};
+use crate::data::image::{hstack, images_to_frames, influence_heatmap, save_png_with_text, scalar_maps, upscale, vstack, RgbFrame};
+use crate::data::image_params::save_png_with_params;
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::{Combination, CombineMode, PostProcess};
 use crate::diffusion::sampler::Step;
@@ -83,19 +84,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let images = generate_with_progress(&model, &request, args.intermediates.as_deref())?;
 
-    let model_name = files.weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for (k, image) in images.iter().enumerate() {
         let out = super::output::one_of(&args.out, &format!("-{k}"), images.len());
-        let params = [
-            ("text", request.text.clone()),
-            ("seed", (request.seed + k as u64).to_string()),
-            ("steps", request.steps.to_string()),
-            ("eta", request.eta.to_string()),
-            ("mode", format!("{:?}", request.mode).to_lowercase()),
-            ("mask", args.mask.display().to_string()),
-            ("model", model_name.clone()),
-        ];
-        save_png_with_params(&out, image, &params)?;
+        save_png_with_params(&out, image, &request.image_params(k, Some(files.name())))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
@@ -144,6 +135,6 @@ fn write_step_strips(model: &CollaborativeModel, step: &Step<Combination>, dir: 
     let rows: Vec<RgbFrame> =
         decoded.into_iter().zip(w_mask).zip(w_text).map(|((x0, m), t)| hstack(&[x0, m, t])).collect();
     let path = dir.join(format!("step_{:03}_t{:04}.png", step.index, step.t));
-    save_png_with_params(&path, &vstack(&rows), &[("columns", "pred_x0, w_mask, w_text".into())])?;
+    save_png_with_text(&path, &vstack(&rows), &[("columns", "pred_x0, w_mask, w_text".into())])?;
     Ok(())
 }

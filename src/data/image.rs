@@ -1,6 +1,6 @@
 //! RGB images in memory and on disk: 8-bit frames and influence maps made
-//! from the models' tensors, and PNGs that carry the parameters that made them
-//! (as PNG text chunks), so a result can be reproduced or loaded back into the studio.
+//! from the models' tensors, and PNGs with text chunks (the parameters that
+//! made a result are one of them: [`super::image_params`]).
 
 use std::path::Path;
 
@@ -66,15 +66,16 @@ pub enum ImageError {
     Read { path: String, reason: String },
 }
 
-/// Writes `frame` as an RGB PNG with one text chunk per `(keyword, value)`.
-pub fn save_png_with_params(path: impl AsRef<Path>, frame: &RgbFrame, params: &[(&str, String)]) -> Result<(), ImageError> {
+/// Writes `frame` as an RGB PNG with one text chunk per `(keyword, value)`,
+/// replacing `path` atomically.
+pub fn save_png_with_text(path: impl AsRef<Path>, frame: &RgbFrame, text: &[(&str, String)]) -> Result<(), ImageError> {
     let path = path.as_ref();
     let err = |reason: String| ImageError::Write { path: path.display().to_string(), reason };
     super::output::write_atomically(path, |file| {
         let mut encoder = png::Encoder::new(file, frame.width as u32, frame.height as u32);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        for (keyword, value) in params {
+        for (keyword, value) in text {
             // iTXt holds UTF-8 of any length (tEXt is Latin-1 only).
             encoder.add_itxt_chunk(keyword.to_string(), value.clone())?;
         }
@@ -83,18 +84,6 @@ pub fn save_png_with_params(path: impl AsRef<Path>, frame: &RgbFrame, params: &[
         Ok(writer.finish()?)
     })
     .map_err(|e| err(e.to_string()))
-}
-
-/// The text chunks of a PNG, in file order.
-pub fn read_png_params(path: impl AsRef<Path>) -> Result<Vec<(String, String)>, ImageError> {
-    let path = path.as_ref();
-    let err = |reason: String| ImageError::Read { path: path.display().to_string(), reason };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(|e| err(e.to_string()))?;
-    let info = reader.info();
-    let latin = info.uncompressed_latin1_text.iter().map(|c| (c.keyword.clone(), c.text.clone()));
-    let utf8 = info.utf8_text.iter().filter_map(|c| Some((c.keyword.clone(), c.get_text().ok()?)));
-    Ok(latin.chain(utf8).collect())
 }
 
 /// Anchors of the viridis colour map (perceptually uniform, readable in grey and by colour-blind eyes).
@@ -172,20 +161,5 @@ mod tests {
         assert_eq!(influence_colour(2.0), influence_colour(1.0));
         // Halfway between anchors 2 and 3.
         assert_eq!(influence_colour(0.5), [38, 144, 137]);
-    }
-
-    #[test]
-    fn parameters_round_trip_through_png_text_chunks() {
-        let dir = std::env::temp_dir().join(format!("codiff-image-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("x.png");
-        let frame = RgbFrame { width: 2, height: 1, pixels: vec![1, 2, 3, 4, 5, 6] };
-        let params = [("text", "Er ist in seinen Fünfzigern.".to_string()), ("seed", "7".to_string())];
-        save_png_with_params(&path, &frame, &params).unwrap();
-        let read = read_png_params(&path).unwrap();
-        assert_eq!(read, params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>());
-        let img = image::open(&path).unwrap().to_rgb8();
-        assert_eq!(img.into_raw(), frame.pixels);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod coverage;
 pub mod faces;
 pub mod image;
+pub mod image_params;
 pub mod mask;
 pub mod output;
 pub mod painted;

@@ -30,6 +30,11 @@ impl ModelFiles {
         self.weights.with_file_name(JUDGES_FILE)
     }
 
+    /// The model's name: its weights' file stem, as results record it.
+    pub fn name(&self) -> String {
+        self.weights.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+    }
+
     /// The folder the default models live in: `models/` of this source tree.
     pub fn default_dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")

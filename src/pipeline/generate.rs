@@ -9,6 +9,7 @@ use std::time::Instant;
 use thiserror::Error;
 
 use crate::data::image::{images_to_frames, scalar_maps};
+use crate::data::image_params::ImageParams;
 use crate::data::mask::{class, Mask};
 use crate::diffusion::collaborate::{Combination, CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
@@ -45,6 +46,22 @@ impl Default for GenerateRequest {
             mode: CombineMode::Collaborative,
             post: PostProcess::default(),
             batch: 1,
+        }
+    }
+}
+
+impl GenerateRequest {
+    /// What batch item `item`'s PNG carries (its seed is `seed + item`), made by `model`.
+    pub fn image_params(&self, item: usize, model: Option<String>) -> ImageParams {
+        ImageParams {
+            prompt: self.text.clone(),
+            seed: self.seed + item as u64,
+            steps: self.steps,
+            eta: self.eta,
+            mode: self.mode,
+            model,
+            mask: Some(self.mask.clone()),
+            edit: None,
         }
     }
 }

@@ -22,6 +22,32 @@ impl CaptionAttributes {
     }
 }
 
+/// A caption chosen part by part (the studio's chips), each part in its plain
+/// CelebA-Dialog wording; `None` where the caption says nothing of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptionChoice {
+    pub gender: Option<Gender>,
+    pub decade: Option<Decade>,
+    pub beard: Option<BeardLevel>,
+}
+
+impl CaptionChoice {
+    /// "This man is in his thirties and has beard of medium length.", "This
+    /// person has a goatee.", "This is a woman.", or nothing when nothing is chosen.
+    pub fn caption(&self) -> String {
+        let person = self.gender.map_or(&PERSON, |g| person(g, self.decade.unwrap_or(Decade::Twenties)));
+        let subject = person.subjects[0];
+        let age = self.decade.map(|d| age_phrases(person, d.years().0).swap_remove(0));
+        let beard = self.beard.map(|b| beard_phrases(person, b).swap_remove(0));
+        match (age, beard) {
+            (Some(age), Some(beard)) => format!("{subject} {age} and {beard}."),
+            (Some(part), None) | (None, Some(part)) => format!("{subject} {part}."),
+            (None, None) if self.gender.is_some() => format!("This is a {}.", person.nouns[0]),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// The words a caption uses for one person.
 struct Person {
     /// "he" / "she"
@@ -59,6 +85,18 @@ const GIRL: Person = Person {
     nouns: &["girl", "young woman", "teenage girl"],
 };
 
+/// Who a caption speaks of when it does not say the gender.
+const PERSON: Person = Person { pronoun: "they", possessive: "their", subjects: &["This person"], nouns: &["person"] };
+
+fn person(gender: Gender, decade: Decade) -> &'static Person {
+    match (gender, decade) {
+        (Gender::Male, Decade::Teens) => &BOY,
+        (Gender::Male, _) => &MAN,
+        (Gender::Female, Decade::Teens) => &GIRL,
+        (Gender::Female, _) => &WOMAN,
+    }
+}
+
 const DECADE_NUMBERS: [&str; 7] = ["teen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy"];
 
 fn choose<'a, R: Rng + ?Sized>(rng: &mut R, options: &[&'a str]) -> &'a str {
@@ -73,8 +111,9 @@ fn capitalise(s: &str) -> String {
     }
 }
 
-/// A verb phrase about age: "is in his thirties", "is about 34 years old", ...
-fn age_phrase<R: Rng + ?Sized>(rng: &mut R, p: &Person, age: u8) -> String {
+/// The verb phrases about age: "is in his thirties", "is about 34 years old", ...
+/// The first is CelebA-Dialog's plain wording.
+fn age_phrases(p: &Person, age: u8) -> Vec<String> {
     let decade = Decade::of_age(age as u32);
     let d = decade.word();
     let pos = p.possessive;
@@ -84,7 +123,7 @@ fn age_phrase<R: Rng + ?Sized>(rng: &mut R, p: &Person, age: u8) -> String {
         4..=6 => "mid-",
         _ => "late",
     };
-    let options: Vec<String> = if decade == Decade::Teens {
+    if decade == Decade::Teens {
         vec![
             "is a teen".into(),
             "is a teenager".into(),
@@ -105,14 +144,14 @@ fn age_phrase<R: Rng + ?Sized>(rng: &mut R, p: &Person, age: u8) -> String {
             format!("seems to be {late_or_early}"),
             format!("is aged somewhere in {pos} {d}"),
         ]
-    };
-    options[rng.random_range(0..options.len())].clone()
+    }
 }
 
-/// A verb phrase about facial hair: "has a long beard", "is clean-shaven", ...
-fn beard_phrase<R: Rng + ?Sized>(rng: &mut R, p: &Person, level: BeardLevel) -> String {
+/// The verb phrases about facial hair: "has a long beard", "is clean-shaven", ...
+/// The first is CelebA-Dialog's plain wording.
+fn beard_phrases(p: &Person, level: BeardLevel) -> Vec<String> {
     let pos = p.possessive;
-    let options: Vec<String> = match level {
+    match level {
         BeardLevel::None if p.pronoun == "she" => {
             vec!["has no beard".into(), "doesn't have any beard".into(), "has no facial hair".into()]
         }
@@ -155,8 +194,11 @@ fn beard_phrase<R: Rng + ?Sized>(rng: &mut R, p: &Person, level: BeardLevel) -> 
             "has only a mustache".into(),
         ],
         BeardLevel::Goatee => vec!["has a goatee".into(), "wears a goatee".into(), "has a goatee beard".into()],
-    };
-    options[rng.random_range(0..options.len())].clone()
+    }
+}
+
+fn choose_phrase<R: Rng + ?Sized>(rng: &mut R, mut options: Vec<String>) -> String {
+    options.swap_remove(rng.random_range(0..options.len()))
 }
 
 /// The beard as a sentence of its own without the person as subject, if there is one.
@@ -177,21 +219,16 @@ fn beard_sentence<R: Rng + ?Sized>(rng: &mut R, p: &Person, level: BeardLevel) -
 /// beard (always for a bearded man, sometimes for others), worded at random.
 pub fn caption<R: Rng + ?Sized>(attrs: &Attributes, rng: &mut R) -> String {
     let decade = attrs.age_decade();
-    let person = match (attrs.gender, decade) {
-        (Gender::Male, Decade::Teens) => &BOY,
-        (Gender::Male, _) => &MAN,
-        (Gender::Female, Decade::Teens) => &GIRL,
-        (Gender::Female, _) => &WOMAN,
-    };
+    let person = person(attrs.gender, decade);
     let level = attrs.beard.level();
     let mention_beard = level != BeardLevel::None || rng.random_bool(if attrs.gender == Gender::Male { 0.6 } else { 0.2 });
-    let age = age_phrase(rng, person, attrs.age_years);
+    let age = choose_phrase(rng, age_phrases(person, attrs.age_years));
     let subject = choose(rng, person.subjects);
     let he = capitalise(person.pronoun);
     if !mention_beard {
         return if rng.random_bool(0.5) { format!("{subject} {age}.") } else { format!("{he} {age}.") };
     }
-    let beard = beard_phrase(rng, person, level);
+    let beard = choose_phrase(rng, beard_phrases(person, level));
     match rng.random_range(0..7) {
         0 => format!("{subject} {age}. {he} {beard}."),
         1 => format!("{subject} {beard}. {he} {age}."),
@@ -298,5 +335,30 @@ mod tests {
         let p = parse_caption("She is about 57 years old.");
         assert_eq!(p.decade, Some(Decade::Fifties));
         assert_eq!(parse_caption("A guy with a mustache but no beard, sixty-something.").beard, BeardLevel::Mustache);
+    }
+
+    #[test]
+    fn chosen_captions_say_what_was_chosen() {
+        let man = CaptionChoice { gender: Some(Gender::Male), decade: Some(Decade::Thirties), beard: Some(BeardLevel::Medium) };
+        assert_eq!(man.caption(), "This man is in his thirties and has beard of medium length.");
+        let girl = CaptionChoice { gender: Some(Gender::Female), decade: Some(Decade::Teens), beard: None };
+        assert_eq!(girl.caption(), "This girl is a teen.");
+        let someone = CaptionChoice { gender: None, decade: None, beard: Some(BeardLevel::Goatee) };
+        assert_eq!(someone.caption(), "This person has a goatee.");
+        assert_eq!(CaptionChoice { gender: Some(Gender::Female), ..CaptionChoice::default() }.caption(), "This is a woman.");
+        assert_eq!(CaptionChoice::default().caption(), "");
+        // Every choice reads back as chosen: the chips speak the parser's (and the training captions') vocabulary.
+        fn maybe<T: Copy>(all: &[T]) -> Vec<Option<T>> {
+            std::iter::once(None).chain(all.iter().copied().map(Some)).collect()
+        }
+        for gender in maybe(&Gender::ALL) {
+            for decade in maybe(&Decade::ALL) {
+                for beard in maybe(&BeardLevel::ALL) {
+                    let choice = CaptionChoice { gender, decade, beard };
+                    let read = parse_caption(&choice.caption());
+                    assert_eq!((read.gender, read.decade, read.beard), (gender, decade, beard.unwrap_or(BeardLevel::None)), "{choice:?}");
+                }
+            }
+        }
     }
 }

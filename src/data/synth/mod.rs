@@ -23,7 +23,7 @@ pub use attributes::{
     sample_attributes, Attributes, Beard, BeardKind, BeardLevel, Decade, Earrings, Expression, EyeColor, Eyeglasses,
     FaceShape, Fringe, Gender, HairColor, HairStyle, Hat,
 };
-pub use caption::{caption, parse_caption, CaptionAttributes};
+pub use caption::{caption, parse_caption, CaptionAttributes, CaptionChoice};
 pub use render::render;
 
 use crate::data::mask::Mask;

@@ -13,6 +13,7 @@
 //!   weights are cached per photo and conditions, so another alpha only
 //!   samples again.
 
+use crate::data::image_params::{EditParams, ImageParams};
 use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,16 @@ pub enum EditMethod {
     Inversion,
 }
 
+impl EditMethod {
+    /// As `codiff edit --method` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EditMethod::Imagic => "imagic",
+            EditMethod::Inversion => "inversion",
+        }
+    }
+}
+
 /// What to edit and how.
 #[derive(Debug, Clone)]
 pub struct EditRequest {
@@ -73,6 +84,21 @@ pub struct EditRequest {
 }
 
 impl EditRequest {
+    /// What the PNG of the edit at `alpha` carries: the target, the source as
+    /// read, and the photo's name, made by `model` (edits sample at eta 0).
+    pub fn image_params(&self, source_text: &str, alpha: f64, model: Option<String>, photo: &str) -> ImageParams {
+        ImageParams {
+            prompt: self.target_text.clone(),
+            seed: self.seed,
+            steps: self.steps,
+            eta: 0.0,
+            mode: self.mode,
+            model,
+            mask: Some(self.target_mask.clone()),
+            edit: Some(EditParams { source_text: source_text.into(), method: self.method.name().into(), alpha, photo: photo.into() }),
+        }
+    }
+
     /// The original's Imagic settings: 500 embedding steps at 1e-3, 1000 fine-tuning steps at 1e-6.
     pub fn new(photo: RgbImage, target_mask: Mask, target_text: String, method: EditMethod) -> Self {
         Self {

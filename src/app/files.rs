@@ -1,0 +1,204 @@
+//! Files: masks, models, photos and results in and out, through dialogs,
+//! drops and the samples folder.
+
+use std::path::{Path, PathBuf};
+
+use super::{MessageKind, ModelStatus, Studio};
+use super::engine;
+use super::gallery::RunParams;
+use super::generation::Settings;
+use super::prompt::CaptionChoice;
+use super::worker::Job;
+use crate::data::image_params::{read_png_params, save_png_with_params, EditParams, ImageParams};
+use crate::data::mask::Mask;
+use crate::diffusion::collaborate::CombineMode;
+
+impl Studio {
+    /// Loads a mask file; a bad file leaves the current mask as it was and says why.
+    pub fn load_mask(&mut self, path: &Path) {
+        match Mask::load(path) {
+            Ok(mask) => match mask.square_size(&path.display().to_string()) {
+                Ok(_) => {
+                    self.canvas.replace_mask(mask);
+                    self.mask_path = Some(path.to_path_buf());
+                    self.inform(MessageKind::Info, format!("Opened {}", path.display()));
+                }
+                Err(e) => self.inform(MessageKind::Error, format!("{e}; the current mask is unchanged")),
+            },
+            Err(e) => self.inform(MessageKind::Error, format!("{e}. The current mask is unchanged.")),
+        }
+    }
+
+    /// Saves the mask to `path`; an existing file is only replaced after the person confirms.
+    pub fn save_mask(&mut self, path: &Path) {
+        let same_file = self.mask_path.as_deref() == Some(path);
+        if path.exists() && !same_file {
+            self.pending_overwrite = Some(path.to_path_buf());
+        } else {
+            self.write_mask(path);
+        }
+    }
+
+    /// The file waiting for confirmation to be replaced, if any.
+    pub fn pending_overwrite(&self) -> Option<&Path> {
+        self.pending_overwrite.as_deref()
+    }
+
+    pub(super) fn write_mask(&mut self, path: &Path) {
+        match self.canvas.mask().save(path) {
+            Ok(()) => {
+                self.mask_path = Some(path.to_path_buf());
+                self.inform(MessageKind::Info, format!("Saved {}", path.display()));
+            }
+            Err(e) => self.inform(MessageKind::Error, format!("{e}; the mask is still open, try another folder")),
+        }
+    }
+
+    pub(super) fn save_mask_as_dialog(&mut self) {
+        let mut dialog = rfd::FileDialog::new().add_filter("mask PNG", &["png"]).set_file_name("mask.png");
+        if let Some(dir) = self.mask_path.as_deref().and_then(Path::parent) {
+            dialog = dialog.set_directory(dir);
+        }
+        if let Some(path) = dialog.save_file() {
+            let path = if path.extension().is_none() { path.with_extension("png") } else { path };
+            self.save_mask(&path);
+        }
+    }
+
+    pub(super) fn open_model_dialog(&mut self) {
+        let Some(config) = rfd::FileDialog::new().set_title("Model config").add_filter("config", &["yaml", "yml"]).pick_file() else { return };
+        let mut dialog = rfd::FileDialog::new().set_title("Checkpoint").add_filter("checkpoint", &["ckpt", "safetensors"]);
+        if let Some(dir) = config.parent() {
+            dialog = dialog.set_directory(dir);
+        }
+        let Some(weights) = dialog.pick_file() else { return };
+        self.open_model(crate::model::defaults::ModelFiles { config, weights });
+    }
+
+    /// Loads a model on the worker, as "Open model…" does once both files are
+    /// picked; a file that cannot be loaded ends up in the message area.
+    pub fn open_model(&mut self, files: crate::model::defaults::ModelFiles) {
+        let (label, load) = engine::loader(files);
+        self.worker.send(Job::LoadModel { label, load });
+    }
+
+    pub(super) fn open_mask_dialog(&mut self) {
+        if let Some(path) = rfd::FileDialog::new().add_filter("mask image", &["png", "jpg", "jpeg", "webp"]).pick_file() {
+            self.load_mask(&path);
+        }
+    }
+
+    /// The PNG files in the samples folder, sorted, as (masks, photos): a
+    /// `NAME_photo.png` is the photo painted from mask `NAME.png`, to open for
+    /// editing. Both empty when the folder is missing.
+    pub fn samples(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(&self.samples_dir) else { return Default::default() };
+        let mut files: Vec<PathBuf> =
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))).collect();
+        files.sort();
+        files.into_iter().partition(|p| !p.file_stem().is_some_and(|s| s.to_string_lossy().ends_with("_photo")))
+    }
+
+    /// A dropped PNG that the studio wrote restores its settings; anything else is read as a mask.
+    /// A JPEG or WebP opens as a photo to edit; anything else is read as a mask.
+    pub(super) fn open_dropped(&mut self, path: &Path) {
+        let photo_like = path.extension().is_some_and(|e| ["jpg", "jpeg", "webp"].iter().any(|p| e.eq_ignore_ascii_case(p)));
+        if photo_like {
+            self.open_photo(path);
+        } else {
+            match read_png_params(path) {
+                Ok(Some(params)) => self.restore_image_params(params, path),
+                Ok(None) => self.load_mask(path),
+                Err(e) => self.inform(MessageKind::Error, format!("{e}; nothing was changed")),
+            }
+        }
+    }
+
+    /// Restores what a result PNG carries: its prompt, its sampler settings
+    /// (the seed locked, so Generate makes the image again) and its mask.
+    fn restore_image_params(&mut self, params: ImageParams, path: &Path) {
+        self.prompt = params.prompt;
+        // The chips described the previous prompt, not this one.
+        self.attributes = CaptionChoice::default();
+        self.settings = Settings { seed: params.seed, seed_locked: true, steps: params.steps, eta: params.eta, mode: params.mode, batch: 1 };
+        let mut restored = format!("Restored the settings saved in {}", path.display());
+        match params.mask.map(|mask| mask.square_size("its mask").map(|_| mask)) {
+            Some(Ok(mask)) => {
+                self.canvas.replace_mask(mask);
+                restored += " and its mask";
+            }
+            Some(Err(e)) => restored += &format!(" ({e}: the current mask is unchanged)"),
+            None => {}
+        }
+        if let (Some(made_by), ModelStatus::Ready(open)) = (&params.model, &self.model) {
+            if *made_by != open.name {
+                restored += &format!("; it was made with {made_by}, the open model is {}", open.name);
+            }
+        }
+        self.inform(MessageKind::Info, restored);
+    }
+
+    pub(super) fn open_photo_dialog(&mut self) {
+        if let Some(path) = rfd::FileDialog::new().set_title("Photo to edit").add_filter("photo", &["png", "jpg", "jpeg", "webp"]).pick_file() {
+            self.open_photo(&path);
+        }
+    }
+
+    pub(super) fn save_edited_photo_dialog(&mut self, index: usize) {
+        let Some(photo) = &self.photo else { return };
+        let stem = photo.path.file_stem().map_or_else(|| "photo".into(), |s| s.to_string_lossy().into_owned());
+        if let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("{stem}-edited.png")).save_file() {
+            self.save_edited_photo(index, path);
+        }
+    }
+
+    /// Writes the full photo with edit `index` blended in to `path` (a PNG
+    /// carrying the edit's settings), off the UI thread.
+    pub fn save_edited_photo(&mut self, index: usize, path: PathBuf) {
+        let Some(photo) = &self.photo else { return };
+        let Some(result) = photo.results.get(index) else { return };
+        let params = ImageParams {
+            prompt: self.prompt.trim().to_string(),
+            seed: self.settings.seed,
+            steps: self.settings.steps,
+            // Edits sample deterministically, and the studio's collaboratively (the request's default).
+            eta: 0.0,
+            mode: CombineMode::default(),
+            model: match &self.model {
+                ModelStatus::Ready(info) => Some(info.name.clone()),
+                _ => None,
+            },
+            mask: Some(self.canvas.mask().clone()),
+            edit: Some(EditParams {
+                source_text: photo.source_text.clone(),
+                method: result.method.name().into(),
+                alpha: result.alpha,
+                photo: photo.path.display().to_string(),
+            }),
+        };
+        self.photo_jobs.save(photo.photo.clone(), result.image.clone(), path, params);
+    }
+
+    pub(super) fn restore_params(&mut self, params: RunParams) {
+        self.prompt = params.prompt;
+        self.attributes = params.attributes;
+        self.settings = params.settings;
+    }
+
+    pub(super) fn save_result_dialog(&mut self, index: usize, item: usize) {
+        let Some(entry) = self.history.get(index) else { return };
+        let seed = entry.params.settings.seed + item as u64;
+        if let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("codiff-{seed}.png")).save_file() {
+            self.save_result(index, item, &path);
+        }
+    }
+
+    /// Writes image `item` of history entry `index` to `path` as a PNG carrying its settings and mask.
+    pub fn save_result(&mut self, index: usize, item: usize, path: &Path) {
+        let Some((entry, image)) = self.history.get(index).and_then(|e| Some((e, e.images.get(item)?))) else { return };
+        match save_png_with_params(path, image, &entry.image_params(item)) {
+            Ok(()) => self.inform(MessageKind::Info, format!("Saved {} with its settings and mask embedded", path.display())),
+            Err(e) => self.inform(MessageKind::Error, e.to_string()),
+        }
+    }
+}

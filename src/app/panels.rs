@@ -1,0 +1,293 @@
+//! The window's panels: toolbar, messages, paint tools, the generate panel,
+//! timeline and gallery; and the keyboard shortcuts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use egui::{Key, TextureOptions, Vec2};
+
+use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, GENERATE_KEY, REDO_KEY, UNDO_KEY};
+use super::canvas::{Tool, BRUSH_RADIUS_RANGE, MODEL_MASK_SIZE};
+use super::gallery::GalleryAction;
+use super::timeline::{rgb_image, Export};
+use super::{gallery, generation, palette, prompt};
+use crate::data::mask::{Mask, CLASSES};
+
+impl Studio {
+    pub(super) fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+        let (generate, escape) = ctx.input_mut(|i| (i.consume_shortcut(&GENERATE_KEY), i.key_pressed(Key::Escape)));
+        if generate {
+            self.generate();
+        }
+        if escape {
+            self.cancel();
+        }
+        if ctx.text_edit_focused() {
+            return; // typing in the prompt: letters are text, Ctrl+Z is the text box's undo
+        }
+        let (redo, undo) = ctx.input_mut(|i| (i.consume_shortcut(&REDO_KEY), i.consume_shortcut(&UNDO_KEY)));
+        if redo {
+            self.canvas.redo();
+        } else if undo {
+            self.canvas.undo();
+        }
+        ctx.input(|i| {
+            if let Some(class) = palette::class_hotkey(i) {
+                self.canvas.class = class;
+                if matches!(self.canvas.tool, Tool::Eraser | Tool::Eyedropper) {
+                    self.canvas.tool = Tool::Brush;
+                }
+            }
+            if i.modifiers.any() {
+                return;
+            }
+            for (key, tool) in [(Key::B, Tool::Brush), (Key::E, Tool::Eraser), (Key::F, Tool::Fill), (Key::I, Tool::Eyedropper)] {
+                if i.key_pressed(key) {
+                    self.canvas.tool = tool;
+                }
+            }
+            if i.key_pressed(Key::OpenBracket) {
+                self.canvas.grow_brush(1.0 / 1.25);
+            }
+            if i.key_pressed(Key::CloseBracket) {
+                self.canvas.grow_brush(1.25);
+            }
+        });
+        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        for path in dropped {
+            self.open_dropped(&path);
+        }
+    }
+
+    // ----- panels -----
+
+    pub(super) fn toolbar_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.strong("CoDiff Studio");
+            ui.separator();
+            if ui.button("New").on_hover_text("A new blank mask").clicked() {
+                self.canvas.replace_mask(Mask::filled(DEFAULT_MASK_SIZE, DEFAULT_MASK_SIZE, 0));
+                self.mask_path = None;
+            }
+            if ui.button("Clear").on_hover_text("Paint the whole mask background (undoable)").clicked() {
+                let (w, h) = (self.canvas.mask().width(), self.canvas.mask().height());
+                self.canvas.replace_mask(Mask::filled(w, h, 0));
+            }
+            ui.menu_button("Open sample", |ui| {
+                let (masks, photos) = self.samples(); // read only while the menu is open
+                if masks.is_empty() {
+                    ui.weak(format!("No sample masks in {}", self.samples_dir.display()));
+                }
+                let name = |path: &Path| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                for path in masks {
+                    if ui.button(name(&path)).clicked() {
+                        self.load_mask(&path);
+                        ui.close();
+                    }
+                }
+                if !photos.is_empty() {
+                    ui.separator();
+                    ui.weak("photos to edit");
+                    for path in photos {
+                        if ui.add_enabled(!self.is_busy(), egui::Button::new(name(&path))).clicked() {
+                            self.open_photo(&path);
+                            ui.close();
+                        }
+                    }
+                }
+            });
+            if ui.button("Load mask…").clicked() {
+                self.open_mask_dialog();
+            }
+            if ui.button("Save mask…").clicked() {
+                self.save_mask_as_dialog();
+            }
+            if ui.add_enabled(!self.is_busy(), egui::Button::new("Open photo…")).on_hover_text("Edit a photo: its mask and description are read, you change them").clicked() {
+                self.open_photo_dialog();
+            }
+            ui.separator();
+            if ui.add_enabled(self.canvas.can_undo(), egui::Button::new("Undo")).on_hover_text("Ctrl+Z").clicked() {
+                self.canvas.undo();
+            }
+            if ui.add_enabled(self.canvas.can_redo(), egui::Button::new("Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
+                self.canvas.redo();
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let loading = matches!(self.model, ModelStatus::Loading(..));
+                if ui.add_enabled(!loading && !self.is_busy(), egui::Button::new("Open model…")).on_hover_text("Pick an original config (YAML), then its checkpoint").clicked() {
+                    self.open_model_dialog();
+                }
+                match &self.model {
+                    ModelStatus::None => ui.weak("no model loaded"),
+                    ModelStatus::Loading(label, progress) => {
+                        // The worker only reports the end; poll the shared counter meanwhile.
+                        ui.ctx().request_repaint_after(Duration::from_millis(100));
+                        match progress.fraction() {
+                            Some(done) => ui.add(egui::ProgressBar::new(done).desired_width(220.0).text(format!("loading {label}: {:.0}%", done * 100.0))),
+                            None => {
+                                ui.spinner();
+                                ui.label(format!("reading {label}…"))
+                            }
+                        }
+                    }
+                    ModelStatus::Ready(info) => ui.label(format!(
+                        "model: {} · {} px · {:.1} M parameters · {}",
+                        info.name,
+                        info.resolution,
+                        info.parameters as f64 / 1e6,
+                        info.device
+                    )),
+                    ModelStatus::Failed(_) => ui.colored_label(ui.visuals().error_fg_color, "model failed to load"),
+                };
+            });
+        });
+    }
+
+    pub(super) fn messages_ui(&mut self, ui: &mut egui::Ui) {
+        let mut dismissed = None;
+        for (index, message) in self.messages.iter().enumerate() {
+            ui.horizontal(|ui| {
+                let color = match message.kind {
+                    MessageKind::Info => ui.visuals().text_color(),
+                    MessageKind::Error => ui.visuals().error_fg_color,
+                };
+                if ui.small_button("×").on_hover_text("dismiss").clicked() {
+                    dismissed = Some(index);
+                }
+                ui.colored_label(color, &message.text);
+            });
+        }
+        if let Some(index) = dismissed {
+            self.messages.remove(index);
+        }
+    }
+
+    pub(super) fn tools_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Paint");
+        ui.horizontal_wrapped(|ui| {
+            for tool in Tool::ALL {
+                ui.selectable_value(&mut self.canvas.tool, tool, tool.label());
+            }
+        });
+        ui.add(egui::Slider::new(&mut self.canvas.brush_radius, BRUSH_RADIUS_RANGE).logarithmic(true).text("size  [ ]"));
+        ui.checkbox(&mut self.canvas.mirror, "mirror (swaps left/right classes)");
+        if self.underlay.is_some() || self.photo.is_some() {
+            ui.add(egui::Slider::new(&mut self.canvas.opacity, 0.0..=1.0).text("mask opacity"));
+        }
+        let mut model_view = self.canvas.model_view;
+        ui.checkbox(&mut model_view, format!("what the model sees ({MODEL_MASK_SIZE}×{MODEL_MASK_SIZE})"));
+        self.canvas.set_model_view(model_view);
+        let lost = self.canvas.classes_lost_at_model_size();
+        if !lost.is_empty() {
+            let names: Vec<&str> = lost.iter().map(|&c| CLASSES[c as usize].name).collect();
+            ui.colored_label(ui.visuals().warn_fg_color, format!("Vanishes at {MODEL_MASK_SIZE}×{MODEL_MASK_SIZE}: {}", names.join(", ")));
+        }
+        ui.separator();
+        let counts = self.canvas.mask().class_histogram();
+        egui::ScrollArea::vertical().show(ui, |ui| palette::palette_ui(ui, &mut self.canvas.class, &counts));
+    }
+
+    pub(super) fn generate_panel_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Describe");
+        prompt::prompt_ui(ui, &mut self.prompt, &mut self.attributes);
+        ui.separator();
+        let busy = self.is_busy() || self.photo_jobs.busy();
+        let action = self.photo.as_mut().and_then(|photo| photo.ui(ui, busy, self.edit.as_ref().map(|e| &e.progress)));
+        if let Some(action) = action {
+            self.photo_action(ui.ctx(), action);
+        }
+        if self.photo.is_some() {
+            ui.separator();
+        }
+        ui.heading("Generation");
+        generation::settings_ui(ui, &mut self.settings, self.run.is_some());
+        ui.horizontal(|ui| {
+            let ready = matches!(self.model, ModelStatus::Ready(_));
+            let generate = egui::Button::new(egui::RichText::new("Generate").strong()).min_size(Vec2::new(120.0, 28.0));
+            if ui.add_enabled(!self.is_busy() && ready, generate).on_hover_text("Ctrl+Enter").on_disabled_hover_text(if self.run.is_some() { "a run is in progress; Esc cancels it" } else { "load a model first" }).clicked() {
+                self.generate();
+            }
+            ui.checkbox(&mut self.live, "live").on_hover_text("Regenerate when a stroke ends or typing pauses");
+            if self.run.is_some() && ui.add(egui::Button::new("Cancel").min_size(Vec2::new(90.0, 28.0))).on_hover_text("Esc").clicked() {
+                self.cancel();
+            }
+        });
+        if let Some(run) = &self.run {
+            generation::progress_ui(ui, &run.progress);
+        }
+        if !self.previews.is_empty() {
+            ui.label(if self.previews_final { "result" } else { "preview (approximate until the last step)" });
+            let columns = if self.previews.len() == 1 { 1 } else { 2 };
+            let side = (ui.available_width() / columns as f32 - 6.0).min(ui.available_height() / self.previews.len().div_ceil(columns) as f32 - 6.0).max(48.0);
+            egui::Grid::new("previews").spacing([4.0, 4.0]).show(ui, |ui| {
+                for (k, texture) in self.previews.iter().enumerate() {
+                    ui.image((texture.id(), Vec2::splat(side)));
+                    if k % columns == columns - 1 {
+                        ui.end_row();
+                    }
+                }
+            });
+        }
+    }
+
+    pub(super) fn bottom_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Influence timeline");
+        match self.timeline.ui(ui) {
+            Some(Export::Frames) => {
+                if let Some(dir) = rfd::FileDialog::new().set_title("Folder for the PNG frames").pick_folder() {
+                    match self.timeline.export_frames(&dir) {
+                        Ok(n) => self.inform(MessageKind::Info, format!("Wrote {n} PNG frames to {}", dir.display())),
+                        Err(e) => self.inform(MessageKind::Error, e),
+                    }
+                }
+            }
+            Some(Export::Gif) => {
+                if let Some(path) = rfd::FileDialog::new().add_filter("GIF", &["gif"]).set_file_name("codiff-steps.gif").save_file() {
+                    match self.timeline.export_gif(&path) {
+                        Ok(n) => self.inform(MessageKind::Info, format!("Wrote {} ({n} steps)", path.display())),
+                        Err(e) => self.inform(MessageKind::Error, e),
+                    }
+                }
+            }
+            None => {}
+        }
+        ui.separator();
+        ui.heading("Gallery");
+        match gallery::gallery_ui(ui, &mut self.history) {
+            Some(GalleryAction::Restore(index)) => {
+                let entry = &self.history[index];
+                let (params, mask) = (entry.params.clone(), entry.mask.clone());
+                let underlay = entry.images.first().map(|image| ui.ctx().load_texture("underlay", rgb_image(image), TextureOptions::LINEAR));
+                self.restore_params(params);
+                self.canvas.replace_mask(mask);
+                self.underlay = underlay;
+            }
+            Some(GalleryAction::Save(index, item)) => self.save_result_dialog(index, item),
+            None => {}
+        }
+    }
+
+    pub(super) fn overwrite_ui(&mut self, ctx: &egui::Context) {
+        let Some(path) = self.pending_overwrite.clone() else { return };
+        let mut choice = None;
+        egui::Modal::new(egui::Id::unique("confirm-overwrite")).show(ctx, |ui| {
+            ui.label(format!("{} already exists. Replace it?", path.display()));
+            ui.horizontal(|ui| {
+                if ui.button("Replace").clicked() {
+                    choice = Some(true);
+                }
+                if ui.button("Keep the file").clicked() {
+                    choice = Some(false);
+                }
+            });
+        });
+        match choice {
+            Some(true) => {
+                self.pending_overwrite = None;
+                self.write_mask(&path);
+            }
+            Some(false) => self.pending_overwrite = None,
+            None => {}
+        }
+    }
+}
