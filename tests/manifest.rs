@@ -29,7 +29,7 @@ fn check_release(name: &str) {
         panic!("{name}.yaml is not a composed config");
     };
     let loader = StrictLoader::recording();
-    CollaborativeModel::build(loader.var_builder(DType::F32, &Device::Cpu), config, &Device::Cpu).unwrap();
+    CollaborativeModel::build(loader.var_builder(DType::F32, &Device::Cpu), *config, &Device::Cpu).unwrap();
     let requested = loader.requested();
 
     let missing: Vec<_> = released.keys().filter(|k| !requested.contains_key(*k) && !unused_ok(k)).collect();

@@ -192,7 +192,7 @@ impl Canvas {
 
     fn pixel_at(&self, at: Pos2) -> Option<(usize, usize)> {
         let inside = at.x >= 0.0 && at.y >= 0.0 && (at.x as usize) < self.mask.width() && (at.y as usize) < self.mask.height();
-        inside.then(|| (at.x as usize, at.y as usize))
+        inside.then_some((at.x as usize, at.y as usize))
     }
 
     fn stamp_line(&mut self, from: Pos2, to: Pos2) {

@@ -2,28 +2,16 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::Args;
 
 use crate::pipeline::train::{self, Stage, TrainEvent, TrainRequest};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StageArg {
-    /// The feature network of the autoencoder's perceptual loss.
-    Perceptual,
-    Vae,
-    Mask,
-    Text,
-    Diffusers,
-    Judges,
-    /// Every stage whose output is missing, in order.
-    All,
-}
-
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// What to train.
-    #[arg(value_enum)]
-    stage: StageArg,
+    /// What to train: one stage, or `all` (every stage whose output is missing, in order).
+    #[arg(value_parser = PossibleValuesParser::new(Stage::ALL.map(Stage::name).into_iter().chain(["all"])))]
+    stage: String,
     /// The model directory: configs, stage outputs, and checkpoints, logs and sample grids under train/.
     #[arg(long, default_value = "models")]
     out: PathBuf,
@@ -67,23 +55,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             None => eprintln!("{note}"),
         },
     };
-    let result = match stage_of(args.stage) {
+    let result = match Stage::ALL.into_iter().find(|s| s.name() == args.stage) {
         None => train::run_all(&request, cancel, &mut sink),
         Some(stage) => train::run(stage, &request, cancel, &mut sink),
     };
     bars.finish();
     Ok(result?)
-}
-
-/// The one stage asked for, or `None` for all.
-fn stage_of(arg: StageArg) -> Option<Stage> {
-    Some(match arg {
-        StageArg::Perceptual => Stage::Perceptual,
-        StageArg::Vae => Stage::Vae,
-        StageArg::Mask => Stage::Mask,
-        StageArg::Text => Stage::Text,
-        StageArg::Diffusers => Stage::Diffusers,
-        StageArg::Judges => Stage::Judges,
-        StageArg::All => return None,
-    })
 }

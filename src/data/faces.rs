@@ -102,7 +102,7 @@ impl FaceSet {
     /// box-averaged, as the judges shrink what they read, masks by nearest
     /// neighbour.
     pub fn downscaled(&self, side: usize) -> FaceSet {
-        assert!(side > 0 && self.size % side == 0, "{side} does not divide {}", self.size);
+        assert!(side > 0 && self.size.is_multiple_of(side), "{side} does not divide {}", self.size);
         let factor = self.size / side;
         let plane = self.size * self.size * 3;
         let photos = self

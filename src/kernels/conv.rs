@@ -520,7 +520,8 @@ mod tests {
     use candle_core::{Tensor, Var};
 
     /// (batch, c_in, h, w, c_out, k, stride, padding)
-    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+    const CASES: &[Case] = &[
         (1, 3, 7, 9, 5, 3, 1, 1),
         (2, 4, 9, 8, 6, 3, 2, 1),
         (3, 5, 11, 11, 7, 3, 2, 0),

@@ -12,7 +12,7 @@ pub(crate) fn exp_approx<const FMA: bool>(x: f32) -> f32 {
     let n_int = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = madd::<FMA>(n, 2.121_944_4e-4, madd::<FMA>(n, -0.693_359_4, x));
     let mut p = 1.987_569_1e-4;
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.0e-1] {
         p = madd::<FMA>(p, r, c);
     }
     let e = madd::<FMA>(p, r * r, r) + 1.0;

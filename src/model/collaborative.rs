@@ -55,7 +55,7 @@ pub enum Condition {
 
 /// A condition encoder as the original configures it.
 pub enum ConditionEncoder {
-    Text { encoder: TextEncoder, tokenizer: BertTokenizer },
+    Text { encoder: TextEncoder, tokenizer: Box<BertTokenizer> },
     Mask { encoder: MaskEncoder, mask_embed_dim: usize },
 }
 
@@ -71,7 +71,7 @@ impl ConditionEncoder {
         Ok(match cfg {
             CondStageConfig::Text(c) => Self::Text {
                 encoder: TextEncoder::new(vb, c)?,
-                tokenizer: BertTokenizer::new().map_err(|e| ModelError::Tokenizer(e.to_string()))?,
+                tokenizer: Box::new(BertTokenizer::new().map_err(|e| ModelError::Tokenizer(e.to_string()))?),
             },
             CondStageConfig::Mask(c) => Self::Mask { encoder: MaskEncoder::new(vb, c)?, mask_embed_dim: c.mask_embed_dim },
         })

@@ -86,8 +86,8 @@ impl ComposedConfig {
 /// Any of the original model configs.
 #[derive(Debug, Clone)]
 pub enum ModelConfig {
-    Ldm(LdmConfig),
-    Composed(ComposedConfig),
+    Ldm(Box<LdmConfig>),
+    Composed(Box<ComposedConfig>),
     /// A first-stage autoencoder on its own (`256_vae.yaml`, `512_vae.yaml`).
     Autoencoder(AutoencoderConfig),
 }
@@ -109,8 +109,8 @@ impl ModelConfig {
         let root = read_yaml(path)?;
         let doc = Doc { path, root: &root };
         match doc.kind()? {
-            Kind::Composed => ComposedConfig::from_doc(&doc).map(Self::Composed),
-            Kind::Ldm => LdmConfig::from_doc(&doc).map(Self::Ldm),
+            Kind::Composed => ComposedConfig::from_doc(&doc).map(|c| Self::Composed(Box::new(c))),
+            Kind::Ldm => LdmConfig::from_doc(&doc).map(|c| Self::Ldm(Box::new(c))),
             Kind::Autoencoder => doc.typed("model.params").map(Self::Autoencoder),
         }
     }
@@ -178,7 +178,7 @@ impl ComposedConfig {
     /// Reads a composed config and the uni-modal configs it names; any other kind is refused.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         match ModelConfig::load(path.as_ref())? {
-            ModelConfig::Composed(c) => Ok(c),
+            ModelConfig::Composed(c) => Ok(*c),
             other => Err(ConfigError::WrongKind {
                 path: path.as_ref().to_path_buf(),
                 found: other.kind(),

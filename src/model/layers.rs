@@ -129,7 +129,7 @@ impl Module for GroupNorm32 {
 }
 
 pub fn group_norm32(vb: VarBuilder, channels: usize, eps: f64) -> Result<GroupNorm32> {
-    if channels % 32 != 0 {
+    if !channels.is_multiple_of(32) {
         candle_core::bail!("group norm over {channels} channels: the original's 32 groups need a multiple of 32");
     }
     Ok(GroupNorm32 {

@@ -89,12 +89,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<[f64; 3]>) -> Vec<[f64; 3]> {
         b.swap(col, pivot);
         for row in col + 1..k {
             let f = a[row][col] / a[col][col];
-            for j in col..k {
-                a[row][j] -= f * a[col][j];
-            }
-            for c in 0..3 {
-                b[row][c] -= f * b[col][c];
-            }
+            let (pivot_a, pivot_b) = (a[col].clone(), b[col]);
+            a[row].iter_mut().zip(&pivot_a).skip(col).for_each(|(x, p)| *x -= f * p);
+            b[row].iter_mut().zip(pivot_b).for_each(|(x, p)| *x -= f * p);
         }
     }
     let mut w = vec![[0.0; 3]; k];

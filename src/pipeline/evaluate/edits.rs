@@ -62,7 +62,7 @@ pub fn case(index: usize, size: usize) -> EditCase {
 /// the open mouth; every case moves thirty years, and men's beards flip.
 fn changed(source: &Attributes, index: usize) -> (Attributes, &'static str) {
     let mut target = source.clone();
-    let mask_change = if index % 2 == 0 {
+    let mask_change = if index.is_multiple_of(2) {
         let (fringe, what) = if source.fringe == Fringe::None { (Fringe::Bangs, "add bangs") } else { (Fringe::None, "remove the fringe") };
         target.fringe = fringe;
         what

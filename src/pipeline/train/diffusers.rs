@@ -14,7 +14,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::latents::LatentSet;
 use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
-use super::{fit, io_error, mse, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use super::{fit, Network, io_error, mse, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::diffusion::collaborate::{combine, CombineMode, Influence, PostProcess};
 use crate::diffusion::modality::PerModality;
 use crate::diffusion::corrections::NoiseCorrections;
@@ -60,11 +60,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let plan = Schedule { steps: 600, lr: 2e-4, ema_decay: Some(0.99), sample_every: usize::MAX };
     let opt = fit(
         ctx,
-        Stage::Diffusers,
-        "diffusers",
-        &vars,
+        Network { stage: Stage::Diffusers, name: "diffusers", vars: &vars, companions: &[] },
         &plan,
-        &[],
         sink,
         |_, rng| {
             let indices = set.faces.draw(rng, BATCH);

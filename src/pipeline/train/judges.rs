@@ -15,7 +15,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::diffusion::schedule::gaussian_like;
-use super::{fit, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use super::{fit, Network, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
 use crate::model::judges::{AttributeJudge, FaceParser, JUDGE_SIZE};
@@ -43,11 +43,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let plan = Schedule { steps: 1500, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
     let parser_opt = fit(
         ctx,
-        Stage::Judges,
-        "parser",
-        &vars,
+        Network { stage: Stage::Judges, name: "parser", vars: &vars, companions: &[] },
         &plan,
-        &[],
         sink,
         |_, rng| {
             let (source, indices) = (either(rng), faces.draw(rng, PARSER_BATCH));
@@ -62,11 +59,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let plan = Schedule { steps: 3700, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
     let attribute_opt = fit(
         ctx,
-        Stage::Judges,
-        "attributes",
-        &attribute_vars,
+        Network { stage: Stage::Judges, name: "attributes", vars: &attribute_vars, companions: &[] },
         &plan,
-        &[],
         sink,
         |_, rng| {
             let (source, indices) = (either(rng), faces.draw(rng, ATTRIBUTE_BATCH));

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
 use super::latents::LatentSet;
-use super::{fit, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use super::{fit, Network, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::data::synth::sheet::{contact_sheet, SheetEntry};
 use crate::data::image::images_to_frames;
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
@@ -71,11 +71,8 @@ pub fn train(ctx: &Context, modality: Modality, sink: &mut dyn FnMut(TrainEvent)
     let held: Vec<usize> = (0..SAMPLES).collect();
     let opt = fit(
         ctx,
-        stage,
-        stage.name(),
-        &vars,
+        Network { stage, name: stage.name(), vars: &vars, companions: &[] },
         &plan,
-        &[],
         sink,
         |_, rng| {
             let indices = set.faces.draw(rng, BATCH);

@@ -215,6 +215,16 @@ pub(crate) struct Schedule {
 /// Checkpoints are written at least this often, and when a run stops.
 const CHECKPOINT_SECS: u64 = 180;
 
+/// What [`fit`] trains: the variables `vars` of `stage`, logged and
+/// checkpointed under `name`, with the optimisers `loss_at` steps itself
+/// (`companions`, e.g. a GAN's discriminator).
+pub(crate) struct Network<'a> {
+    pub stage: Stage,
+    pub name: &'a str,
+    pub vars: &'a VarMap,
+    pub companions: &'a [(&'a str, &'a RefCell<AdamW>)],
+}
+
 /// The optimisation loop every stage shares: AdamW over `vars`, `loss_at`
 /// giving each step's loss from a generator seeded by (seed, step) so that a
 /// resumed run draws the same batches, a CSV loss log, periodic checkpoints
@@ -224,15 +234,13 @@ const CHECKPOINT_SECS: u64 = 180;
 /// whose [`AdamW::final_weights`] are the trained weights.
 pub(crate) fn fit(
     ctx: &Context,
-    stage: Stage,
-    name: &str,
-    vars: &VarMap,
+    network: Network,
     schedule: &Schedule,
-    companions: &[(&str, &RefCell<AdamW>)],
     sink: &mut dyn FnMut(TrainEvent),
     mut loss_at: impl FnMut(usize, &mut ChaCha8Rng) -> candle_core::Result<Tensor>,
     mut sample: impl FnMut(usize, &Path) -> Result<(), TrainError>,
 ) -> Result<AdamW, TrainError> {
+    let Network { stage, name, vars, companions } = network;
     let work = ctx.work_dir(stage)?;
     let total = ctx.request.steps.unwrap_or(schedule.steps);
     let checkpoint = work.join(format!("{name}.checkpoint.safetensors"));

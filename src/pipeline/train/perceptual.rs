@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::loss::cross_entropy;
 use candle_nn::{linear, Linear, VarBuilder, VarMap};
 
-use super::{fit, io_error, save_weights, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, TRAIN_SEED};
+use super::{fit, Network, io_error, save_weights, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, TRAIN_SEED};
 use crate::data::synth::Attributes;
 use crate::model::config::ComposedConfig;
 use crate::model::layers::Conv2d;
@@ -28,8 +28,9 @@ pub const CROP: usize = 64;
 const BATCH: usize = 32;
 const TRAIN_COUNT: usize = 4096;
 
-/// Labels the network learns: (name, classes, label of a face).
-const HEADS: [(&str, usize, fn(&Attributes) -> u32); 5] = [
+/// A label the network learns: (name, classes, label of a face).
+type Head = (&'static str, usize, fn(&Attributes) -> u32);
+const HEADS: [Head; 5] = [
     ("hair_color", 7, |a| a.hair_color as u32),
     ("hair_style", 7, |a| a.hair_style as u32),
     ("eye_color", 5, |a| a.eye_color as u32),
@@ -135,11 +136,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> std::result::Re
     let schedule = Schedule { steps: 600, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
     let opt = fit(
         ctx,
-        Stage::Perceptual,
-        "perceptual",
-        &vars,
+        Network { stage: Stage::Perceptual, name: "perceptual", vars: &vars, companions: &[] },
         &schedule,
-        &[],
         sink,
         |_, rng| {
             let indices = faces.draw(rng, BATCH);

@@ -19,7 +19,7 @@ use image::RgbImage;
 
 use super::adversarial::{adaptive_weight, PatchDiscriminator};
 use super::perceptual::PerceptualNet;
-use super::{fit, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use super::{fit, Network, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use crate::diffusion::schedule::gaussian_like;
 use crate::model::optim::AdamW;
 use crate::diffusion::channel_means::ChannelMeanPrior;
@@ -84,11 +84,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let held_photos = held_out.photos(&(0..8).collect::<Vec<_>>(), &device)?;
     let opt = fit(
         ctx,
-        Stage::Vae,
-        "vae",
-        &vars,
+        Network { stage: Stage::Vae, name: "vae", vars: &vars, companions: &[("discriminator", &disc_opt)] },
         &schedule,
-        &[("discriminator", &disc_opt)],
         sink,
         |step, rng| {
             criterion.loss(&vae, &faces.photos(&faces.draw(rng, BATCH), &device)?, step, &disc_opt, rng)
