@@ -12,7 +12,7 @@ use codiff::app::canvas::{stamp_disc, Ink, Tool};
 use codiff::app::palette::CLASS_KEYS;
 use codiff::app::worker::{Engine, ModelInfo};
 use codiff::app::generation::Settings;
-use codiff::app::{ModelStatus, Studio, StudioOptions};
+use codiff::app::{ModelStatus, Studio, StudioOptions, MIN_WINDOW_SIZE};
 use codiff::data::image_params::read_png_params;
 use codiff::data::mask::{class, Mask, NUM_CLASSES};
 use codiff::diffusion::collaborate::CombineMode;
@@ -34,6 +34,8 @@ struct ScriptedEngine {
     step_delay: Duration,
     /// Step events emitted so far, over all runs.
     emitted: Arc<AtomicUsize>,
+    /// A warning sent at the start of every run, as the real engine warns about a prompt it cuts.
+    warning: Option<&'static str>,
 }
 
 fn ramp(width: usize, height: usize, f: impl Fn(usize, usize) -> f32) -> ScalarMap {
@@ -49,6 +51,9 @@ fn rgb(f: impl Fn(usize, usize) -> [u8; 3]) -> RgbFrame {
 impl Engine for ScriptedEngine {
     fn generate(&self, request: &GenerateRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(Event)) -> Result<(), String> {
         let started = Instant::now();
+        if let Some(warning) = self.warning {
+            sink(Event::Warning(warning.into()));
+        }
         let total = request.steps;
         for index in 0..total {
             if cancel.load(Ordering::Relaxed) {
@@ -116,16 +121,14 @@ fn studio(step_delay_ms: u64, autosave_dir: Option<PathBuf>) -> Harness<'static,
 }
 
 fn studio_counting(step_delay_ms: u64, autosave_dir: Option<PathBuf>, emitted: Arc<AtomicUsize>) -> Harness<'static, Studio> {
-    let engine = ScriptedEngine { step_delay: Duration::from_millis(step_delay_ms), emitted };
-    let options = StudioOptions {
-        engine: Some(Arc::new(engine)),
-        loader: None,
-        autosave_dir,
-        samples_dir: PathBuf::from("/nonexistent/samples"),
-        model_error: None,
-        photo: None,
-    };
-    let mut harness = Harness::builder().with_size([1600.0, 1000.0]).wgpu().build_eframe(|cc| Studio::new(cc, options));
+    let engine = ScriptedEngine { step_delay: Duration::from_millis(step_delay_ms), emitted, warning: None };
+    studio_with(engine, [1600.0, 1000.0], StudioOptions { autosave_dir, samples_dir: PathBuf::from("/nonexistent/samples"), ..StudioOptions::default() })
+}
+
+/// A studio window of `size` on `engine`, with `options` (whose engine is replaced).
+fn studio_with(engine: ScriptedEngine, size: [f32; 2], options: StudioOptions) -> Harness<'static, Studio> {
+    let options = StudioOptions { engine: Some(Arc::new(engine)), loader: None, model_error: None, photo: None, ..options };
+    let mut harness = Harness::builder().with_size(size).wgpu().build_eframe(|cc| Studio::new(cc, options));
     run_until(&mut harness, "the engine reports its model", |s| matches!(s.model_status(), ModelStatus::Ready(_)));
     harness
 }
@@ -281,6 +284,7 @@ fn cancel_stops_a_run_within_one_step() {
     harness.state_mut().generate();
     run_until(&mut harness, "the second run ends", |s| !s.is_generating());
     assert_eq!(harness.state().timeline().steps.len(), 3);
+    assert!(!harness.state().messages().iter().any(|m| m.text.starts_with("Cancelled")), "a finished run clears the old Cancelled message");
 
     // Esc cancels too.
     harness.state_mut().settings_mut().steps = 40;
@@ -734,4 +738,119 @@ fn a_hostile_checkpoint_is_reported_and_the_worker_survives() {
     harness.state_mut().open_model(good);
     run_until_within(&mut harness, "the good model loads", 300, |s| matches!(s.model_status(), ModelStatus::Ready(_)));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn first_launch_opens_a_sample_and_its_description_and_a_restored_session_wins() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
+    let launch = |autosave_dir: Option<PathBuf>| {
+        let engine = ScriptedEngine { step_delay: Duration::ZERO, emitted: Arc::default(), warning: None };
+        studio_with(engine, [1600.0, 1000.0], StudioOptions { autosave_dir, samples_dir: samples.clone(), ..StudioOptions::default() })
+    };
+    let dir = temp_dir("first-launch");
+    let mut harness = launch(Some(dir.clone()));
+    let sample = Mask::load(samples.join("00000.png")).unwrap();
+    assert_eq!(harness.state().mask(), &sample);
+    assert_ne!(sample.class_histogram()[class::SKIN as usize], 0, "the sample is a face, not a blank canvas");
+    assert_eq!(harness.state().prompt(), "This person has a big, long beard. He is in his twenties.");
+    assert!(!harness.state().canvas().can_undo(), "opening the sample is not an edit to undo");
+
+    // Generate does something sensible at once: a result from the sample and its description.
+    harness.state_mut().settings_mut().steps = 2;
+    harness.get_by_label("Generate").click();
+    run_until(&mut harness, "the run ends", |s| s.history().len() == 1);
+    assert_eq!(harness.state().history()[0].mask, sample);
+
+    // Once work is autosaved, it is what opens next time, not the sample.
+    drag_stroke(&mut harness);
+    harness.state_mut().set_prompt("She is in her sixties.");
+    eframe::App::on_exit(harness.state_mut());
+    let work = harness.state().mask().clone();
+    drop(harness);
+    let harness = launch(Some(dir));
+    assert_eq!(harness.state().mask(), &work);
+    assert_eq!(harness.state().prompt(), "She is in her sixties.");
+}
+
+#[test]
+fn the_same_warning_is_shown_once_with_a_count_and_long_errors_wrap() {
+    let engine = ScriptedEngine { step_delay: Duration::ZERO, emitted: Arc::default(), warning: Some("The description was cut to 77 tokens.") };
+    let mut harness = studio_with(engine, [1600.0, 1000.0], StudioOptions { autosave_dir: None, samples_dir: PathBuf::from("/nonexistent/samples"), ..StudioOptions::default() });
+    harness.state_mut().settings_mut().steps = 2;
+    for run in 1..=3 {
+        harness.state_mut().generate();
+        run_until(&mut harness, "the run ends", |s| s.history().len() == run);
+    }
+    let warnings: Vec<_> = harness.state().messages().iter().filter(|m| m.text.starts_with("The description was cut")).collect();
+    assert_eq!(warnings.len(), 1, "{:?}", harness.state().messages());
+    assert_eq!(warnings[0].count, 3);
+    harness.get_by_label("The description was cut to 77 tokens. (×3)");
+
+    // An error naming a long path wraps inside the window instead of running off it.
+    let mut dir = temp_dir("long-error");
+    for part in ["a-folder-whose-name-goes-on-and-on", "and-another-one-that-is-just-as-long-as-the-first", "and-a-third"] {
+        dir = dir.join(part.repeat(4));
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_png = dir.join("notes.png");
+    std::fs::write(&not_png, b"this is not an image").unwrap();
+    harness.input_mut().dropped_files.push(Arc::new(DroppedPath(not_png)));
+    harness.run();
+    let error = harness.get_by_label_contains("notes.png is not a readable image").rect();
+    assert!(error.right() <= 1600.0, "the error ends inside the window: {error:?}");
+    assert!(error.height() > 20.0, "the error wraps onto more lines: {error:?}");
+}
+
+#[test]
+fn class_hotkeys_ignore_modifiers_and_every_bracket_press_counts() {
+    let mut harness = studio(0, None);
+    harness.key_press(Key::H);
+    harness.run();
+    for key in [Key::N, Key::Num0] {
+        harness.key_press_modifiers(Modifiers::COMMAND, key);
+        harness.run();
+        assert_eq!(harness.state().canvas().class, class::HAIR, "Ctrl+{key:?} selects no class");
+    }
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::E);
+    harness.run();
+    assert_eq!(harness.state().canvas().tool, Tool::Brush, "Ctrl+E picks no tool");
+
+    // 12 px grows by a quarter per press, rounded: 15, 19, 24, 30, 38.
+    assert_eq!(harness.state().canvas().brush_radius, 12.0);
+    for _ in 0..5 {
+        harness.key_press(Key::CloseBracket);
+        harness.step();
+    }
+    harness.run();
+    assert_eq!(harness.state().canvas().brush_radius, 38.0, "five presses in five frames");
+    // Five presses within one slow frame (as while generating) count five times too.
+    for _ in 0..5 {
+        harness.key_press(Key::OpenBracket);
+    }
+    harness.step();
+    assert_eq!(harness.state().canvas().brush_radius, 12.0, "five presses in one frame");
+}
+
+#[test]
+fn the_window_works_at_its_minimum_size() {
+    let engine = ScriptedEngine { step_delay: Duration::ZERO, emitted: Arc::default(), warning: None };
+    let [width, height] = MIN_WINDOW_SIZE;
+    let options = StudioOptions { autosave_dir: None, samples_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples"), ..StudioOptions::default() };
+    let mut harness = studio_with(engine, MIN_WINDOW_SIZE, options);
+    harness.run();
+    let window = egui::Rect::from_min_size(Pos2::ZERO, egui::vec2(width, height));
+    for label in ["Generate", "live", "Open sample", "Open model…", "Influence timeline"] {
+        let rect = harness.get_by_label(label).rect();
+        assert!(window.contains_rect(rect), "{label} at {rect:?} lies outside the {width} x {height} window");
+    }
+    let (redo, model) = (harness.get_by_label("Redo").rect(), harness.get_by_label_contains("model: scripted test engine").rect());
+    assert!(model.left() >= redo.right(), "the model's name {model:?} is cut short rather than drawn over the buttons {redo:?}");
+    let side = harness.state().mask().width() as f32;
+    let (top_left, bottom_right) = (screen(&harness, 0.0, 0.0), screen(&harness, side, side));
+    assert!(window.contains(top_left) && window.contains(bottom_right), "the canvas {top_left:?}-{bottom_right:?} fits");
+    assert!(bottom_right.x - top_left.x >= 250.0, "the canvas is {} px wide", bottom_right.x - top_left.x);
+    harness.state_mut().settings_mut().steps = 2;
+    harness.get_by_label("Generate").click();
+    run_until(&mut harness, "the run ends", |s| s.history().len() == 1);
+    harness.snapshot("studio_at_minimum_size");
 }

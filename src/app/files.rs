@@ -1,9 +1,11 @@
 //! Files: masks, models, photos and results in and out, through dialogs,
 //! drops and the samples folder.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{MessageKind, ModelStatus, Studio};
+use super::canvas::Canvas;
 use super::engine;
 use super::gallery::RunParams;
 use super::generation::Settings;
@@ -97,6 +99,27 @@ impl Studio {
             entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))).collect();
         files.sort();
         files.into_iter().partition(|p| !p.file_stem().is_some_and(|s| s.to_string_lossy().ends_with("_photo")))
+    }
+
+    /// First launch: the first sample mask and its description from the
+    /// samples' `captions.json`, not a black canvas. The mask opens without a
+    /// file name, so "Save" never writes over the shipped sample; with no
+    /// samples folder the canvas stays blank.
+    pub(super) fn open_first_sample(&mut self) {
+        let (masks, _) = self.samples();
+        let Some(path) = masks.first() else { return };
+        let mask = match Mask::load_square(path) {
+            Ok(mask) => mask,
+            Err(e) => {
+                self.inform(MessageKind::Error, format!("could not open the sample mask: {e}"));
+                return;
+            }
+        };
+        self.canvas = Canvas::new(mask);
+        let json = std::fs::read_to_string(self.samples_dir.join("captions.json")).ok();
+        let mut captions: HashMap<String, String> = json.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        self.prompt = captions.remove(&name).unwrap_or_default();
     }
 
     /// A dropped PNG that the studio wrote restores its settings; anything else is read as a mask.

@@ -1,7 +1,8 @@
 //! Frame timing for an instrumented run: with `CODIFF_FRAME_STATS=1` the studio
 //! repaints continuously while idle (a run's events drive its frames), records
 //! every frame's interval and CPU time, split by whether a generation is
-//! running, and prints percentiles at the end of each run.
+//! running, and prints percentiles at the end of each run. The series restart
+//! with each run, so a run's summary describes that run, not the session.
 
 use std::time::Instant;
 
@@ -21,7 +22,17 @@ impl FrameStats {
     /// Instrumentation is on when `CODIFF_FRAME_STATS` is set to anything but 0.
     pub fn from_env() -> Option<Self> {
         let on = std::env::var("CODIFF_FRAME_STATS").is_ok_and(|v| !v.is_empty() && v != "0");
-        on.then(|| Self { last_frame: None, idle: Series::default(), generating: Series::default() })
+        on.then(Self::new)
+    }
+
+    fn new() -> Self {
+        Self { last_frame: None, idle: Series::default(), generating: Series::default() }
+    }
+
+    /// Forgets the frames recorded so far; called when a generation starts.
+    pub fn reset(&mut self) {
+        self.idle = Series::default();
+        self.generating = Series::default();
     }
 
     /// Records the frame now starting; `cpu_secs` is the previous frame's CPU time as eframe measured it.
@@ -63,5 +74,20 @@ mod tests {
         let values: Vec<f32> = (1..=101).rev().map(|v| v as f32).collect();
         assert_eq!(percentiles(&values), "n = 101, p50 51.0 ms, p95 96.0 ms, max 101.0 ms");
         assert_eq!(percentiles(&[]), "no frames");
+    }
+
+    #[test]
+    fn a_reset_starts_the_series_afresh() {
+        let mut stats = FrameStats::new();
+        for _ in 0..5 {
+            stats.record(Some(0.010), true);
+        }
+        stats.record(Some(0.004), false);
+        stats.reset();
+        stats.record(Some(0.020), true);
+        stats.record(Some(0.030), true);
+        let summary = stats.summary();
+        assert!(summary.starts_with("idle: frame interval no frames · frame CPU no frames\n"), "{summary}");
+        assert!(summary.contains("frame CPU n = 2, p50 30.0 ms, p95 30.0 ms, max 30.0 ms"), "{summary}");
     }
 }

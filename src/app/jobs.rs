@@ -11,6 +11,7 @@ use egui::TextureOptions;
 use super::{ActiveEdit, ActiveRun, MessageKind, ModelStatus, Studio, LIVE_DEBOUNCE};
 use super::autosave::HISTORY_LIMIT;
 use super::gallery::{HistoryEntry, RunParams};
+use super::messages::Topic;
 use super::generation::Progress;
 use super::photo::{EditProgress, PhotoAction, PhotoEdit};
 use super::photo_jobs::{PhotoDone, Sizes};
@@ -158,6 +159,9 @@ impl Studio {
             return;
         }
         self.timeline.clear();
+        if let Some(stats) = &mut self.frame_stats {
+            stats.reset(); // each run's summary covers that run alone
+        }
         self.previews_final = false;
         self.run_inputs = self.inputs_fingerprint();
         let progress = Progress::new(params.settings.steps);
@@ -227,12 +231,13 @@ impl Studio {
                     let method = self.edit.take().map_or(EditMethod::Inversion, |e| e.method);
                     match outcome {
                         Outcome::Finished => {
+                            self.messages.clear(Topic::Edit);
                             if let Some(photo) = &mut self.photo {
                                 photo.add_results(ctx, method, images);
                             }
                         }
-                        Outcome::Cancelled => self.inform(MessageKind::Info, "Edit cancelled."),
-                        Outcome::Failed(e) => self.inform(MessageKind::Error, format!("the edit failed: {e}")),
+                        Outcome::Cancelled => self.inform_about(Topic::Edit, MessageKind::Info, "Edit cancelled."),
+                        Outcome::Failed(e) => self.inform_about(Topic::Edit, MessageKind::Error, format!("the edit failed: {e}")),
                     }
                 }
                 WorkerEvent::GenerationEnded(outcome) => {
@@ -247,12 +252,13 @@ impl Studio {
                             );
                         }
                         match outcome {
-                            Outcome::Finished => {}
-                            Outcome::Cancelled => self.inform(
+                            Outcome::Finished => self.messages.clear(Topic::Run),
+                            Outcome::Cancelled => self.inform_about(
+                                Topic::Run,
                                 MessageKind::Info,
                                 format!("Cancelled after step {} of {}; the last preview stays.", run.progress.done, run.progress.total),
                             ),
-                            Outcome::Failed(e) => self.inform(MessageKind::Error, format!("generation failed: {e}")),
+                            Outcome::Failed(e) => self.inform_about(Topic::Run, MessageKind::Error, format!("generation failed: {e}")),
                         }
                     }
                 }

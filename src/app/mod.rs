@@ -14,6 +14,7 @@ pub mod engine;
 pub mod frame_stats;
 pub mod gallery;
 pub mod generation;
+pub mod messages;
 pub mod palette;
 pub mod photo;
 mod photo_jobs;
@@ -38,6 +39,8 @@ use self::canvas::Canvas;
 use self::frame_stats::FrameStats;
 use self::gallery::{HistoryEntry, RunParams};
 use self::generation::{Progress, Settings};
+use self::messages::Messages;
+pub use self::messages::{Message, MessageKind};
 use self::photo::{EditProgress, PhotoEdit};
 use self::photo_jobs::PhotoJobs;
 use self::prompt::CaptionChoice;
@@ -47,6 +50,8 @@ use crate::data::mask::Mask;
 use crate::model::checkpoint::LoadProgress;
 use crate::pipeline::edit::EditMethod;
 
+/// The smallest window the studio's panels fit in.
+pub const MIN_WINDOW_SIZE: [f32; 2] = [1024.0, 640.0];
 /// New masks have the original data's size.
 pub const DEFAULT_MASK_SIZE: usize = 512;
 /// Autosave waits this long after the last change, so a stroke is saved once, not per frame.
@@ -103,7 +108,7 @@ impl StudioOptions {
 pub fn run(options: StudioOptions) -> Result<(), String> {
     cap_inference_threads();
     let native = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default().with_title("CoDiff Studio").with_inner_size([1600.0, 1000.0]).with_drag_and_drop(true),
+        viewport: egui::ViewportBuilder::default().with_title("CoDiff Studio").with_inner_size([1600.0, 1000.0]).with_min_inner_size(MIN_WINDOW_SIZE).with_drag_and_drop(true),
         renderer: eframe::Renderer::Wgpu,
         ..Default::default()
     };
@@ -111,24 +116,17 @@ pub fn run(options: StudioOptions) -> Result<(), String> {
         .map_err(|e| format!("the studio window could not open: {e}"))
 }
 
+/// The timeline's first height: 390 px, less in a short window so that the
+/// canvas and the generate panel keep about 610 px (the timeline keeps at least 180).
+fn timeline_height(window_height: f32) -> f32 {
+    (window_height - 610.0).clamp(180.0, 390.0)
+}
+
 /// Leaves one core to the UI: candle and rayon size their pools from
 /// `RAYON_NUM_THREADS`, so set it (unless the person did) before either starts.
 fn cap_inference_threads() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     crate::model::pin_thread_count(Some(cores.saturating_sub(1)));
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    Info,
-    Error,
-}
-
-/// A sentence shown at the top of the window until dismissed.
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub kind: MessageKind,
-    pub text: String,
 }
 
 /// What the worker's model is doing.
@@ -175,7 +173,7 @@ pub struct Studio {
     timeline: Timeline,
     history: Vec<HistoryEntry>,
     next_history_id: u64,
-    messages: Vec<Message>,
+    messages: Messages,
     /// The mask file last opened or saved; "Save" writes there without asking.
     mask_path: Option<PathBuf>,
     /// A save waiting for the person to confirm replacing an existing file.
@@ -206,6 +204,7 @@ pub struct Studio {
 impl eframe::App for Studio {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
+        let window_height = ui.available_height();
         if let Some(stats) = &mut self.frame_stats {
             stats.record(frame.info().cpu_usage, self.run.is_some());
             // Idle frames are forced to measure their cost; a run's frames come
@@ -219,16 +218,19 @@ impl eframe::App for Studio {
             self.photo_done(&ctx, done);
         }
         self.handle_shortcuts(&ctx);
+        if let Some(next_expiry) = self.messages.expire(Instant::now()) {
+            ctx.request_repaint_after(next_expiry);
+        }
 
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar_ui(ui));
-        if !self.messages.is_empty() {
+        if !self.messages.list().is_empty() {
             egui::Panel::top("messages").show(ui, |ui| self.messages_ui(ui));
         }
         egui::Panel::left("tools").default_size(230.0).show(ui, |ui| self.tools_ui(ui));
         egui::Panel::right("generate").default_size(400.0).show(ui, |ui| {
             egui::ScrollArea::vertical().id_salt("generate-panel").show(ui, |ui| self.generate_panel_ui(ui));
         });
-        egui::Panel::bottom("timeline").resizable(true).default_size(390.0).show(ui, |ui| self.bottom_ui(ui));
+        egui::Panel::bottom("timeline").resizable(true).default_size(timeline_height(window_height)).show(ui, |ui| self.bottom_ui(ui));
         egui::CentralPanel::default().show(ui, |ui| {
             // An open photo lies under the mask; otherwise the newest result does.
             let underlay = self.photo.as_ref().map(|p| p.underlay.clone()).or_else(|| self.underlay.clone());

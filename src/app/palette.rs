@@ -29,12 +29,9 @@ pub const CLASS_KEYS: [Key; NUM_CLASSES] = [
     Key::C,
 ];
 
-/// The class whose hotkey was pressed this frame, if any.
-pub fn class_hotkey(input: &egui::InputState) -> Option<u8> {
-    if input.modifiers.any() {
-        return None;
-    }
-    CLASS_KEYS.iter().position(|&key| input.key_pressed(key)).map(|c| c as u8)
+/// The class whose hotkey `key` is, if any.
+pub fn class_of_key(key: Key) -> Option<u8> {
+    CLASS_KEYS.iter().position(|&k| k == key).map(|c| c as u8)
 }
 
 /// The class list; clicking a swatch selects it. `counts` greys out absent classes' counts.

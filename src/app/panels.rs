@@ -31,28 +31,24 @@ impl Studio {
         } else if undo {
             self.canvas.undo();
         }
-        ctx.input(|i| {
-            if let Some(class) = palette::class_hotkey(i) {
+        // Every press counts, even several in one slow frame (while generating).
+        for key in ctx.input(plain_presses) {
+            if let Some(class) = palette::class_of_key(key) {
                 self.canvas.class = class;
                 if matches!(self.canvas.tool, Tool::Eraser | Tool::Eyedropper) {
                     self.canvas.tool = Tool::Brush;
                 }
             }
-            if i.modifiers.any() {
-                return;
+            match key {
+                Key::B => self.canvas.tool = Tool::Brush,
+                Key::E => self.canvas.tool = Tool::Eraser,
+                Key::F => self.canvas.tool = Tool::Fill,
+                Key::I => self.canvas.tool = Tool::Eyedropper,
+                Key::OpenBracket => self.canvas.grow_brush(1.0 / 1.25),
+                Key::CloseBracket => self.canvas.grow_brush(1.25),
+                _ => {}
             }
-            for (key, tool) in [(Key::B, Tool::Brush), (Key::E, Tool::Eraser), (Key::F, Tool::Fill), (Key::I, Tool::Eyedropper)] {
-                if i.key_pressed(key) {
-                    self.canvas.tool = tool;
-                }
-            }
-            if i.key_pressed(Key::OpenBracket) {
-                self.canvas.grow_brush(1.0 / 1.25);
-            }
-            if i.key_pressed(Key::CloseBracket) {
-                self.canvas.grow_brush(1.25);
-            }
-        });
+        }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
         for path in dropped {
             self.open_dropped(&path);
@@ -130,13 +126,17 @@ impl Studio {
                             }
                         }
                     }
-                    ModelStatus::Ready(info) => ui.label(format!(
-                        "model: {} · {} px · {:.1} M parameters · {}",
-                        info.name,
-                        info.resolution,
-                        info.parameters as f64 / 1e6,
-                        info.device
-                    )),
+                    // Cut short in a narrow window rather than drawn over the buttons; the whole line shows on hover.
+                    ModelStatus::Ready(info) => ui.add(
+                        egui::Label::new(format!(
+                            "model: {} · {} px · {:.1} M parameters · {}",
+                            info.name,
+                            info.resolution,
+                            info.parameters as f64 / 1e6,
+                            info.device
+                        ))
+                        .truncate(),
+                    ),
                     ModelStatus::Failed(_) => ui.colored_label(ui.visuals().error_fg_color, "model failed to load"),
                 };
             });
@@ -145,7 +145,7 @@ impl Studio {
 
     pub(super) fn messages_ui(&mut self, ui: &mut egui::Ui) {
         let mut dismissed = None;
-        for (index, message) in self.messages.iter().enumerate() {
+        for (index, message) in self.messages.list().iter().enumerate() {
             ui.horizontal(|ui| {
                 let color = match message.kind {
                     MessageKind::Info => ui.visuals().text_color(),
@@ -154,11 +154,15 @@ impl Studio {
                 if ui.small_button("×").on_hover_text("dismiss").clicked() {
                     dismissed = Some(index);
                 }
-                ui.colored_label(color, &message.text);
+                let text = match message.count {
+                    1 => message.text.clone(),
+                    n => format!("{} (×{n})", message.text),
+                };
+                ui.add(egui::Label::new(egui::RichText::new(text).color(color)).wrap());
             });
         }
         if let Some(index) = dismissed {
-            self.messages.remove(index);
+            self.messages.dismiss(index);
         }
     }
 
@@ -290,4 +294,18 @@ impl Studio {
             None => {}
         }
     }
+}
+
+/// The keys pressed this frame, in order, each without a modifier held at the
+/// time: the modifiers travel with the event, because a quick Ctrl+N can be
+/// pressed and released within one frame, leaving no modifier in the frame's state.
+fn plain_presses(input: &egui::InputState) -> Vec<Key> {
+    input
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            egui::Event::Key { key, pressed: true, modifiers, .. } if !modifiers.any() => Some(*key),
+            _ => None,
+        })
+        .collect()
 }

@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use egui::TextureOptions;
 
-use super::{Message, MessageKind, ModelStatus, Studio, StudioOptions, AUTOSAVE_DELAY, DEFAULT_MASK_SIZE};
+use super::{MessageKind, ModelStatus, Studio, StudioOptions, AUTOSAVE_DELAY, DEFAULT_MASK_SIZE};
 use super::autosave::Autosave;
 use super::canvas::Canvas;
 use super::frame_stats::FrameStats;
 use super::gallery::HistoryEntry;
+use super::messages::{Message, Messages, Topic};
 use super::generation::Settings;
 use super::photo::PhotoEdit;
 use super::photo_jobs::PhotoJobs;
@@ -37,7 +38,7 @@ impl Studio {
             timeline: Timeline::new(),
             history: Vec::new(),
             next_history_id: 1,
-            messages: Vec::new(),
+            messages: Messages::default(),
             mask_path: None,
             pending_overwrite: None,
             samples_dir: options.samples_dir,
@@ -54,7 +55,11 @@ impl Studio {
             photo_jobs: PhotoJobs::new(cc.egui_ctx.clone()),
             startup_photo: options.photo,
         };
-        studio.restore_autosave(&cc.egui_ctx);
+        // A restored session wins; otherwise open on a sample, so Generate makes a face at once.
+        if !studio.restore_autosave(&cc.egui_ctx) {
+            studio.open_first_sample();
+        }
+        studio.saved_fingerprint = studio.fingerprint();
         if let Some((label, load)) = options.loader {
             studio.worker.send(Job::LoadModel { label, load });
         }
@@ -78,7 +83,7 @@ impl Studio {
     }
 
     pub fn messages(&self) -> &[Message] {
-        &self.messages
+        self.messages.list()
     }
 
     pub fn model_status(&self) -> &ModelStatus {
@@ -143,16 +148,19 @@ impl Studio {
     }
 
     pub(super) fn inform(&mut self, kind: MessageKind, text: impl Into<String>) {
-        self.messages.push(Message { kind, text: text.into() });
-        if self.messages.len() > 4 {
-            self.messages.remove(0);
-        }
+        self.inform_about(Topic::Other, kind, text);
+    }
+
+    /// Reports on `topic`, replacing the previous report on it.
+    pub(super) fn inform_about(&mut self, topic: Topic, kind: MessageKind, text: impl Into<String>) {
+        self.messages.post(kind, topic, text.into(), Instant::now());
     }
 
     // ----- autosave -----
 
-    fn restore_autosave(&mut self, ctx: &egui::Context) {
-        let Some(store) = &self.autosave else { return };
+    /// Restores the last session; false when there was none to restore.
+    fn restore_autosave(&mut self, ctx: &egui::Context) -> bool {
+        let Some(store) = &self.autosave else { return false };
         match store.load() {
             Ok(Some(work)) => {
                 self.canvas = Canvas::new(work.mask);
@@ -164,11 +172,14 @@ impl Studio {
                 if let Some(image) = self.history.last().and_then(|e| e.images.first()) {
                     self.underlay = Some(ctx.load_texture("underlay", rgb_image(image), TextureOptions::LINEAR));
                 }
+                true
             }
-            Ok(None) => {}
-            Err(e) => self.inform(MessageKind::Error, format!("could not restore the last session: {e}")),
+            Ok(None) => false,
+            Err(e) => {
+                self.inform(MessageKind::Error, format!("could not restore the last session: {e}"));
+                false
+            }
         }
-        self.saved_fingerprint = self.fingerprint();
     }
 
     /// Changes whenever anything autosave keeps changes.
