@@ -81,7 +81,8 @@ impl DeviceChoice {
     }
 
     fn cpu(fallback: Option<String>) -> Self {
-        let description = format!("CPU ({} threads)", candle_core::utils::get_num_threads());
+        let threads = candle_core::utils::get_num_threads();
+        let description = format!("CPU ({threads} thread{})", if threads == 1 { "" } else { "s" });
         Self { device: Device::Cpu, description, fallback }
     }
 }
