@@ -82,7 +82,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
 /// The faces with each photo as `vae` renders it (its posterior mean,
 /// decoded): what a generated image looks like at best.
 pub(crate) fn autoencoded(faces: &FaceSet, vae: &AutoencoderKL, device: &Device) -> candle_core::Result<FaceSet> {
-    faces.rendered_by(|photos| vae.decode(&vae.encode(photos)?.mean), device)
+    faces.rendered_by(|photos| super::vae::reconstructed(vae, photos), device)
 }
 
 /// Per-pixel cross-entropy of the parser on (augmented) photos `indices`.

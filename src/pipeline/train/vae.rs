@@ -91,10 +91,10 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
             criterion.loss(&vae, &faces.photos(&faces.draw(rng, BATCH), &device)?, step, &disc_opt, rng)
         },
         |step, samples| {
-            let rec = vae.decode(&vae.encode(&held_photos)?.mean)?;
+            let rec = reconstructed(&vae, &held_photos)?;
             let path = samples.join(format!("step{step:06}.png"));
             pairs_grid(&held_photos, &rec)?.save(&path).map_err(|e| io_error("write", &path, e))?;
-            let Fidelity { psnr_db, gradient_energy_ratio } = fidelity(&vae, [Ok(held_photos.clone())])?;
+            let Fidelity { psnr_db, gradient_energy_ratio } = fidelity([Ok((held_photos.clone(), rec.clone()))])?;
             let distance = perceptual.distance(&rec, &held_photos)?.to_scalar::<f32>()?;
             let log = samples.join("fidelity.csv");
             let line = format!("{step},{psnr_db:.3},{gradient_energy_ratio:.4},{distance:.4}\n");
@@ -104,7 +104,11 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let weights = opt.final_weights();
     let vae = AutoencoderKL::new(VarBuilder::from_tensors(weights.clone(), DType::F32, &device).pp("first_stage_model"), &vae_config)?;
     let batches: Vec<usize> = (0..held_out.len()).collect();
-    let fidelity = fidelity(&vae, batches.chunks(16).map(|chunk| held_out.photos(chunk, &device)))?;
+    let fidelity = fidelity(batches.chunks(16).map(|chunk| {
+        let x = held_out.photos(chunk, &device)?;
+        let rec = reconstructed(&vae, &x)?;
+        Ok((x, rec))
+    }))?;
     // Held-out samples depend only on their index, so the first HELD_OUT of
     // these are the PSNR photos: the scale comes from them (one batch, as
     // the original's `scale_by_std`), the channel-mean prior from all.
@@ -215,15 +219,20 @@ struct Fidelity {
     gradient_energy_ratio: f64,
 }
 
-/// PSNR (dB, images in [0, 1]) and gradient energy of the photos in
-/// `batches` (B x 3 x H x W in [-1, 1]) encoded to their posterior means and
-/// decoded by `vae`.
-fn fidelity(vae: &AutoencoderKL, batches: impl IntoIterator<Item = candle_core::Result<Tensor>>) -> Result<Fidelity, TrainError> {
+/// Photos `x` (B x 3 x H x W in [-1, 1]) encoded to their posterior means
+/// and decoded: what the autoencoder gives back at best.
+pub(crate) fn reconstructed(vae: &AutoencoderKL, x: &Tensor) -> candle_core::Result<Tensor> {
+    vae.decode(&vae.encode(x)?.mean)
+}
+
+/// PSNR (dB, images in [0, 1]) and gradient energy of each batch of photos
+/// against its reconstruction (pairs of B x 3 x H x W in [-1, 1]).
+fn fidelity(pairs: impl IntoIterator<Item = candle_core::Result<(Tensor, Tensor)>>) -> Result<Fidelity, TrainError> {
     let (mut squared_error, mut energy_rec, mut energy_photo, mut values) = (0f64, 0f64, 0f64, 0usize);
-    for x in batches {
-        let x = x?;
+    for pair in pairs {
+        let (x, rec) = pair?;
         values += x.elem_count();
-        let rec = vae.decode(&vae.encode(&x)?.mean)?.clamp(-1f32, 1f32)?;
+        let rec = rec.clamp(-1f32, 1f32)?;
         squared_error += ((&rec - &x)? / 2.0)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         energy_rec += gradient_energy(&rec)?;
         energy_photo += gradient_energy(&x)?;
