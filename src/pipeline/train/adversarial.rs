@@ -65,10 +65,10 @@ fn leaky_relu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `DISC_WEIGHT` x |grad of `reconstruction` at `last_layer`| / |grad of `adversarial` there|,
-/// clamped to [0, 1e4] as in the original. Both losses must depend on
+/// the ratio clamped to [0, `max_ratio`] (the original's 1e4). Both losses must depend on
 /// `last_layer` through a graph of their own (the caller rebuilds the last
 /// layer on detached inputs, so these backward passes stay small).
-pub fn adaptive_weight(reconstruction: &Tensor, adversarial: &Tensor, last_layer: &Var) -> Result<f64> {
+pub fn adaptive_weight(reconstruction: &Tensor, adversarial: &Tensor, last_layer: &Var, max_ratio: f64) -> Result<f64> {
     let norm = |loss: &Tensor| -> Result<f64> {
         let grads = loss.backward()?;
         let g = grads
@@ -77,7 +77,7 @@ pub fn adaptive_weight(reconstruction: &Tensor, adversarial: &Tensor, last_layer
         Ok(g.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64)
     };
     let ratio = norm(reconstruction)? / (norm(adversarial)? + 1e-4);
-    Ok(ratio.clamp(0.0, 1e4) * DISC_WEIGHT)
+    Ok(ratio.clamp(0.0, max_ratio) * DISC_WEIGHT)
 }
 
 #[cfg(test)]
@@ -105,7 +105,9 @@ mod tests {
         // d/dw of sum(3w) has norm 3 sqrt(2); of sum(w) norm sqrt(2): the ratio is 3.
         let big = (w.as_tensor() * 3.0).unwrap().sum_all().unwrap();
         let small = w.as_tensor().sum_all().unwrap();
-        let weight = adaptive_weight(&big, &small, &w).unwrap();
+        let weight = adaptive_weight(&big, &small, &w, 1e4).unwrap();
         assert!((weight - 3.0 * DISC_WEIGHT).abs() < 1e-3, "{weight}");
+        let capped = adaptive_weight(&big, &small, &w, 1.0).unwrap();
+        assert!((capped - DISC_WEIGHT).abs() < 1e-6, "{capped}");
     }
 }

@@ -57,7 +57,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     sink(TrainEvent::Note(format!("diffusers: {parameters} trainable parameters (both dynamic diffusers)")));
     let held_out = FaceSet::generate(HELD_OUT_SEED, SAMPLES, set.faces.size);
     let device = ctx.device.clone();
-    let plan = Schedule { steps: 600, lr: 2e-4, ema_decay: Some(0.99), sample_every: usize::MAX };
+    let plan = Schedule { steps: 600, lr: 2e-4, ema_decay: Some(0.99), sample_every: usize::MAX, keep_at: &[] };
     let opt = fit(
         ctx,
         Network { stage: Stage::Diffusers, name: "diffusers", vars: &vars, companions: &[] },

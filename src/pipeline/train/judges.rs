@@ -40,7 +40,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let vars = VarMap::new();
     let vb = ctx.var_builder(&vars, "parser");
     let parser = FaceParser::new(vb.pp("parser"))?;
-    let plan = Schedule { steps: 1500, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let plan = Schedule { steps: 1500, lr: 1e-3, ema_decay: None, sample_every: usize::MAX, keep_at: &[] };
     let parser_opt = fit(
         ctx,
         Network { stage: Stage::Judges, name: "parser", vars: &vars, companions: &[] },
@@ -56,7 +56,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let attribute_vars = VarMap::new();
     let vb = ctx.var_builder(&attribute_vars, "attributes");
     let judge = AttributeJudge::new(vb.pp("attributes"))?;
-    let plan = Schedule { steps: 3700, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let plan = Schedule { steps: 3700, lr: 1e-3, ema_decay: None, sample_every: usize::MAX, keep_at: &[] };
     let attribute_opt = fit(
         ctx,
         Network { stage: Stage::Judges, name: "attributes", vars: &attribute_vars, companions: &[] },

@@ -67,7 +67,7 @@ pub fn train(ctx: &Context, modality: Modality, sink: &mut dyn FnMut(TrainEvent)
     let parameters = parameter_count(&vars);
     sink(TrainEvent::Note(format!("{}: {parameters} trainable parameters (UNet and condition encoder)", stage.name())));
     let device = ctx.device.clone();
-    let plan = Schedule { steps: 1500, lr: 3e-4, ema_decay: Some(0.999), sample_every: 500 };
+    let plan = Schedule { steps: 1500, lr: 3e-4, ema_decay: Some(0.999), sample_every: 500, keep_at: &[] };
     let held: Vec<usize> = (0..SAMPLES).collect();
     let opt = fit(
         ctx,

@@ -210,6 +210,10 @@ pub(crate) struct Schedule {
     pub ema_decay: Option<f64>,
     /// Write a sample grid every this many steps (and at the end).
     pub sample_every: usize,
+    /// Steps whose checkpoint is also kept under its own name
+    /// (`<name>.step<N>.checkpoint.safetensors`): where the recipe switches
+    /// terms on, so a switch that goes wrong can be run again from before it.
+    pub keep_at: &'static [usize],
 }
 
 /// Checkpoints are written at least this often, and when a run stops.
@@ -297,7 +301,15 @@ pub(crate) fn fit(
         if opt.step % schedule.sample_every == 0 && opt.step < total {
             sample(opt.step, &work.join("samples"))?;
         }
-        if saved.elapsed().as_secs() >= CHECKPOINT_SECS {
+        if schedule.keep_at.contains(&opt.step) {
+            save(&opt)?;
+            saved = Instant::now();
+            for file in std::iter::once(name).chain(companions.iter().map(|(c, _)| *c)) {
+                let from = work.join(format!("{file}.checkpoint.safetensors"));
+                let kept = work.join(format!("{file}.step{:06}.checkpoint.safetensors", opt.step));
+                std::fs::copy(&from, &kept).map_err(|e| io_error("copy", &kept, e))?;
+            }
+        } else if saved.elapsed().as_secs() >= CHECKPOINT_SECS {
             save(&opt)?;
             saved = Instant::now();
         }

@@ -133,7 +133,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> std::result::Re
     let vars = VarMap::new();
     let net = PerceptualNet::new(ctx.var_builder(&vars, "perceptual"))?;
     let device = ctx.device.clone();
-    let schedule = Schedule { steps: 600, lr: 1e-3, ema_decay: None, sample_every: usize::MAX };
+    let schedule = Schedule { steps: 600, lr: 1e-3, ema_decay: None, sample_every: usize::MAX, keep_at: &[] };
     let opt = fit(
         ctx,
         Network { stage: Stage::Perceptual, name: "perceptual", vars: &vars, companions: &[] },

@@ -172,3 +172,25 @@ fn autoencoded_faces_keep_their_truth_and_change_only_the_photos() -> Result<()>
     assert!(difference > 0.05, "decoded photos differ from the originals by only {difference}");
     Ok(())
 }
+
+#[test]
+fn fit_keeps_the_checkpoint_of_each_switch_and_resumes_from_it() -> std::result::Result<(), super::TrainError> {
+    use super::{fit, Context, Network, Schedule, Stage, TrainRequest};
+    let dir = std::env::temp_dir().join(format!("codiff-fit-keep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let request = TrainRequest { dir: dir.clone(), steps: None, resume: false, seed: 0, device: Device::Cpu };
+    let ctx = Context::new(&request, &cancel)?;
+    let vars = VarMap::new();
+    let w = vars.get(1, "w", candle_nn::Init::Const(1.0), candle_core::DType::F32, &Device::Cpu)?;
+    let schedule = Schedule { steps: 4, lr: 0.1, ema_decay: None, sample_every: usize::MAX, keep_at: &[2] };
+    let network = || Network { stage: Stage::Vae, name: "toy", vars: &vars, companions: &[] };
+    fit(&ctx, network(), &schedule, &mut |_| {}, |_, _| w.sqr()?.sum_all(), |_, _| Ok(()))?;
+    let kept = ctx.work_dir(Stage::Vae)?.join("toy.step000002.checkpoint.safetensors");
+    assert!(kept.exists(), "no checkpoint kept at the switch");
+    let mut at_switch = AdamW::new(&vars, 0.1, None)?;
+    at_switch.load(&kept)?;
+    assert_eq!(at_switch.step, 2);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
