@@ -327,9 +327,10 @@ fn loading_a_bad_mask_shows_a_message_and_keeps_the_current_mask() {
     assert_eq!(harness.state().mask(), &painted);
     harness.get_by_label_contains("notes.png is not a readable image");
 
+    // "Load mask…" insists on a mask (a dropped file of other colours opens as a photo).
     let grey = dir.join("grey.png");
     image::RgbImage::from_pixel(8, 8, image::Rgb([128, 128, 128])).save(&grey).unwrap();
-    harness.input_mut().dropped_files.push(Arc::new(DroppedPath(grey)));
+    harness.state_mut().load_mask(&grey);
     harness.run();
     assert_eq!(harness.state().mask(), &painted);
     harness.get_by_label_contains("is not one of the 19 mask colours");
@@ -853,4 +854,204 @@ fn the_window_works_at_its_minimum_size() {
     harness.get_by_label("Generate").click();
     run_until(&mut harness, "the run ends", |s| s.history().len() == 1);
     harness.snapshot("studio_at_minimum_size");
+}
+
+fn drop_file(harness: &mut Harness<'_, Studio>, path: &Path) {
+    harness.input_mut().dropped_files.push(Arc::new(DroppedPath(path.to_path_buf())));
+    harness.run();
+}
+
+#[test]
+fn a_dropped_png_photo_opens_as_a_photo_and_a_palette_png_as_a_mask() {
+    let dir = temp_dir("drop-kinds");
+    let mut harness = studio(0, None);
+    let photo = dir.join("portrait.png");
+    image::RgbImage::from_fn(120, 90, |x, y| image::Rgb([180, 120 + (x % 50) as u8, 90 + (y % 60) as u8])).save(&photo).unwrap();
+    drop_file(&mut harness, &photo);
+    run_until(&mut harness, "the PNG photo is opened and read", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
+    assert_eq!(harness.state().photo().unwrap().path, photo);
+    assert_eq!(harness.state().prompt(), "This man is in his twenties.", "read like any photo");
+    harness.get_by_label_contains("is a photo, not a mask");
+    assert!(harness.state().messages().iter().all(|m| m.kind != codiff::app::MessageKind::Error), "{:?}", harness.state().messages());
+
+    let mask_path = dir.join("painted.png");
+    let mut mask = Mask::filled(128, 128, class::BACKGROUND);
+    stamp_disc(&mut mask, Pos2::new(64.0, 64.0), 30.0, Ink::Class(class::HAIR));
+    image::RgbImage::from_raw(128, 128, mask.to_rgb()).unwrap().save(&mask_path).unwrap();
+    drop_file(&mut harness, &mask_path);
+    assert_eq!(harness.state().mask(), &mask, "an RGB PNG in the palette's colours is a mask");
+}
+
+/// Files under `dir`, recursively, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+fn studio_with_outputs(autosave_dir: &Path, outputs_dir: &Path) -> Harness<'static, Studio> {
+    let engine = ScriptedEngine { step_delay: Duration::ZERO, emitted: Arc::default(), warning: None };
+    let options = StudioOptions {
+        autosave_dir: Some(autosave_dir.to_path_buf()),
+        outputs_dir: Some(outputs_dir.to_path_buf()),
+        samples_dir: PathBuf::from("/nonexistent/samples"),
+        ..StudioOptions::default()
+    };
+    studio_with(engine, [1600.0, 1000.0], options)
+}
+
+fn generate_and_wait(harness: &mut Harness<'_, Studio>) {
+    harness.get_by_label("Generate").click();
+    run_until(harness, "the run starts", |s| s.is_generating());
+    run_until(harness, "the run ends", |s| !s.is_generating());
+}
+
+#[test]
+fn every_result_is_also_written_to_the_outputs_folder_unless_turned_off() {
+    let (autosave, outputs) = (temp_dir("outputs-autosave"), temp_dir("outputs"));
+    let mut harness = studio_with_outputs(&autosave, &outputs);
+    harness.state_mut().set_prompt("She is in her thirties.");
+    *harness.state_mut().settings_mut() = Settings { seed: 42, seed_locked: true, steps: 2, batch: 2, ..Settings::default() };
+    generate_and_wait(&mut harness);
+    let written = files_under(&outputs);
+    let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["00001-seed42.png", "00002-seed43.png"], "one file per image, numbered, named by seed");
+    let day = written[0].parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    assert!(day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-', "a folder per day: {day}");
+    let params = read_png_params(&written[1]).unwrap().expect("the output carries its settings");
+    assert_eq!((params.prompt.as_str(), params.seed, params.steps), ("She is in her thirties.", 43, 2));
+    assert_eq!(params.model.as_deref(), Some("scripted test engine"));
+    assert_eq!(params.mask.as_ref(), Some(harness.state().mask()), "and its mask");
+    harness.get_by_label_contains(&outputs.display().to_string());
+
+    // Again with the same settings: written again (numbered on), but one gallery entry.
+    generate_and_wait(&mut harness);
+    assert_eq!(files_under(&outputs).len(), 4, "nothing overwritten");
+
+    harness.get_by_label("also save every result to the outputs folder").click();
+    harness.run();
+    assert!(!harness.state().outputs().unwrap().enabled);
+    harness.state_mut().settings_mut().seed = 7;
+    generate_and_wait(&mut harness);
+    assert_eq!(files_under(&outputs).len(), 4, "turned off, nothing more is written");
+
+    eframe::App::on_exit(harness.state_mut());
+    drop(harness);
+    let harness = studio_with_outputs(&autosave, &outputs);
+    assert!(!harness.state().outputs().unwrap().enabled, "the setting survives a restart");
+}
+
+#[test]
+fn the_same_settings_twice_add_no_second_gallery_entry() {
+    let mut harness = studio(0, None);
+    harness.state_mut().settings_mut().steps = 2;
+    generate_and_wait(&mut harness);
+    generate_and_wait(&mut harness);
+    assert_eq!(harness.state().history().len(), 1, "the same mask and settings make the same image");
+    harness.state_mut().settings_mut().seed = 5;
+    generate_and_wait(&mut harness);
+    generate_and_wait(&mut harness);
+    harness.state_mut().settings_mut().seed = 42;
+    generate_and_wait(&mut harness);
+    let seeds: Vec<u64> = harness.state().history().iter().map(|e| e.params.settings.seed).collect();
+    assert_eq!(seeds, [5, 42], "the repeated result moves to the front instead of a twin");
+    drag_stroke(&mut harness);
+    generate_and_wait(&mut harness);
+    assert_eq!(harness.state().history().len(), 3, "another mask is another result");
+}
+
+#[test]
+fn restoring_a_gallery_entry_shows_its_result_and_timeline_and_one_undo_takes_it_back() {
+    let mut harness = studio(0, None);
+    harness.state_mut().set_prompt("He is in his twenties.");
+    *harness.state_mut().settings_mut() = Settings { seed: 1, seed_locked: true, steps: 3, ..Settings::default() };
+    generate_and_wait(&mut harness);
+    let first_mask = harness.state().mask().clone();
+
+    drag_stroke(&mut harness);
+    harness.state_mut().set_prompt("She is in her sixties.");
+    *harness.state_mut().settings_mut() = Settings { seed: 2, seed_locked: false, steps: 5, eta: 0.0, ..Settings::default() };
+    generate_and_wait(&mut harness);
+    let (second_mask, second_settings) = (harness.state().mask().clone(), harness.state_mut().settings_mut().clone());
+    assert_eq!(harness.state().timeline().steps.len(), 5);
+
+    let ctx = harness.ctx.clone();
+    harness.state_mut().restore_entry(&ctx, 0);
+    harness.run();
+    let studio = harness.state_mut();
+    assert_eq!((studio.prompt(), studio.mask()), ("He is in his twenties.", &first_mask));
+    assert_eq!((studio.settings_mut().seed, studio.settings_mut().steps), (1, 3));
+    assert_eq!(studio.timeline().steps.len(), 3, "the entry's own timeline");
+    assert!(studio.previews_final());
+    assert_eq!(studio.preview_sizes(), vec![[IMAGE, IMAGE]], "its result is shown");
+
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.run();
+    let studio = harness.state_mut();
+    assert_eq!((studio.prompt(), studio.mask()), ("She is in her sixties.", &second_mask), "one undo takes the whole restore back");
+    assert_eq!(studio.settings_mut(), &second_settings);
+    harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    harness.run();
+    assert_eq!((harness.state().prompt(), harness.state().mask()), ("He is in his twenties.", &first_mask), "and redo brings it again");
+    for _ in 0..2 {
+        harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+        harness.run();
+    }
+    assert_eq!(harness.state().prompt(), "She is in her sixties.", "the stroke's undo leaves the prompt alone");
+    assert_eq!(harness.state().mask(), &first_mask, "it undoes the stroke");
+}
+
+#[test]
+fn edits_enter_the_gallery_and_the_open_photo_survives_a_restart() {
+    let (dir, autosave, outputs) = (temp_dir("edit-gallery"), temp_dir("edit-autosave"), temp_dir("edit-outputs"));
+    let path = dir.join("portrait.jpg");
+    image::RgbImage::from_pixel(300, 200, image::Rgb([0, 0, 200])).save(&path).unwrap();
+    let mut harness = studio_with_outputs(&autosave, &outputs);
+    harness.state_mut().open_photo(&path);
+    run_until(&mut harness, "the judges read the photo", |s| s.photo().is_some_and(|p| p.source_mask.is_some()));
+    harness.state_mut().photo_mut().unwrap().source_text = "This man is in his late twenties.".into();
+    harness.state_mut().set_prompt("This man is in his sixties.");
+    harness.state_mut().edit_photo();
+    run_until(&mut harness, "the edit finishes", |s| !s.is_busy());
+    run_until(&mut harness, "the edit is written to the outputs folder", |s| !s.photo_work_pending());
+
+    let history = harness.state().history();
+    assert_eq!(history.len(), 1, "the edit is in the gallery");
+    let edit = history[0].params.edit.as_ref().expect("as an edit");
+    assert_eq!((edit.photo.as_str(), edit.method.as_str()), (path.to_str().unwrap(), "inversion"));
+    assert_eq!(history[0].params.prompt, "This man is in his sixties.");
+    let written = files_under(&outputs);
+    assert_eq!(written.len(), 1);
+    assert!(written[0].file_name().unwrap().to_string_lossy().ends_with("-portrait-inversion.png"), "{written:?}");
+    assert_eq!(image::open(&written[0]).unwrap().dimensions(), (300, 200), "the full photo with the edit pasted back");
+    let params = read_png_params(&written[0]).unwrap().unwrap();
+    let carried = params.edit.expect("the edit's settings");
+    assert_eq!((carried.photo.as_str(), carried.source_text.as_str()), (path.to_str().unwrap(), "This man is in his late twenties."));
+    assert_eq!((params.prompt.as_str(), params.eta), ("This man is in his sixties.", 0.0));
+    let saved = dir.join("saved.png");
+    harness.state_mut().save_edited_photo(0, saved.clone());
+    run_until(&mut harness, "the edited photo is saved", |s| !s.photo_work_pending());
+    assert_eq!(read_png_params(&saved).unwrap().unwrap().edit.unwrap().photo, path.display().to_string(), "Save names the source photo too");
+
+    let target = harness.state().mask().clone();
+    eframe::App::on_exit(harness.state_mut());
+    drop(harness);
+    let mut harness = studio_with_outputs(&autosave, &outputs);
+    run_until(&mut harness, "the photo is reopened", |s| s.photo().is_some());
+    let studio = harness.state();
+    let photo = studio.photo().unwrap();
+    assert_eq!(photo.path, path);
+    assert_eq!(photo.source_text, "This man is in his late twenties.", "the corrected reading, not a new one");
+    assert!(photo.source_mask.is_some());
+    assert_eq!(photo.results.len(), 1, "with its edit");
+    assert_eq!((studio.prompt(), studio.mask()), ("This man is in his sixties.", &target), "the target as it was left");
+    assert_eq!(studio.history().len(), 1);
 }

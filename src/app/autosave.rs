@@ -1,9 +1,11 @@
-//! No lost work: the open mask, prompt, settings and history are written to a
-//! folder in the user's data directory and read back on start.
+//! No lost work: the open mask, prompt, settings, history and the photo being
+//! edited are written to a folder in the user's data directory and read back on start.
 //!
-//! Layout: `work.json` (prompt, settings, history parameters), `mask.png`, and
-//! per history entry `history/ID-mask.png` plus `history/ID-K.png` (result
-//! PNGs with their parameters embedded, written once).
+//! Layout: `work.json` (prompt, settings, history parameters, the open photo's
+//! path, crop and edit settings), `mask.png`, `photo-mask.png` (the photo's
+//! mask as read), and per history entry `history/ID-mask.png` plus
+//! `history/ID-K.png` (result PNGs with their parameters embedded, written once).
+//! The photo's edits are the history entries that name it.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,7 @@ use super::generation::Settings;
 use super::prompt::CaptionChoice;
 use crate::data::image_params::save_png_with_params;
 use crate::data::mask::Mask;
+use crate::pipeline::edit::{Crop, EditMethod};
 
 /// At most this many results are kept; the oldest go first.
 pub const HISTORY_LIMIT: usize = 48;
@@ -23,6 +26,36 @@ pub struct Work {
     pub attributes: CaptionChoice,
     pub settings: Settings,
     pub history: Vec<HistoryEntry>,
+    /// Whether results also go to the outputs folder.
+    pub save_outputs: bool,
+    pub photo: Option<SavedPhoto>,
+}
+
+/// The work as the studio holds it, to be saved.
+pub struct WorkRef<'a> {
+    pub mask: &'a Mask,
+    pub prompt: &'a str,
+    pub attributes: &'a CaptionChoice,
+    pub settings: &'a Settings,
+    pub history: &'a [HistoryEntry],
+    pub save_outputs: bool,
+    pub photo: Option<SavedPhoto>,
+}
+
+/// The photo being edited: enough to open it again as it was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedPhoto {
+    pub path: PathBuf,
+    pub crop: Crop,
+    /// Its description as read and corrected.
+    pub source_text: String,
+    pub method: EditMethod,
+    pub alpha: f64,
+    pub embed_steps: usize,
+    pub finetune_steps: usize,
+    /// Its mask as read (at the model's size), absent while it was being read.
+    #[serde(skip)]
+    pub source_mask: Option<Mask>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -32,6 +65,14 @@ struct WorkFile {
     attributes: CaptionChoice,
     settings: Settings,
     history: Vec<HistoryFile>,
+    #[serde(default = "yes")]
+    save_outputs: bool,
+    #[serde(default)]
+    photo: Option<SavedPhoto>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -41,14 +82,16 @@ struct HistoryFile {
     images: usize,
 }
 
-/// Where the studio keeps its work: `$CODIFF_DATA_DIR`, else
+/// The studio's data directory: `$CODIFF_DATA_DIR`, else
 /// `$XDG_DATA_HOME/codiff`, else `~/.local/share/codiff`.
-pub fn default_dir() -> Option<PathBuf> {
+pub fn data_dir() -> Option<PathBuf> {
     let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    env("CODIFF_DATA_DIR")
-        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("codiff")))
-        .or_else(|| env("HOME").map(|h| h.join(".local/share/codiff")))
-        .map(|d| d.join("autosave"))
+    env("CODIFF_DATA_DIR").or_else(|| env("XDG_DATA_HOME").map(|d| d.join("codiff"))).or_else(|| env("HOME").map(|h| h.join(".local/share/codiff")))
+}
+
+/// Where the studio keeps its open work: `autosave` in [`data_dir`].
+pub fn default_dir() -> Option<PathBuf> {
+    data_dir().map(|d| d.join("autosave"))
 }
 
 pub struct Autosave {
@@ -76,7 +119,8 @@ impl Autosave {
         let mask = Mask::load(self.dir.join("mask.png")).map_err(|e| e.to_string())?;
         // A history entry whose files went missing is dropped, not fatal.
         let history = file.history.into_iter().filter_map(|h| self.load_entry(h)).collect();
-        Ok(Some(Work { mask, prompt: file.prompt, attributes: file.attributes, settings: file.settings, history }))
+        let photo = file.photo.map(|photo| SavedPhoto { source_mask: Mask::load(self.dir.join("photo-mask.png")).ok(), ..photo });
+        Ok(Some(Work { mask, prompt: file.prompt, attributes: file.attributes, settings: file.settings, history, save_outputs: file.save_outputs, photo }))
     }
 
     fn load_entry(&self, h: HistoryFile) -> Option<HistoryEntry> {
@@ -95,7 +139,8 @@ impl Autosave {
     }
 
     /// Writes the work; history files already on disk are kept, dropped entries' files removed.
-    pub fn save(&self, mask: &Mask, prompt: &str, attributes: &CaptionChoice, settings: &Settings, history: &[HistoryEntry]) -> Result<(), String> {
+    pub fn save(&self, work: WorkRef<'_>) -> Result<(), String> {
+        let WorkRef { mask, prompt, attributes, settings, history, save_outputs, photo } = work;
         let history_dir = self.dir.join("history");
         std::fs::create_dir_all(&history_dir).map_err(|e| format!("cannot create {}: {e}", history_dir.display()))?;
         for entry in history {
@@ -110,11 +155,16 @@ impl Autosave {
         self.remove_dropped(history);
         let bytes = mask.encode_png()?;
         write_atomic(&self.dir.join("mask.png"), &bytes)?;
+        if let Some(source_mask) = photo.as_ref().and_then(|p| p.source_mask.as_ref()) {
+            write_atomic(&self.dir.join("photo-mask.png"), &source_mask.encode_png()?)?;
+        }
         let file = WorkFile {
             prompt: prompt.to_string(),
             attributes: *attributes,
             settings: settings.clone(),
             history: history.iter().map(|e| HistoryFile { id: e.id, params: e.params.clone(), images: e.images.len() }).collect(),
+            save_outputs,
+            photo,
         };
         let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
         write_atomic(&self.dir.join("work.json"), json.as_bytes())
@@ -153,10 +203,21 @@ mod tests {
         let mut mask = Mask::filled(8, 8, crate::data::mask::class::BACKGROUND);
         mask.set(3, 4, crate::data::mask::class::HAIR);
         let settings = Settings { seed: 99, steps: 12, ..Settings::default() };
-        let params = RunParams { prompt: "She is a teen.".into(), attributes: CaptionChoice::default(), settings: settings.clone(), model: Some("tiny".into()) };
+        let params = RunParams { prompt: "She is a teen.".into(), attributes: CaptionChoice::default(), settings: settings.clone(), model: Some("tiny".into()), edit: None };
         let image = RgbFrame { width: 2, height: 2, pixels: (0..12).collect() };
         let history = vec![HistoryEntry::new(5, params.clone(), mask.clone(), vec![image.clone()])];
-        store.save(&mask, "She is a teen.", &CaptionChoice::default(), &settings, &history).unwrap();
+        let photo = SavedPhoto {
+            path: "/photos/me.jpg".into(),
+            crop: Crop { x: 3, y: 0, side: 40 },
+            source_text: "He is in his twenties.".into(),
+            method: EditMethod::Imagic,
+            alpha: 7.5,
+            embed_steps: 20,
+            finetune_steps: 30,
+            source_mask: Some(mask.clone()),
+        };
+        let work_ref = |prompt, history, save_outputs, photo| WorkRef { mask: &mask, prompt, attributes: &CaptionChoice::default(), settings: &settings, history, save_outputs, photo };
+        store.save(work_ref("She is a teen.", &history, false, Some(photo.clone()))).unwrap();
 
         let work = store.load().unwrap().unwrap();
         assert_eq!(work.mask, mask);
@@ -165,8 +226,12 @@ mod tests {
         assert_eq!(work.history.len(), 1);
         assert_eq!(work.history[0].params, params);
         assert_eq!(work.history[0].images, vec![image]);
+        assert!(!work.save_outputs);
+        assert_eq!(work.photo, Some(photo), "the open photo with its crop, reading and edit settings");
 
-        store.save(&mask, "", &CaptionChoice::default(), &settings, &[]).unwrap();
+        store.save(work_ref("", &[], true, None)).unwrap();
+        let work = store.load().unwrap().unwrap();
+        assert!(work.save_outputs && work.photo.is_none());
         assert!(std::fs::read_dir(dir.join("history")).unwrap().next().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }

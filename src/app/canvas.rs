@@ -33,6 +33,13 @@ impl Tool {
     }
 }
 
+/// The mask before (on the undo stack) or after (on the redo stack) one edit,
+/// and the tag the edit was made with.
+struct UndoStep {
+    mask: Mask,
+    tag: Option<u64>,
+}
+
 /// The mask being painted and everything about how it is painted.
 pub struct Canvas {
     mask: Mask,
@@ -49,8 +56,8 @@ pub struct Canvas {
     /// 1 fits the canvas area; larger zooms in.
     pub zoom: f32,
     pub pan: Vec2,
-    undo: Vec<Mask>,
-    redo: Vec<Mask>,
+    undo: Vec<UndoStep>,
+    redo: Vec<UndoStep>,
     /// Mask position of the pointer during a stroke, to draw continuous lines.
     last_paint: Option<Pos2>,
     texture: Option<TextureHandle>,
@@ -93,7 +100,13 @@ impl Canvas {
 
     /// Replaces the whole mask as one undoable edit (new, clear, open).
     pub fn replace_mask(&mut self, mask: Mask) {
-        self.begin_edit();
+        self.replace_mask_tagged(mask, None);
+    }
+
+    /// Replaces the whole mask as one undoable edit that `tag` names: undo
+    /// and redo hand the tag back, so the studio can undo what else changed with it.
+    pub fn replace_mask_tagged(&mut self, mask: Mask, tag: Option<u64>) {
+        self.begin_edit(tag);
         self.mask = mask;
         self.changed();
     }
@@ -106,18 +119,20 @@ impl Canvas {
         !self.redo.is_empty()
     }
 
-    pub fn undo(&mut self) {
-        if let Some(previous) = self.undo.pop() {
-            self.redo.push(std::mem::replace(&mut self.mask, previous));
-            self.changed();
-        }
+    /// Undoes the last edit; returns its tag.
+    pub fn undo(&mut self) -> Option<u64> {
+        let previous = self.undo.pop()?;
+        self.redo.push(UndoStep { mask: std::mem::replace(&mut self.mask, previous.mask), tag: previous.tag });
+        self.changed();
+        previous.tag
     }
 
-    pub fn redo(&mut self) {
-        if let Some(next) = self.redo.pop() {
-            self.undo.push(std::mem::replace(&mut self.mask, next));
-            self.changed();
-        }
+    /// Redoes the last undone edit; returns its tag.
+    pub fn redo(&mut self) -> Option<u64> {
+        let next = self.redo.pop()?;
+        self.undo.push(UndoStep { mask: std::mem::replace(&mut self.mask, next.mask), tag: next.tag });
+        self.changed();
+        next.tag
     }
 
     pub fn grow_brush(&mut self, factor: f32) {
@@ -135,13 +150,13 @@ impl Canvas {
     pub fn stroke_begin(&mut self, at: Pos2) {
         match self.tool {
             Tool::Brush | Tool::Eraser => {
-                self.begin_edit();
+                self.begin_edit(None);
                 self.stamp_line(at, at);
                 self.last_paint = Some(at);
             }
             Tool::Fill => {
                 if let Some((x, y)) = self.pixel_at(at) {
-                    self.begin_edit();
+                    self.begin_edit(None);
                     let class = self.class;
                     flood_fill(&mut self.mask, x, y, class);
                     if self.mirror {
@@ -177,11 +192,11 @@ impl Canvas {
         self.last_paint.is_some()
     }
 
-    fn begin_edit(&mut self) {
+    fn begin_edit(&mut self, tag: Option<u64>) {
         if self.undo.len() == UNDO_DEPTH {
             self.undo.remove(0);
         }
-        self.undo.push(self.mask.clone());
+        self.undo.push(UndoStep { mask: self.mask.clone(), tag });
         self.redo.clear();
     }
 
@@ -452,6 +467,19 @@ mod tests {
         assert_eq!(canvas.mask(), &Mask::filled(32, 32, BACKGROUND));
         canvas.redo();
         assert_eq!(canvas.mask(), &painted);
+    }
+
+    #[test]
+    fn undo_and_redo_hand_back_the_tag_of_a_tagged_replacement() {
+        let mut canvas = Canvas::new(Mask::filled(4, 4, BACKGROUND));
+        canvas.replace_mask_tagged(Mask::filled(4, 4, SKIN), Some(7));
+        canvas.replace_mask(Mask::filled(4, 4, HAIR));
+        assert_eq!(canvas.undo(), None, "the untagged replacement");
+        assert_eq!(canvas.undo(), Some(7));
+        assert_eq!(canvas.mask(), &Mask::filled(4, 4, BACKGROUND));
+        assert_eq!(canvas.redo(), Some(7));
+        assert_eq!(canvas.mask(), &Mask::filled(4, 4, SKIN));
+        assert_eq!(canvas.redo(), None);
     }
 
     #[test]

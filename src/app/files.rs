@@ -7,27 +7,31 @@ use std::path::{Path, PathBuf};
 use super::{MessageKind, ModelStatus, Studio};
 use super::canvas::Canvas;
 use super::engine;
-use super::gallery::RunParams;
 use super::generation::Settings;
 use super::prompt::CaptionChoice;
 use super::worker::Job;
-use crate::data::image_params::{read_png_params, save_png_with_params, EditParams, ImageParams};
+use crate::data::image_params::{save_png_with_params, ImageParams};
 use crate::data::mask::Mask;
-use crate::diffusion::collaborate::CombineMode;
+use crate::data::png_kind::{self, PngKind};
 
 impl Studio {
     /// Loads a mask file; a bad file leaves the current mask as it was and says why.
     pub fn load_mask(&mut self, path: &Path) {
         match Mask::load(path) {
-            Ok(mask) => match mask.square_size(&path.display().to_string()) {
-                Ok(_) => {
-                    self.canvas.replace_mask(mask);
-                    self.mask_path = Some(path.to_path_buf());
-                    self.inform(MessageKind::Info, format!("Opened {}", path.display()));
-                }
-                Err(e) => self.inform(MessageKind::Error, format!("{e}; the current mask is unchanged")),
-            },
+            Ok(mask) => self.open_mask(mask, path),
             Err(e) => self.inform(MessageKind::Error, format!("{e}. The current mask is unchanged.")),
+        }
+    }
+
+    /// Puts `mask`, read from `path`, on the canvas if it is square.
+    fn open_mask(&mut self, mask: Mask, path: &Path) {
+        match mask.square_size(&path.display().to_string()) {
+            Ok(_) => {
+                self.canvas.replace_mask(mask);
+                self.mask_path = Some(path.to_path_buf());
+                self.inform(MessageKind::Info, format!("Opened {}", path.display()));
+            }
+            Err(e) => self.inform(MessageKind::Error, format!("{e}; the current mask is unchanged")),
         }
     }
 
@@ -122,18 +126,23 @@ impl Studio {
         self.prompt = captions.remove(&name).unwrap_or_default();
     }
 
-    /// A dropped PNG that the studio wrote restores its settings; anything else is read as a mask.
-    /// A JPEG or WebP opens as a photo to edit; anything else is read as a mask.
+    /// A dropped JPEG or WebP opens as a photo to edit. Any other image is
+    /// read for what it holds: a result's parameters restore it, palette
+    /// colours (or class indices) make a mask, and anything else is a photo.
     pub(super) fn open_dropped(&mut self, path: &Path) {
         let photo_like = path.extension().is_some_and(|e| ["jpg", "jpeg", "webp"].iter().any(|p| e.eq_ignore_ascii_case(p)));
         if photo_like {
             self.open_photo(path);
-        } else {
-            match read_png_params(path) {
-                Ok(Some(params)) => self.restore_image_params(params, path),
-                Ok(None) => self.load_mask(path),
-                Err(e) => self.inform(MessageKind::Error, format!("{e}; nothing was changed")),
+            return;
+        }
+        match png_kind::classify(path) {
+            Ok(PngKind::Result(params)) => self.restore_image_params(*params, path),
+            Ok(PngKind::Mask(mask)) => self.open_mask(mask, path),
+            Ok(PngKind::Photo { why }) => {
+                self.inform(MessageKind::Info, format!("{} is a photo, not a mask ({why}): opening it to edit.", path.display()));
+                self.open_photo(path);
             }
+            Err(e) => self.inform(MessageKind::Error, format!("{e}; nothing was changed")),
         }
     }
 
@@ -152,6 +161,9 @@ impl Studio {
             }
             Some(Err(e)) => restored += &format!(" ({e}: the current mask is unchanged)"),
             None => {}
+        }
+        if let Some(edit) = &params.edit {
+            restored += &format!("; it is an edit ({}) of {}, which \"Open photo…\" opens to edit again", edit.method, edit.photo);
         }
         if let (Some(made_by), ModelStatus::Ready(open)) = (&params.model, &self.model) {
             if *made_by != open.name {
@@ -180,32 +192,7 @@ impl Studio {
     pub fn save_edited_photo(&mut self, index: usize, path: PathBuf) {
         let Some(photo) = &self.photo else { return };
         let Some(result) = photo.results.get(index) else { return };
-        let params = ImageParams {
-            prompt: self.prompt.trim().to_string(),
-            seed: self.settings.seed,
-            steps: self.settings.steps,
-            // Edits sample deterministically, and the studio's collaboratively (the request's default).
-            eta: 0.0,
-            mode: CombineMode::default(),
-            model: match &self.model {
-                ModelStatus::Ready(info) => Some(info.name.clone()),
-                _ => None,
-            },
-            mask: Some(self.canvas.mask().clone()),
-            edit: Some(EditParams {
-                source_text: photo.source_text.clone(),
-                method: result.method.name().into(),
-                alpha: result.alpha,
-                photo: photo.path.display().to_string(),
-            }),
-        };
-        self.photo_jobs.save(photo.photo.clone(), result.image.clone(), path, params);
-    }
-
-    pub(super) fn restore_params(&mut self, params: RunParams) {
-        self.prompt = params.prompt;
-        self.attributes = params.attributes;
-        self.settings = params.settings;
+        self.photo_jobs.save(photo.photo.clone(), result.image.clone(), path, result.params.clone());
     }
 
     pub(super) fn save_result_dialog(&mut self, index: usize, item: usize) {

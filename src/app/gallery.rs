@@ -6,8 +6,8 @@ use egui::{TextureHandle, TextureOptions, Vec2};
 
 use super::generation::{mode_label, Settings};
 use super::prompt::CaptionChoice;
-use super::timeline::rgb_image;
-use crate::data::image_params::ImageParams;
+use super::timeline::{rgb_image, StepRecord};
+use crate::data::image_params::{EditParams, ImageParams};
 use crate::data::mask::Mask;
 use crate::pipeline::generate::{GenerateRequest, RgbFrame};
 
@@ -21,6 +21,9 @@ pub struct RunParams {
     /// The model that made it (absent from work saved before results recorded it).
     #[serde(default)]
     pub model: Option<String>,
+    /// How a photo was edited into it; absent for generations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<EditParams>,
 }
 
 impl RunParams {
@@ -30,43 +33,58 @@ impl RunParams {
         let text = self.prompt.trim().to_string();
         GenerateRequest { mask: mask.clone(), text, steps: s.steps, eta: s.eta, seed: s.seed, mode: s.mode, batch: s.batch, ..GenerateRequest::default() }
     }
+
+    /// What the PNG of image `item` made from `mask` carries.
+    pub fn image_params(&self, mask: &Mask, item: usize) -> ImageParams {
+        let params = self.request(mask).image_params(item, self.model.clone());
+        ImageParams { edit: self.edit.clone(), ..params }
+    }
 }
 
-/// One finished run.
+/// One finished run or photo edit.
 pub struct HistoryEntry {
     pub id: u64,
     pub params: RunParams,
     pub mask: Mask,
     pub images: Vec<RgbFrame>,
+    /// The run's timeline, kept while the studio is open (not autosaved).
+    pub steps: Vec<StepRecord>,
     thumbnails: Vec<TextureHandle>,
 }
 
 impl HistoryEntry {
     pub fn new(id: u64, params: RunParams, mask: Mask, images: Vec<RgbFrame>) -> Self {
-        Self { id, params, mask, images, thumbnails: Vec::new() }
+        Self { id, params, mask, images, steps: Vec::new(), thumbnails: Vec::new() }
     }
 
     /// What the PNG of image `item` carries.
     pub fn image_params(&self, item: usize) -> ImageParams {
-        self.params.request(&self.mask).image_params(item, self.params.model.clone())
+        self.params.image_params(&self.mask, item)
+    }
+
+    /// Whether `other` was made from the same mask and settings (so holds the same images).
+    pub fn same_result(&self, other: &HistoryEntry) -> bool {
+        self.images.len() == other.images.len() && self.image_params(0) == other.image_params(0)
     }
 
     fn summary(&self) -> String {
         let s = &self.params.settings;
-        format!(
-            "\"{}\"\nseed {} · {} steps · eta {} · {}",
-            self.params.prompt,
-            s.seed,
-            s.steps,
-            s.eta,
-            mode_label(s.mode)
-        )
+        let made = match &self.params.edit {
+            Some(edit) => format!("{} edit of {} (α {})", edit.method, photo_name(&edit.photo), edit.alpha),
+            None => mode_label(s.mode).to_string(),
+        };
+        format!("\"{}\"\nseed {} · {} steps · eta {} · {made}", self.params.prompt, s.seed, s.steps, s.eta)
     }
+}
+
+/// The file name of the photo at `path`, or the whole path when it has none.
+fn photo_name(path: &str) -> &str {
+    std::path::Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or(path)
 }
 
 /// What the person asked the gallery to do.
 pub enum GalleryAction {
-    /// Restore the mask, prompt and settings of this history index.
+    /// Restore the mask, prompt, settings, result and timeline of this history index.
     Restore(usize),
     /// Save image `item` of this history index.
     Save(usize, usize),
@@ -75,7 +93,7 @@ pub enum GalleryAction {
 /// Thumbnails, newest first.
 pub fn gallery_ui(ui: &mut egui::Ui, history: &mut [HistoryEntry]) -> Option<GalleryAction> {
     if history.is_empty() {
-        ui.weak("Results appear here with their settings; click one to bring its mask, prompt and settings back.");
+        ui.weak("Results and photo edits appear here with their settings; click one to bring its mask, prompt, settings and timeline back.");
         return None;
     }
     let mut action = None;
@@ -94,7 +112,7 @@ pub fn gallery_ui(ui: &mut egui::Ui, history: &mut [HistoryEntry]) -> Option<Gal
                 for (item, texture) in entry.thumbnails.iter().enumerate() {
                     let response = ui
                         .add(egui::Button::image((texture.id(), Vec2::splat(72.0))))
-                        .on_hover_text(format!("{summary}\nclick: restore these settings · right-click: save PNG"));
+                        .on_hover_text(format!("{summary}\nclick: restore it (Ctrl+Z undoes) · right-click: save PNG"));
                     if response.clicked() {
                         action = Some(GalleryAction::Restore(index));
                     }

@@ -9,8 +9,8 @@ use std::time::Instant;
 use egui::TextureOptions;
 
 use super::{ActiveEdit, ActiveRun, MessageKind, ModelStatus, Studio, LIVE_DEBOUNCE};
-use super::autosave::HISTORY_LIMIT;
-use super::gallery::{HistoryEntry, RunParams};
+use super::gallery::RunParams;
+use super::generation::Settings;
 use super::messages::Topic;
 use super::generation::Progress;
 use super::photo::{EditProgress, PhotoAction, PhotoEdit};
@@ -18,9 +18,10 @@ use super::photo_jobs::{PhotoDone, Sizes};
 use super::prompt::CaptionChoice;
 use super::timeline::{rgb_image, StepRecord};
 use super::worker::{Job, Outcome, WorkerEvent};
+use crate::data::image_params::EditParams;
 use crate::data::mask::Mask;
 use crate::pipeline::edit::EditMethod;
-use crate::pipeline::generate::Event;
+use crate::pipeline::generate::{Event, RgbFrame};
 
 impl Studio {
     // ----- photo editing -----
@@ -44,7 +45,13 @@ impl Studio {
             self.inform(MessageKind::Error, "load a model before opening a photo to edit");
             return;
         };
-        self.photo_jobs.open(path.to_path_buf(), sizes);
+        self.photo_jobs.open(path.to_path_buf(), None, sizes);
+    }
+
+    /// Reopens the photo the last session was editing, at its crop, once a model is loaded.
+    fn reopen_saved_photo(&mut self) {
+        let (Some(sizes), Some(saved)) = (self.photo_sizes(), self.pending_photo.as_ref()) else { return };
+        self.photo_jobs.open(saved.path.clone(), Some(saved.crop), sizes);
     }
 
     /// A finished photo job.
@@ -52,10 +59,20 @@ impl Studio {
         match done {
             PhotoDone::Opened(Ok(opened)) => {
                 let path = opened.path.display().to_string();
+                let resumed = self.pending_photo.take_if(|saved| saved.path == opened.path);
                 self.photo = Some(PhotoEdit::new(ctx, opened));
                 self.canvas.restore = None;
-                self.read_photo();
-                self.inform(MessageKind::Info, format!("Opened {path}; reading its mask and description…"));
+                match resumed {
+                    Some(saved) => self.resume_photo(ctx, saved),
+                    None => {
+                        self.read_photo();
+                        self.inform(MessageKind::Info, format!("Opened {path}; reading its mask and description…"));
+                    }
+                }
+            }
+            PhotoDone::Opened(Err(e)) if self.pending_photo.is_some() => {
+                self.pending_photo = None;
+                self.inform(MessageKind::Error, format!("could not reopen the photo you were editing: {e}"));
             }
             PhotoDone::Opened(Err(e)) => self.inform(MessageKind::Error, format!("{e}. Nothing was changed.")),
             PhotoDone::Recropped(recropped) => {
@@ -66,8 +83,29 @@ impl Studio {
             }
             PhotoDone::Saved(Ok(path)) => self.inform(MessageKind::Info, format!("Saved the edited photo to {}", path.display())),
             PhotoDone::Saved(Err(e)) => self.inform(MessageKind::Error, e),
+            PhotoDone::Output(Ok(_)) => {}
+            PhotoDone::Output(Err(e)) => self.inform(MessageKind::Error, format!("{e}; the edit is still in the gallery")),
             PhotoDone::Crashed(why) => self.inform(MessageKind::Error, format!("the photo job failed ({why}); nothing was changed")),
         }
+    }
+
+    /// The reopened photo takes back the last session's reading (the canvas
+    /// and prompt are already the person's target, so the judges are not asked
+    /// again) and its edits from the gallery.
+    fn resume_photo(&mut self, ctx: &egui::Context, saved: super::autosave::SavedPhoto) {
+        let Some(photo) = self.photo.as_mut() else { return };
+        photo.resume(saved);
+        let side = self.canvas.mask().width().max(self.canvas.mask().height());
+        self.canvas.restore = photo.source_mask.as_ref().map(|m| m.resize_nearest(side, side));
+        self.canvas.opacity = self.canvas.opacity.min(0.5);
+        let photo_path = photo.path.display().to_string();
+        for entry in self.history.iter().filter(|e| e.params.edit.as_ref().is_some_and(|edit| edit.photo == photo_path)) {
+            let Some((edit, image)) = entry.params.edit.as_ref().zip(entry.images.first()) else { continue };
+            let method = <EditMethod as clap::ValueEnum>::from_str(&edit.method, true).unwrap_or(EditMethod::Inversion);
+            photo.add_result(ctx, method, edit.alpha, image.clone(), entry.image_params(0));
+        }
+        let edits = photo.results.len();
+        self.inform(MessageKind::Info, format!("Reopened {photo_path} as you left it, with {edits} edit(s)."));
     }
 
     /// Sends the photo's crop to the judges.
@@ -109,8 +147,13 @@ impl Studio {
         let request = photo.request(size, self.canvas.mask(), self.prompt.trim(), self.settings.seed, self.settings.steps);
         let cancel = Arc::new(AtomicBool::new(false));
         let method = photo.method;
+        // Edits sample deterministically, one image per alpha.
+        let settings = Settings { eta: 0.0, mode: request.mode, batch: 1, ..self.settings.clone() };
+        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings, model: self.model_name(), edit: None };
+        let (photo_path, source_text) = (photo.path.clone(), photo.source_text.trim().to_string());
         if self.worker.send(Job::Edit { request: Box::new(request), cancel: cancel.clone() }) {
-            self.edit = Some(ActiveEdit { cancel, progress: EditProgress::new(), method });
+            let mask = self.canvas.mask().clone();
+            self.edit = Some(ActiveEdit { cancel, progress: EditProgress::new(), method, params, mask, photo: photo_path, source_text });
         } else {
             self.inform(MessageKind::Error, "the worker has stopped; restart the studio (your work is autosaved)");
         }
@@ -147,11 +190,7 @@ impl Studio {
         if !self.settings.seed_locked {
             self.settings.new_seed();
         }
-        let model = match &self.model {
-            ModelStatus::Ready(info) => Some(info.name.clone()),
-            _ => None,
-        };
-        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings: self.settings.clone(), model };
+        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings: self.settings.clone(), model: self.model_name(), edit: None };
         let request = params.request(self.canvas.mask());
         let cancel = Arc::new(AtomicBool::new(false));
         if !self.worker.send(Job::Generate { request, cancel: cancel.clone() }) {
@@ -159,6 +198,7 @@ impl Studio {
             return;
         }
         self.timeline.clear();
+        self.timeline.image_size = self.model_resolution().map(|side| [side, side]);
         if let Some(stats) = &mut self.frame_stats {
             stats.reset(); // each run's summary covers that run alone
         }
@@ -166,6 +206,14 @@ impl Studio {
         self.run_inputs = self.inputs_fingerprint();
         let progress = Progress::new(params.settings.steps);
         self.run = Some(ActiveRun { cancel, progress, params, mask: self.canvas.mask().clone(), first_preview_secs: None, first_preview_engine_secs: None });
+    }
+
+    /// The loaded model's name, which results record.
+    pub(super) fn model_name(&self) -> Option<String> {
+        match &self.model {
+            ModelStatus::Ready(info) => Some(info.name.clone()),
+            _ => None,
+        }
     }
 
     /// Asks the running generation or edit to stop; it ends within one step.
@@ -188,7 +236,10 @@ impl Studio {
                     }
                     self.model = ModelStatus::Ready(info);
                     if let Some(path) = self.startup_photo.take() {
+                        self.pending_photo = None; // the photo asked for wins over the last session's
                         self.open_photo(&path);
+                    } else {
+                        self.reopen_saved_photo();
                     }
                 }
                 WorkerEvent::ModelFailed { label, error } => {
@@ -213,12 +264,12 @@ impl Studio {
                     self.previews_final = true;
                     self.underlay = self.previews.first().cloned();
                     if let Some(run) = &self.run {
-                        let entry = HistoryEntry::new(self.next_history_id, run.params.clone(), run.mask.clone(), images);
-                        self.next_history_id += 1;
-                        self.history.push(entry);
-                        if self.history.len() > HISTORY_LIMIT {
-                            self.history.remove(0);
+                        let (params, mask) = (run.params.clone(), run.mask.clone());
+                        self.timeline.image_size = images.first().map(|i| [i.width, i.height]);
+                        for (k, image) in images.iter().enumerate() {
+                            self.write_output(image, &params.image_params(&mask, k));
                         }
+                        self.add_to_gallery(params, mask, images, self.timeline.steps.clone());
                     }
                 }
                 WorkerEvent::PhotoRead(read) => self.photo_read(read),
@@ -228,12 +279,12 @@ impl Studio {
                     }
                 }
                 WorkerEvent::EditEnded { images, outcome } => {
-                    let method = self.edit.take().map_or(EditMethod::Inversion, |e| e.method);
+                    let edit = self.edit.take();
                     match outcome {
                         Outcome::Finished => {
                             self.messages.clear(Topic::Edit);
-                            if let Some(photo) = &mut self.photo {
-                                photo.add_results(ctx, method, images);
+                            if let Some(edit) = edit {
+                                self.edit_finished(ctx, edit, images);
                             }
                         }
                         Outcome::Cancelled => self.inform_about(Topic::Edit, MessageKind::Info, "Edit cancelled."),
@@ -266,7 +317,24 @@ impl Studio {
         }
     }
 
-    fn show_previews(&mut self, ctx: &egui::Context, images: Vec<egui::ColorImage>) {
+    /// A finished edit's images, one per alpha: into the photo's filmstrip
+    /// (while it is open), the gallery and the outputs folder (pasted back into the full photo).
+    fn edit_finished(&mut self, ctx: &egui::Context, edit: ActiveEdit, images: Vec<(f64, RgbFrame)>) {
+        for (alpha, image) in images {
+            let made = EditParams { source_text: edit.source_text.clone(), method: edit.method.name().into(), alpha, photo: edit.photo.display().to_string() };
+            let params = RunParams { edit: Some(made), ..edit.params.clone() };
+            let image_params = params.image_params(&edit.mask, 0);
+            if let Some(photo) = self.photo.as_mut().filter(|p| p.path == edit.photo) {
+                photo.add_result(ctx, edit.method, alpha, image.clone(), image_params.clone());
+                if let Some(outputs) = self.outputs.clone().filter(|o| o.enabled) {
+                    self.photo_jobs.save_output(photo.photo.clone(), image.clone(), outputs, image_params);
+                }
+            }
+            self.add_to_gallery(params, edit.mask.clone(), vec![image], Vec::new());
+        }
+    }
+
+    pub(super) fn show_previews(&mut self, ctx: &egui::Context, images: Vec<egui::ColorImage>) {
         if self.previews.len() != images.len() {
             self.previews = images.into_iter().enumerate().map(|(k, image)| ctx.load_texture(format!("preview-{k}"), image, TextureOptions::LINEAR)).collect();
         } else {

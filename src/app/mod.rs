@@ -15,6 +15,7 @@ pub mod frame_stats;
 pub mod gallery;
 pub mod generation;
 pub mod messages;
+pub mod outputs;
 pub mod palette;
 pub mod photo;
 mod photo_jobs;
@@ -25,6 +26,7 @@ pub mod worker;
 mod files;
 mod jobs;
 mod panels;
+mod results;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use egui::{Key, KeyboardShortcut, Modifiers, TextureHandle};
 
-use self::autosave::Autosave;
+use self::autosave::{Autosave, SavedPhoto};
+use self::outputs::Outputs;
+use self::results::RestoreMark;
 use self::canvas::Canvas;
 use self::frame_stats::FrameStats;
 use self::gallery::{HistoryEntry, RunParams};
@@ -77,6 +81,9 @@ pub struct StudioOptions {
     pub model_error: Option<String>,
     /// A photo to open for editing once the model is ready.
     pub photo: Option<PathBuf>,
+    /// The outputs folder every finished result is also written to; `None`
+    /// (the default, so tests and embedders write nothing) turns it off for good.
+    pub outputs_dir: Option<PathBuf>,
 }
 
 impl Default for StudioOptions {
@@ -88,6 +95,7 @@ impl Default for StudioOptions {
             samples_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples"),
             model_error: None,
             photo: None,
+            outputs_dir: None,
         }
     }
 }
@@ -96,9 +104,10 @@ impl StudioOptions {
     /// The options `codiff` opens the studio with: the default models (or
     /// `CODIFF_CONFIG` + `CODIFF_CKPT`) load in the background.
     pub fn with_startup_model() -> Self {
+        let base = Self { outputs_dir: outputs::default_dir(), ..Self::default() };
         match engine::startup_loader() {
-            Ok(loader) => Self { loader: Some(loader), ..Self::default() },
-            Err(e) => Self { model_error: Some(e), ..Self::default() },
+            Ok(loader) => Self { loader: Some(loader), ..base },
+            Err(e) => Self { model_error: Some(e), ..base },
         }
     }
 }
@@ -155,6 +164,11 @@ struct ActiveEdit {
     cancel: Arc<AtomicBool>,
     progress: EditProgress,
     method: EditMethod,
+    /// What its results' gallery entries record (the edit itself is added per alpha).
+    params: RunParams,
+    mask: Mask,
+    photo: PathBuf,
+    source_text: String,
 }
 
 pub struct Studio {
@@ -197,6 +211,12 @@ pub struct Studio {
     photo_jobs: PhotoJobs,
     /// The photo asked for on the command line, opened when the model is ready.
     startup_photo: Option<PathBuf>,
+    /// The photo the last session was editing, reopened as it was when the model is ready.
+    pending_photo: Option<SavedPhoto>,
+    /// Where finished results are also written, and whether they are.
+    outputs: Option<Outputs>,
+    /// Gallery restores, for undo.
+    restore_marks: Vec<RestoreMark>,
 }
 
 

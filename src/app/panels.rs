@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use egui::{Key, TextureOptions, Vec2};
+use egui::{Key, Vec2};
 
 use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, GENERATE_KEY, REDO_KEY, UNDO_KEY};
 use super::canvas::{Tool, BRUSH_RADIUS_RANGE, MODEL_MASK_SIZE};
 use super::gallery::GalleryAction;
-use super::timeline::{rgb_image, Export};
+use super::timeline::Export;
 use super::{gallery, generation, palette, prompt};
 use crate::data::mask::{Mask, CLASSES};
 
@@ -27,9 +27,9 @@ impl Studio {
         }
         let (redo, undo) = ctx.input_mut(|i| (i.consume_shortcut(&REDO_KEY), i.consume_shortcut(&UNDO_KEY)));
         if redo {
-            self.canvas.redo();
+            self.redo();
         } else if undo {
-            self.canvas.undo();
+            self.undo();
         }
         // Every press counts, even several in one slow frame (while generating).
         for key in ctx.input(plain_presses) {
@@ -103,10 +103,10 @@ impl Studio {
             }
             ui.separator();
             if ui.add_enabled(self.canvas.can_undo(), egui::Button::new("Undo")).on_hover_text("Ctrl+Z").clicked() {
-                self.canvas.undo();
+                self.undo();
             }
             if ui.add_enabled(self.canvas.can_redo(), egui::Button::new("Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
-                self.canvas.redo();
+                self.redo();
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let loading = matches!(self.model, ModelStatus::Loading(..));
@@ -256,19 +256,23 @@ impl Studio {
             None => {}
         }
         ui.separator();
-        ui.heading("Gallery");
+        ui.horizontal(|ui| {
+            ui.heading("Gallery");
+            self.outputs_ui(ui);
+        });
         match gallery::gallery_ui(ui, &mut self.history) {
-            Some(GalleryAction::Restore(index)) => {
-                let entry = &self.history[index];
-                let (params, mask) = (entry.params.clone(), entry.mask.clone());
-                let underlay = entry.images.first().map(|image| ui.ctx().load_texture("underlay", rgb_image(image), TextureOptions::LINEAR));
-                self.restore_params(params);
-                self.canvas.replace_mask(mask);
-                self.underlay = underlay;
-            }
+            Some(GalleryAction::Restore(index)) => self.restore_entry(ui.ctx(), index),
             Some(GalleryAction::Save(index, item)) => self.save_result_dialog(index, item),
             None => {}
         }
+    }
+
+    /// The outputs folder's switch, and where it is.
+    fn outputs_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(outputs) = self.outputs.as_mut() else { return };
+        ui.checkbox(&mut outputs.enabled, "also save every result to the outputs folder")
+            .on_hover_text("Generations and photo edits, as PNGs carrying their settings, in a folder per day; files are numbered on, never replaced");
+        ui.add(egui::Label::new(egui::RichText::new(outputs.dir.display().to_string()).weak()).truncate()).on_hover_text(outputs.dir.display().to_string());
     }
 
     pub(super) fn overwrite_ui(&mut self, ctx: &egui::Context) {

@@ -9,8 +9,10 @@ use std::time::Instant;
 use egui::{TextureHandle, TextureOptions, Vec2};
 use image::RgbImage;
 
+use super::autosave::SavedPhoto;
 use super::photo_jobs::{OpenedPhoto, Recropped};
 use super::timeline::rgb_image;
+use crate::data::image_params::ImageParams;
 use crate::data::mask::Mask;
 use crate::pipeline::edit::{Crop, EditEvent, EditMethod, EditRequest, Photo};
 use crate::pipeline::generate::RgbFrame;
@@ -20,6 +22,8 @@ pub struct EditResult {
     pub method: EditMethod,
     pub alpha: f64,
     pub image: RgbFrame,
+    /// What its PNG carries.
+    pub params: ImageParams,
     texture: TextureHandle,
 }
 
@@ -157,12 +161,35 @@ impl PhotoEdit {
         request
     }
 
-    pub fn add_results(&mut self, ctx: &egui::Context, method: EditMethod, images: Vec<(f64, RgbFrame)>) {
-        for (alpha, image) in images {
-            let texture = ctx.load_texture(format!("edit-{}", self.results.len()), rgb_image(&image), TextureOptions::LINEAR);
-            self.results.push(EditResult { method, alpha, image, texture });
-            self.selected = Some(self.results.len() - 1);
+    /// Adds a finished edit to the filmstrip and selects it.
+    pub fn add_result(&mut self, ctx: &egui::Context, method: EditMethod, alpha: f64, image: RgbFrame, params: ImageParams) {
+        let texture = ctx.load_texture(format!("edit-{}", self.results.len()), rgb_image(&image), TextureOptions::LINEAR);
+        self.results.push(EditResult { method, alpha, image, params, texture });
+        self.selected = Some(self.results.len() - 1);
+    }
+
+    /// What autosave keeps of this photo to reopen it as it is.
+    pub fn saved(&self) -> SavedPhoto {
+        SavedPhoto {
+            path: self.path.clone(),
+            crop: self.photo.crop,
+            source_text: self.source_text.clone(),
+            method: self.method,
+            alpha: self.alpha,
+            embed_steps: self.embed_steps,
+            finetune_steps: self.finetune_steps,
+            source_mask: self.source_mask.clone(),
         }
+    }
+
+    /// Takes back what the last session had: the reading and the edit settings.
+    pub fn resume(&mut self, saved: SavedPhoto) {
+        self.source_text = saved.source_text;
+        self.source_mask = saved.source_mask;
+        self.method = saved.method;
+        self.alpha = saved.alpha;
+        self.embed_steps = saved.embed_steps;
+        self.finetune_steps = saved.finetune_steps;
     }
 
     /// The photo panel; `busy` while the worker runs something, `progress` while it runs an edit.

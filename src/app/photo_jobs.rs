@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crossbeam_channel::{Receiver, Sender};
 use image::RgbImage;
 
+use super::outputs::Outputs;
 use crate::data::image_params::{save_png_with_params, ImageParams};
 use crate::pipeline::edit::{Crop, Photo};
 use crate::pipeline::generate::RgbFrame;
@@ -40,6 +41,8 @@ pub enum PhotoDone {
     Opened(Result<OpenedPhoto, String>),
     Recropped(Recropped),
     Saved(Result<PathBuf, String>),
+    /// An edit written to the outputs folder (reported only when it failed).
+    Output(Result<PathBuf, String>),
     /// The job panicked; nothing it would have changed has changed.
     Crashed(String),
 }
@@ -69,10 +72,10 @@ impl PhotoJobs {
         self.pending > 0
     }
 
-    /// Reads the photo at `path` with its centred crop.
-    pub fn open(&mut self, path: PathBuf, sizes: Sizes) {
+    /// Reads the photo at `path` cut at `crop` (by default its centred square).
+    pub fn open(&mut self, path: PathBuf, crop: Option<Crop>, sizes: Sizes) {
         self.spawn(move || {
-            PhotoDone::Opened(Photo::load(&path, None).map(|photo| OpenedPhoto {
+            PhotoDone::Opened(Photo::load(&path, crop).map(|photo| OpenedPhoto {
                 underlay: crop_image(&photo, sizes.canvas),
                 overview: overview_image(&photo.full),
                 model_input: photo.model_input(sizes.model),
@@ -93,13 +96,14 @@ impl PhotoJobs {
     /// Blends `edited` into `photo` and writes it to `path` as a PNG carrying `params`.
     pub fn save(&mut self, photo: Photo, edited: RgbFrame, path: PathBuf, params: ImageParams) {
         self.spawn(move || {
-            let saved = edited
-                .to_image()
-                .ok_or_else(|| "the edited image is malformed".to_string())
-                .map(|image| RgbFrame::from_image(&photo.paste_back(&image)))
-                .and_then(|full| save_png_with_params(&path, &full, &params).map_err(|e| e.to_string()));
+            let saved = pasted_back(&photo, &edited).and_then(|full| save_png_with_params(&path, &full, &params).map_err(|e| e.to_string()));
             PhotoDone::Saved(saved.map(|()| path))
         });
+    }
+
+    /// Blends `edited` into `photo` and writes it into the outputs folder.
+    pub fn save_output(&mut self, photo: Photo, edited: RgbFrame, outputs: Outputs, params: ImageParams) {
+        self.spawn(move || PhotoDone::Output(pasted_back(&photo, &edited).and_then(|full| outputs.write(&full, &params))));
     }
 
     /// The next finished job, if any.
@@ -122,6 +126,12 @@ impl PhotoJobs {
             ctx.request_repaint();
         });
     }
+}
+
+/// The full photo with `edited` blended into its crop.
+fn pasted_back(photo: &Photo, edited: &RgbFrame) -> Result<RgbFrame, String> {
+    let image = edited.to_image().ok_or_else(|| "the edited image is malformed".to_string())?;
+    Ok(RgbFrame::from_image(&photo.paste_back(&image)))
 }
 
 /// The overview's longest side in texture pixels (it shows at most 256 points wide).

@@ -7,7 +7,8 @@ use std::time::Instant;
 use egui::TextureOptions;
 
 use super::{MessageKind, ModelStatus, Studio, StudioOptions, AUTOSAVE_DELAY, DEFAULT_MASK_SIZE};
-use super::autosave::Autosave;
+use super::autosave::{Autosave, WorkRef};
+use super::outputs::Outputs;
 use super::canvas::Canvas;
 use super::frame_stats::FrameStats;
 use super::gallery::HistoryEntry;
@@ -54,6 +55,9 @@ impl Studio {
             edit: None,
             photo_jobs: PhotoJobs::new(cc.egui_ctx.clone()),
             startup_photo: options.photo,
+            pending_photo: None,
+            outputs: options.outputs_dir.map(|dir| Outputs { dir, enabled: true }),
+            restore_marks: Vec::new(),
         };
         // A restored session wins; otherwise open on a sample, so Generate makes a face at once.
         if !studio.restore_autosave(&cc.egui_ctx) {
@@ -110,6 +114,11 @@ impl Studio {
 
     pub fn photo_mut(&mut self) -> Option<&mut PhotoEdit> {
         self.photo.as_mut()
+    }
+
+    /// The open photo as autosave keeps it.
+    fn saved_photo(&self) -> Option<super::autosave::SavedPhoto> {
+        self.photo.as_ref().map(PhotoEdit::saved)
     }
 
     /// Whether Cancel was pressed for the run in flight.
@@ -172,6 +181,8 @@ impl Studio {
                 if let Some(image) = self.history.last().and_then(|e| e.images.first()) {
                     self.underlay = Some(ctx.load_texture("underlay", rgb_image(image), TextureOptions::LINEAR));
                 }
+                self.set_save_outputs(work.save_outputs);
+                self.pending_photo = work.photo;
                 true
             }
             Ok(None) => false,
@@ -189,6 +200,10 @@ impl Studio {
         self.inputs_fingerprint().hash(&mut h);
         serde_json::to_string(&self.attributes).unwrap_or_default().hash(&mut h);
         self.history.iter().map(|e| e.id).collect::<Vec<_>>().hash(&mut h);
+        self.outputs.as_ref().is_some_and(|o| o.enabled).hash(&mut h);
+        let photo = self.saved_photo();
+        serde_json::to_string(&photo).unwrap_or_default().hash(&mut h);
+        photo.is_some_and(|p| p.source_mask.is_some()).hash(&mut h);
         h.finish()
     }
 
@@ -218,7 +233,18 @@ impl Studio {
             return;
         }
         if let Some(store) = &self.autosave {
-            match store.save(self.canvas.mask(), &self.prompt, &self.attributes, &self.settings, &self.history) {
+            let work = WorkRef {
+                mask: self.canvas.mask(),
+                prompt: &self.prompt,
+                attributes: &self.attributes,
+                settings: &self.settings,
+                history: &self.history,
+                // Kept on when there is no outputs folder, so a session without one does not turn it off for the next.
+                save_outputs: self.outputs.as_ref().is_none_or(|o| o.enabled),
+                // A photo still waiting for the model to reopen is kept as it was.
+                photo: self.saved_photo().or_else(|| self.pending_photo.clone()),
+            };
+            match store.save(work) {
                 Ok(()) => self.saved_fingerprint = fingerprint,
                 Err(e) => {
                     // Retry only after the next change, so one failure gives one message.

@@ -1,7 +1,10 @@
 //! The influence timeline: every step of a run kept, a scrubber over them, and
 //! at the chosen step the predicted image, x_t, and the mask and text influence
 //! functions as heatmaps (optionally over the image), with a hover readout,
-//! playback and PNG export.
+//! playback and PNG and GIF export. The steps stream at the latent's size
+//! (decoding each with the autoencoder would cost more than the step); the
+//! readout and the exports are at the output image's size, the pictures
+//! smoothly upsampled and the influence maps interpolated before colouring.
 
 use std::path::Path;
 use std::time::Duration;
@@ -67,6 +70,8 @@ pub struct Timeline {
     playing_since: Option<f64>,
     textures: Vec<(View, TextureHandle)>,
     shown: Option<(usize, usize, bool, u32)>,
+    /// Width and height of the run's output images; `None` reads the steps' own size.
+    pub image_size: Option<[usize; 2]>,
 }
 
 impl Timeline {
@@ -84,6 +89,14 @@ impl Timeline {
         self.shown = None;
     }
 
+    /// Shows the steps of a finished run (a gallery entry's), from its last step.
+    pub fn show_run(&mut self, steps: Vec<StepRecord>, image_size: Option<[usize; 2]>) {
+        self.clear();
+        self.steps = steps;
+        self.index = self.steps.len().saturating_sub(1);
+        self.image_size = image_size;
+    }
+
     pub fn push(&mut self, record: StepRecord) {
         self.steps.push(record);
         if self.follow {
@@ -93,6 +106,11 @@ impl Timeline {
 
     fn frame(&self) -> Option<&StepFrame> {
         self.steps.get(self.index).and_then(|s| s.frames.get(self.item))
+    }
+
+    /// The size exports and the readout use: the output image's, else the step's own.
+    fn output_size(&self, frame: &StepFrame) -> [usize; 2] {
+        self.image_size.unwrap_or([frame.pred_x0.width, frame.pred_x0.height])
     }
 
     /// The timeline; returns what the person asked to export, if anything.
@@ -157,15 +175,18 @@ impl Timeline {
                     }
                     if let Some(pos) = response.hover_pos() {
                         let rel = (pos - rect.min) / rect.size();
-                        readout = influence_at(&frame, rel.x, rel.y);
+                        readout = influence_at(&frame, rel.x, rel.y, self.output_size(&frame));
                     }
                 });
             }
             legend_ui(ui, side);
         });
         match readout {
-            Some((x, y, mask, text)) => ui.label(format!("at ({x}, {y}): mask {mask:.2} · text {text:.2}")),
-            None => ui.weak("hover a picture to read the mask and text shares at that pixel"),
+            Some((x, y, mask, text)) => {
+                let [w, h] = self.output_size(&frame);
+                ui.label(format!("at ({x}, {y}) of the {w}×{h} image: mask {mask:.2} · text {text:.2}"))
+            }
+            None => ui.weak("hover a picture to read the mask and text shares at that pixel of the image"),
         };
         export
     }
@@ -205,7 +226,7 @@ impl Timeline {
     }
 
     /// Writes every step of the shown variation as one looping GIF, the four
-    /// views side by side at [`GIF_VIEW_SIDE`] pixels each. Returns the frame count.
+    /// views side by side, each at the output image's size. Returns the frame count.
     pub fn export_gif(&self, path: &Path) -> Result<usize, String> {
         use image::codecs::gif::{GifEncoder, Repeat};
         let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
@@ -215,14 +236,11 @@ impl Timeline {
         let mut written = 0;
         for step in &self.steps {
             let Some(frame) = step.frames.get(self.item) else { continue };
-            let side = GIF_VIEW_SIDE as u32;
-            let mut strip = image::RgbaImage::new(side * View::ALL.len() as u32, side);
-            for (k, view) in View::ALL.iter().enumerate() {
-                let shown = view_image(frame, *view);
-                let rgba: Vec<u8> = shown.pixels.iter().flat_map(|c| c.to_array()).collect();
-                let Some(image) = image::RgbaImage::from_raw(shown.size[0] as u32, shown.size[1] as u32, rgba) else { continue };
-                let scaled = image::imageops::resize(&image, side, side, image::imageops::FilterType::Nearest);
-                image::imageops::replace(&mut strip, &scaled, (k as u32 * side) as i64, 0);
+            let [w, h] = self.output_size(frame);
+            let mut strip = image::RgbaImage::new((w * View::ALL.len()) as u32, h as u32);
+            for (k, view) in View::ALL.into_iter().enumerate() {
+                let view = image::DynamicImage::ImageRgb8(view_at_size(frame, view, [w, h])).to_rgba8();
+                image::imageops::replace(&mut strip, &view, (k * w) as i64, 0);
             }
             let delay = image::Delay::from_numer_denom_ms((PLAY_FRAME_SECS * 1000.0) as u32, 1);
             encoder.encode_frame(image::Frame::from_parts(strip, 0, 0, delay)).map_err(failed)?;
@@ -231,18 +249,16 @@ impl Timeline {
         Ok(written)
     }
 
-    /// Writes every step of the shown variation as PNGs: `step_KKK_{pred,xt,mask,text}.png`.
+    /// Writes every step of the shown variation as PNGs at the output image's
+    /// size: `step_KKK_{pred,xt,mask,text}.png`.
     pub fn export_frames(&self, dir: &Path) -> Result<usize, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut written = 0;
         for (k, step) in self.steps.iter().enumerate() {
             let Some(frame) = step.frames.get(self.item) else { continue };
             for view in View::ALL {
-                let image = view_image(frame, view);
                 let path = dir.join(format!("step_{k:03}_{}.png", view.file_suffix()));
-                let rgb: Vec<u8> = image.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
-                image::save_buffer(&path, &rgb, image.size[0] as u32, image.size[1] as u32, image::ExtendedColorType::Rgb8)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                view_at_size(frame, view, self.output_size(frame)).save(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 written += 1;
             }
         }
@@ -259,21 +275,54 @@ pub enum Export {
     Gif,
 }
 
-/// Side of each view in an exported GIF.
-const GIF_VIEW_SIDE: usize = 128;
-
-/// (x, y, mask share, text share) at relative position (u, v) of the influence maps.
-fn influence_at(frame: &StepFrame, u: f32, v: f32) -> Option<(usize, usize, f32, f32)> {
-    let map = &frame.w_mask;
-    if !(0.0..1.0).contains(&u) || !(0.0..1.0).contains(&v) || map.width == 0 {
+/// (x, y, mask share, text share) at relative position (u, v) of the
+/// pictures: x and y are pixels of the `size` output image, the shares the
+/// maps' interpolated values there (as the exports show them).
+fn influence_at(frame: &StepFrame, u: f32, v: f32, [w, h]: [usize; 2]) -> Option<(usize, usize, f32, f32)> {
+    if !(0.0..1.0).contains(&u) || !(0.0..1.0).contains(&v) || frame.w_mask.width == 0 || w == 0 || h == 0 {
         return None;
     }
-    let x = (u * map.width as f32) as usize;
-    let y = (v * map.height as f32) as usize;
-    let text = &frame.w_text;
-    let tx = (u * text.width as f32) as usize;
-    let ty = (v * text.height as f32) as usize;
-    Some((x, y, map.values[y * map.width + x], text.values.get(ty * text.width + tx).copied().unwrap_or(f32::NAN)))
+    let (x, y) = ((u * w as f32) as usize, (v * h as f32) as usize);
+    let at = |map: &ScalarMap| sample_bilinear(map, (x as f32 + 0.5) / w as f32, (y as f32 + 0.5) / h as f32);
+    Some((x, y, at(&frame.w_mask), at(&frame.w_text)))
+}
+
+/// `map` at relative position (u, v), interpolated between pixel centres (edges held).
+fn sample_bilinear(map: &ScalarMap, u: f32, v: f32) -> f32 {
+    if map.width == 0 || map.height == 0 || map.values.len() < map.width * map.height {
+        return f32::NAN;
+    }
+    let coord = |rel: f32, n: usize| {
+        let p = (rel * n as f32 - 0.5).clamp(0.0, (n - 1) as f32);
+        let lo = p.floor() as usize;
+        (lo, (lo + 1).min(n - 1), p - lo as f32)
+    };
+    let ((x0, x1, fx), (y0, y1, fy)) = (coord(u, map.width), coord(v, map.height));
+    let get = |x: usize, y: usize| map.values[y * map.width + x];
+    let top = get(x0, y0) * (1.0 - fx) + get(x1, y0) * fx;
+    let bottom = get(x0, y1) * (1.0 - fx) + get(x1, y1) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// A view at `size`: the pictures upsampled with Catmull-Rom, the maps
+/// interpolated and then coloured (so the colours stay on the colour map).
+fn view_at_size(frame: &StepFrame, view: View, [w, h]: [usize; 2]) -> image::RgbImage {
+    let picture = |rgb: &RgbFrame| match rgb.to_image() {
+        Some(image) if [rgb.width, rgb.height] != [w, h] => image::imageops::resize(&image, w as u32, h as u32, image::imageops::FilterType::CatmullRom),
+        Some(image) => image,
+        None => image::RgbImage::new(w as u32, h as u32),
+    };
+    let map = |map: &ScalarMap| {
+        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Rgb(crate::data::image::influence_colour(sample_bilinear(map, (x as f32 + 0.5) / w as f32, (y as f32 + 0.5) / h as f32)))
+        })
+    };
+    match view {
+        View::Predicted => picture(&frame.pred_x0),
+        View::Latent => picture(&frame.x_t),
+        View::MaskInfluence => map(&frame.w_mask),
+        View::TextInfluence => map(&frame.w_text),
+    }
 }
 
 fn view_image(frame: &StepFrame, view: View) -> ColorImage {
@@ -339,5 +388,49 @@ mod tests {
         let mask = image::open(dir.join("step_000_mask.png")).unwrap().to_rgb8();
         assert_eq!(mask.get_pixel(1, 1).0, [253, 231, 37], "share 1 is the top of the colour map");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A 2 x 2 step whose mask map is 0 on the left column and 1 on the right.
+    fn split_frame() -> StepFrame {
+        let w_mask = ScalarMap { width: 2, height: 2, values: vec![0.0, 1.0, 0.0, 1.0] };
+        let w_text = ScalarMap { values: w_mask.values.iter().map(|v| 1.0 - v).collect(), ..w_mask.clone() };
+        let rgb = |v: u8| RgbFrame { width: 2, height: 2, pixels: vec![v; 12] };
+        StepFrame { pred_x0: rgb(90), x_t: rgb(30), w_mask, w_text }
+    }
+
+    #[test]
+    fn exports_are_at_the_output_image_s_size() {
+        let mut timeline = Timeline::new();
+        timeline.push(StepRecord { t: 981, frames: vec![split_frame()] });
+        timeline.push(StepRecord { t: 1, frames: vec![split_frame()] });
+        timeline.image_size = Some([16, 16]);
+        let dir = std::env::temp_dir().join(format!("codiff-timeline-size-{}", std::process::id()));
+        assert_eq!(timeline.export_frames(&dir), Ok(8));
+        let pred = image::open(dir.join("step_000_pred.png")).unwrap().to_rgb8();
+        assert_eq!(pred.dimensions(), (16, 16), "not the 2 x 2 latent");
+        assert_eq!(pred.get_pixel(8, 8).0, [90, 90, 90]);
+        let mask = image::open(dir.join("step_001_mask.png")).unwrap().to_rgb8();
+        assert_eq!(mask.dimensions(), (16, 16));
+        assert_eq!(mask.get_pixel(0, 5).0, crate::data::image::influence_colour(0.0));
+        assert_eq!(mask.get_pixel(15, 5).0, crate::data::image::influence_colour(1.0));
+        assert_eq!(mask.get_pixel(7, 5).0, crate::data::image::influence_colour(0.4375), "interpolated between the two latent pixels");
+
+        let gif = dir.join("steps.gif");
+        assert_eq!(timeline.export_gif(&gif), Ok(2));
+        let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
+        assert_eq!(image::ImageDecoder::dimensions(&decoder), (64, 16), "four views of 16 x 16 side by side");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_readout_is_in_image_pixels() {
+        let frame = split_frame();
+        let (x, y, mask, text) = influence_at(&frame, 0.99, 0.5, [256, 256]).unwrap();
+        assert_eq!((x, y), (253, 128), "pixels of the 256 x 256 image, not of the 2 x 2 map");
+        assert_eq!((mask, text), (1.0, 0.0));
+        let (x, _, mask, _) = influence_at(&frame, 0.5, 0.5, [256, 256]).unwrap();
+        assert_eq!(x, 128);
+        assert!((mask - 0.5).abs() < 0.01, "between the columns: {mask}");
+        assert_eq!(influence_at(&frame, 1.0, 0.5, [256, 256]), None, "outside the picture");
     }
 }

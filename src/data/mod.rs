@@ -10,4 +10,5 @@ pub mod image_params;
 pub mod mask;
 pub mod output;
 pub mod painted;
+pub mod png_kind;
 pub mod synth;

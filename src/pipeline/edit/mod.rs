@@ -42,7 +42,8 @@ pub mod photo;
 
 pub use photo::{photo_tensor, Crop, Photo};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EditMethod {
     Imagic,
     Inversion,

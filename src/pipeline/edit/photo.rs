@@ -14,7 +14,7 @@ const FEATHER: f32 = 0.08;
 const MIN_SIDE: u32 = 16;
 
 /// A square region of a photo, in the photo's pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Crop {
     pub x: u32,
     pub y: u32,
