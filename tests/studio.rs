@@ -1031,7 +1031,7 @@ fn edits_enter_the_gallery_and_the_open_photo_survives_a_restart() {
     let written = files_under(&outputs);
     assert_eq!(written.len(), 1);
     assert!(written[0].file_name().unwrap().to_string_lossy().ends_with("-portrait-inversion.png"), "{written:?}");
-    assert_eq!(image::open(&written[0]).unwrap().dimensions(), (300, 200), "the full photo with the edit pasted back");
+    assert_eq!(image::open(&written[0]).unwrap().to_rgb8().dimensions(), (300, 200), "the full photo with the edit pasted back");
     let params = read_png_params(&written[0]).unwrap().unwrap();
     let carried = params.edit.expect("the edit's settings");
     assert_eq!((carried.photo.as_str(), carried.source_text.as_str()), (path.to_str().unwrap(), "This man is in his late twenties."));
