@@ -1035,6 +1035,7 @@ fn edits_enter_the_gallery_and_the_open_photo_survives_a_restart() {
     let params = read_png_params(&written[0]).unwrap().unwrap();
     let carried = params.edit.expect("the edit's settings");
     assert_eq!((carried.photo.as_str(), carried.source_text.as_str()), (path.to_str().unwrap(), "This man is in his late twenties."));
+    assert_eq!(carried.crop.as_deref(), Some("50,0,200"), "and the square edited, as --crop takes it");
     assert_eq!((params.prompt.as_str(), params.eta), ("This man is in his sixties.", 0.0));
     let saved = dir.join("saved.png");
     harness.state_mut().save_edited_photo(0, saved.clone());

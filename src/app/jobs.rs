@@ -149,11 +149,13 @@ impl Studio {
         let method = photo.method;
         // Edits sample deterministically, one image per alpha.
         let settings = Settings { eta: 0.0, mode: request.mode, batch: 1, ..self.settings.clone() };
-        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings, model: self.model_name(), edit: None };
-        let (photo_path, source_text) = (photo.path.clone(), photo.source_text.trim().to_string());
+        // What every result's PNG records besides its alpha.
+        let made = request.image_params(photo.source_text.trim(), 0.0, self.model_name(), &photo.path.display().to_string(), photo.photo.crop).edit;
+        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings, model: self.model_name(), edit: made };
+        let photo_path = photo.path.clone();
         if self.worker.send(Job::Edit { request: Box::new(request), cancel: cancel.clone() }) {
             let mask = self.canvas.mask().clone();
-            self.edit = Some(ActiveEdit { cancel, progress: EditProgress::new(), method, params, mask, photo: photo_path, source_text });
+            self.edit = Some(ActiveEdit { cancel, progress: EditProgress::new(), method, params, mask, photo: photo_path });
         } else {
             self.inform(MessageKind::Error, "the worker has stopped; restart the studio (your work is autosaved)");
         }
@@ -321,8 +323,8 @@ impl Studio {
     /// (while it is open), the gallery and the outputs folder (pasted back into the full photo).
     fn edit_finished(&mut self, ctx: &egui::Context, edit: ActiveEdit, images: Vec<(f64, RgbFrame)>) {
         for (alpha, image) in images {
-            let made = EditParams { source_text: edit.source_text.clone(), method: edit.method.name().into(), alpha, photo: edit.photo.display().to_string() };
-            let params = RunParams { edit: Some(made), ..edit.params.clone() };
+            let made = edit.params.edit.clone().map(|made| EditParams { alpha, ..made });
+            let params = RunParams { edit: made, ..edit.params.clone() };
             let image_params = params.image_params(&edit.mask, 0);
             if let Some(photo) = self.photo.as_mut().filter(|p| p.path == edit.photo) {
                 photo.add_result(ctx, edit.method, alpha, image.clone(), image_params.clone());

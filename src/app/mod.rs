@@ -164,11 +164,10 @@ struct ActiveEdit {
     cancel: Arc<AtomicBool>,
     progress: EditProgress,
     method: EditMethod,
-    /// What its results' gallery entries record (the edit itself is added per alpha).
+    /// What its results' gallery entries record (each with its own alpha).
     params: RunParams,
     mask: Mask,
     photo: PathBuf,
-    source_text: String,
 }
 
 pub struct Studio {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use crate::data::image::{save_png_with_text, RgbFrame};
+use crate::data::image::RgbFrame;
 use crate::data::image_params::save_png_with_params;
 use crate::data::mask::Mask;
 use crate::diffusion::collaborate::CombineMode;
@@ -128,13 +128,13 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
     println!("source (as read): {}", output.source_text);
     for (alpha, frame) in &output.images {
         let path = args.output_for(&args.out, *alpha);
-        let params = request.image_params(&output.source_text, *alpha, Some(files.name()), &args.photo.display().to_string());
+        let params = request.image_params(&output.source_text, *alpha, Some(files.name()), &args.photo.display().to_string(), photo.crop);
         save_png_with_params(&path, frame, &params).with_context(|| format!("could not write {}", path.display()))?;
         println!("wrote {}", path.display());
         if let Some(full_out) = &args.full_out {
             let path = args.output_for(full_out, *alpha);
             let full = photo.paste_back(&frame.to_image().context("bad frame")?);
-            save_png_with_text(&path, &RgbFrame::from_image(&full), &[])?;
+            save_png_with_params(&path, &RgbFrame::from_image(&full), &params)?;
             println!("wrote {} (the full photo with the edit blended in)", path.display());
         }
     }

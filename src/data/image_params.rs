@@ -44,6 +44,21 @@ pub struct EditParams {
     pub alpha: f64,
     /// The edited photo's path.
     pub photo: String,
+    /// The square edited, as `codiff edit --crop` takes it: "X,Y,SIDE" in the photo's pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<String>,
+    /// Imagic's optimisation; absent for inversion, which has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imagic: Option<ImagicParams>,
+}
+
+/// How Imagic optimised the embedding and fine-tuned the models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagicParams {
+    pub embed_steps: usize,
+    pub finetune_steps: usize,
+    pub embed_lr: f64,
+    pub finetune_lr: f64,
 }
 
 /// What the studio wrote before this format: prompt and settings, no mask.
@@ -135,7 +150,7 @@ mod tests {
             mode: CombineMode::NoSpatial,
             model: Some("codiff_256.safetensors".into()),
             mask: Some(mask),
-            edit: Some(EditParams { source_text: "She is a teen.".into(), method: "imagic".into(), alpha: 0.9, photo: "me.jpg".into() }),
+            edit: Some(EditParams { source_text: "She is a teen.".into(), method: "imagic".into(), alpha: 0.9, photo: "me.jpg".into(), crop: Some("10,0,480".into()), imagic: Some(ImagicParams { embed_steps: 500, finetune_steps: 1000, embed_lr: 1e-3, finetune_lr: 1e-6 }) }),
         };
         save_png_with_params(&path, &frame, &params).unwrap();
         assert_eq!(read_png_params(&path).unwrap(), Some(params));

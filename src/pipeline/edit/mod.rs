@@ -13,7 +13,7 @@
 //!   weights are cached per photo and conditions, so another alpha only
 //!   samples again.
 
-use crate::data::image_params::{EditParams, ImageParams};
+use crate::data::image_params::{EditParams, ImageParams, ImagicParams};
 use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,8 +86,8 @@ pub struct EditRequest {
 
 impl EditRequest {
     /// What the PNG of the edit at `alpha` carries: the target, the source as
-    /// read, and the photo's name, made by `model` (edits sample at eta 0).
-    pub fn image_params(&self, source_text: &str, alpha: f64, model: Option<String>, photo: &str) -> ImageParams {
+    /// read, and the photo's name and crop, made by `model` (edits sample at eta 0).
+    pub fn image_params(&self, source_text: &str, alpha: f64, model: Option<String>, photo: &str, crop: Crop) -> ImageParams {
         ImageParams {
             prompt: self.target_text.clone(),
             seed: self.seed,
@@ -96,7 +96,19 @@ impl EditRequest {
             mode: self.mode,
             model,
             mask: Some(self.target_mask.clone()),
-            edit: Some(EditParams { source_text: source_text.into(), method: self.method.name().into(), alpha, photo: photo.into() }),
+            edit: Some(EditParams {
+                source_text: source_text.into(),
+                method: self.method.name().into(),
+                alpha,
+                photo: photo.into(),
+                crop: Some(crop.arg()),
+                imagic: (self.method == EditMethod::Imagic).then_some(ImagicParams {
+                    embed_steps: self.embed_steps,
+                    finetune_steps: self.finetune_steps,
+                    embed_lr: self.embed_lr,
+                    finetune_lr: self.finetune_lr,
+                }),
+            }),
         }
     }
 
@@ -381,6 +393,21 @@ mod tests {
     use super::*;
     use crate::model::defaults::ModelFiles;
     use crate::pipeline::evaluate::edits::case;
+
+    #[test]
+    fn an_edit_s_png_names_its_photo_and_the_crop_edited() {
+        let request = EditRequest::new(RgbImage::new(4, 4), Mask::filled(4, 4, 0), "He is in his sixties.".into(), EditMethod::Inversion);
+        let crop = Crop { x: 12, y: 3, side: 40 };
+        let params = request.image_params("He is a teen.", 1.0, Some("codiff_256".into()), "me.png", crop);
+        assert_eq!((params.prompt.as_str(), params.eta, params.model.as_deref()), ("He is in his sixties.", 0.0, Some("codiff_256")));
+        let edit = params.edit.unwrap();
+        assert_eq!((edit.photo.as_str(), edit.source_text.as_str(), edit.method.as_str()), ("me.png", "He is a teen.", "inversion"));
+        assert_eq!(Crop::parse(edit.crop.as_deref().unwrap()), Ok(crop), "as `codiff edit --crop` reads it");
+        assert_eq!(edit.imagic, None, "inversion optimises nothing");
+        let imagic = EditRequest { method: EditMethod::Imagic, embed_steps: 7, ..request };
+        let optimised = imagic.image_params("", 2.0, None, "me.png", crop).edit.unwrap().imagic.unwrap();
+        assert_eq!((optimised.embed_steps, optimised.finetune_steps), (7, 1000));
+    }
 
     fn psnr(a: &RgbFrame, b: &RgbFrame) -> f64 {
         let mse = a.pixels.iter().zip(&b.pixels).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.pixels.len() as f64;

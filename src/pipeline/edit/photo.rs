@@ -67,6 +67,11 @@ impl Crop {
         }
     }
 
+    /// The crop as [`Crop::parse`] reads it (and `codiff edit --crop` takes it).
+    pub fn arg(&self) -> String {
+        format!("{},{},{}", self.x, self.y, self.side)
+    }
+
     /// The crop's pixels resized to `size` x `size`, as the model takes them.
     pub fn cut(&self, photo: &RgbImage, size: usize) -> RgbImage {
         let crop = image::imageops::crop_imm(photo, self.x, self.y, self.side, self.side).to_image();
