@@ -257,7 +257,7 @@ fn generate_streams_step_previews_and_ends_with_an_image() {
     let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
     let frames = image::AnimationDecoder::into_frames(decoder).collect_frames().unwrap();
     assert_eq!(frames.len(), 6);
-    assert_eq!(frames[0].buffer().dimensions(), (4 * 128, 128));
+    assert_eq!(frames[0].buffer().dimensions(), (4 * IMAGE as u32, IMAGE as u32), "each view at the output image's size");
 }
 
 #[test]
@@ -778,9 +778,9 @@ fn the_same_warning_is_shown_once_with_a_count_and_long_errors_wrap() {
     let engine = ScriptedEngine { step_delay: Duration::ZERO, emitted: Arc::default(), warning: Some("The description was cut to 77 tokens.") };
     let mut harness = studio_with(engine, [1600.0, 1000.0], StudioOptions { autosave_dir: None, samples_dir: PathBuf::from("/nonexistent/samples"), ..StudioOptions::default() });
     harness.state_mut().settings_mut().steps = 2;
-    for run in 1..=3 {
+    for _ in 1..=3 {
         harness.state_mut().generate();
-        run_until(&mut harness, "the run ends", |s| s.history().len() == run);
+        run_until(&mut harness, "the run ends", |s| !s.is_generating());
     }
     let warnings: Vec<_> = harness.state().messages().iter().filter(|m| m.text.starts_with("The description was cut")).collect();
     assert_eq!(warnings.len(), 1, "{:?}", harness.state().messages());

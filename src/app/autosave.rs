@@ -216,7 +216,8 @@ mod tests {
             finetune_steps: 30,
             source_mask: Some(mask.clone()),
         };
-        let work_ref = |prompt, history, save_outputs, photo| WorkRef { mask: &mask, prompt, attributes: &CaptionChoice::default(), settings: &settings, history, save_outputs, photo };
+        let attributes = CaptionChoice::default();
+        let work_ref = |prompt, history, save_outputs, photo| WorkRef { mask: &mask, prompt, attributes: &attributes, settings: &settings, history, save_outputs, photo };
         store.save(work_ref("She is a teen.", &history, false, Some(photo.clone()))).unwrap();
 
         let work = store.load().unwrap().unwrap();

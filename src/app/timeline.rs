@@ -186,7 +186,7 @@ impl Timeline {
                 let [w, h] = self.output_size(&frame);
                 ui.label(format!("at ({x}, {y}) of the {w}×{h} image: mask {mask:.2} · text {text:.2}"))
             }
-            None => ui.weak("hover a picture to read the mask and text shares at that pixel of the image"),
+            None => ui.weak("hover a picture to read the mask and text shares at that pixel"),
         };
         export
     }
