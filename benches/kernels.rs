@@ -1,5 +1,6 @@
-//! Kernel table: candle 0.11's own ops against `codiff::kernels`, in ms, with
-//! the PyTorch 2.15 figures of issue 4 (2 threads) beside them.
+//! Kernel table: candle 0.11's own ops against `codiff::kernels`, in ms.
+//! PyTorch's times for the same shapes come from `scripts/bench-vs-pytorch.sh`,
+//! which runs both side by side (figures from another run or machine do not compare).
 //!
 //! Run with `cargo bench --bench kernels`. Each figure is the best of several
 //! runs after a warm-up: the machine is shared, so the minimum is the figure
@@ -37,19 +38,18 @@ struct Row {
     name: String,
     candle_ms: f64,
     ours_ms: f64,
-    pytorch_ms: Option<f64>,
 }
 
 fn conv_rows(rows: &mut Vec<Row>) -> Result<()> {
-    // (channels, side, batch, PyTorch ms)
-    for (c, side, batch, pytorch) in [(192, 64, 1, 14.9), (384, 32, 1, 11.8), (960, 8, 1, 8.9), (64, 32, 16, 4.7)] {
+    // (channels, side, batch)
+    for (c, side, batch) in [(192, 64, 1), (384, 32, 1), (960, 8, 1), (64, 32, 16)] {
         let x = randn(&[batch, c, side, side])?;
         let w = conv_weight(c, c, 3)?;
         let b = randn(&[c])?;
         let candle_ms = best_ms(|| x.conv2d(&w, 1, 1, 1, 1)?.broadcast_add(&b.reshape((1, c, 1, 1))?).map(drop))?;
         let ours_ms = best_ms(|| kernels::conv2d(&x, &w, Some(&b), 1, 1).map(drop))?;
         let name = format!("conv 3x3 {c}ch {side}x{side} batch {batch}");
-        rows.push(Row { name, candle_ms, ours_ms, pytorch_ms: Some(pytorch) });
+        rows.push(Row { name, candle_ms, ours_ms });
     }
     // A training step of the last shape: forward, then gradients of input, weight and bias.
     let (x, w, b) = (Var::from_tensor(&randn(&[16, 64, 32, 32])?)?, Var::from_tensor(&conv_weight(64, 64, 3)?)?, Var::from_tensor(&randn(&[64])?)?);
@@ -57,14 +57,14 @@ fn conv_rows(rows: &mut Vec<Row>) -> Result<()> {
     let step = |y: Tensor| -> Result<()> { (y * &probe)?.sum_all()?.backward().map(drop) };
     let candle_ms = best_ms(|| step(x.conv2d(&w, 1, 1, 1, 1)?.broadcast_add(&b.reshape((1, 64, 1, 1))?)?))?;
     let ours_ms = best_ms(|| step(kernels::conv2d(&x, &w, Some(&b), 1, 1)?))?;
-    rows.push(Row { name: "same: forward + backward".into(), candle_ms, ours_ms, pytorch_ms: Some(24.9) });
+    rows.push(Row { name: "same: forward + backward".into(), candle_ms, ours_ms });
     Ok(())
 }
 
 fn attention_rows(rows: &mut Vec<Row>) -> Result<()> {
-    // (heads, channels, queries, keys, PyTorch ms)
-    let shapes = [(32, 12, 1024, 1024, Some(140.0)), (32, 4, 1024, 1024, None), (32, 30, 4096, 77, None)];
-    for (heads, d, nq, nk, pytorch_ms) in shapes {
+    // (heads, channels, queries, keys)
+    let shapes = [(32, 12, 1024, 1024), (32, 4, 1024, 1024), (32, 30, 4096, 77)];
+    for (heads, d, nq, nk) in shapes {
         let (q, k, v) = (randn(&[heads, nq, d])?, randn(&[heads, nk, d])?, randn(&[heads, nk, d])?);
         let scale = (d as f64).powf(-0.5);
         let candle_ms = best_ms(|| {
@@ -74,7 +74,7 @@ fn attention_rows(rows: &mut Vec<Row>) -> Result<()> {
         let ours_ms = best_ms(|| kernels::attention(&q, &k, &v, scale).map(drop))?;
         let kind = if nq == nk { "self" } else { "cross" };
         let name = format!("{kind}-attention {heads} heads x {d}ch, {nq} x {nk} tokens");
-        rows.push(Row { name, candle_ms, ours_ms, pytorch_ms });
+        rows.push(Row { name, candle_ms, ours_ms });
     }
     Ok(())
 }
@@ -95,7 +95,7 @@ fn matmul_row(rows: &mut Vec<Row>) -> Result<()> {
         };
         Ok(())
     })?;
-    rows.push(Row { name: format!("matmul {n}^3 (ours: gemm called directly)"), candle_ms, ours_ms, pytorch_ms: Some(7.1) });
+    rows.push(Row { name: format!("matmul {n}^3 (ours: gemm called directly)"), candle_ms, ours_ms });
     Ok(())
 }
 
@@ -105,14 +105,10 @@ fn main() -> Result<()> {
     conv_rows(&mut rows)?;
     attention_rows(&mut rows)?;
     println!("threads: {}", rayon::current_num_threads());
-    println!("| operation | candle ms | ours ms | speed-up | PyTorch ms | ours / PyTorch |");
-    println!("|---|---|---|---|---|---|");
+    println!("| operation | candle ms | ours ms | speed-up |");
+    println!("|---|---|---|---|");
     for r in rows {
-        let (pt, ratio) = match r.pytorch_ms {
-            Some(p) => (format!("{p:.1}"), format!("{:.2}", r.ours_ms / p)),
-            None => ("".into(), "".into()),
-        };
-        println!("| {} | {:.1} | {:.1} | {:.1}x | {pt} | {ratio} |", r.name, r.candle_ms, r.ours_ms, r.candle_ms / r.ours_ms);
+        println!("| {} | {:.1} | {:.1} | {:.1}x |", r.name, r.candle_ms, r.ours_ms, r.candle_ms / r.ours_ms);
     }
     Ok(())
 }

@@ -160,7 +160,7 @@ class Sequence(nn.ModuleList):
 
 
 class UNetModel(nn.Module):
-    """openaimodel.UNetModel with use_spatial_transformer, num_head_channels -1, legacy False."""
+    """openaimodel.UNetModel with use_spatial_transformer and legacy False."""
 
     def __init__(self, p):
         super().__init__()
@@ -171,7 +171,9 @@ class UNetModel(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
 
         def attention(ch):
-            return SpatialTransformer(ch, context_dim, heads, depth)
+            # A fixed head count, or (num_head_channels set) a fixed head width.
+            head_channels = p.get("num_head_channels", -1)
+            return SpatialTransformer(ch, context_dim, heads if head_channels == -1 else ch // head_channels, depth)
 
         self.input_blocks = nn.ModuleList([Sequence([nn.Conv2d(p["in_channels"], mc, 3, padding=1)])])
         skips, ch, ds = [mc], mc, 1

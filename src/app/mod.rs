@@ -131,11 +131,18 @@ fn timeline_height(window_height: f32) -> f32 {
     (window_height - 610.0).clamp(180.0, 390.0)
 }
 
-/// Leaves one core to the UI: candle and rayon size their pools from
-/// `RAYON_NUM_THREADS`, so set it (unless the person did) before either starts.
+/// Sizes the engine's thread pool (`RAYON_NUM_THREADS`, unless the person set
+/// it) before any pool starts, by [`engine_threads`].
 fn cap_inference_threads() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    crate::model::pin_thread_count(Some(cores.saturating_sub(1)));
+    crate::model::pin_thread_count(Some(engine_threads(cores)));
+}
+
+/// The engine's share of `cores`: all but one, which the window keeps, so that
+/// frames keep coming while a run computes (on 2 cores under Xvfb the window
+/// draws in software on the CPU); on a single core, that core.
+fn engine_threads(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 /// What the worker's model is doing.
@@ -270,5 +277,16 @@ impl eframe::App for Studio {
         }
         self.cancel();
         self.autosave_if_due(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::engine_threads;
+
+    #[test]
+    fn the_engine_gets_all_cores_but_the_windows_one() {
+        let split: Vec<usize> = [1, 2, 4, 8, 16].into_iter().map(engine_threads).collect();
+        assert_eq!(split, [1, 1, 3, 7, 15]);
     }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::model::precision::WeightsDtype;
-use crate::pipeline::bench::{configurations, finetune_memory, measure};
+use crate::pipeline::bench::{configurations, finetune_memory, measure, side_by_side};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -31,12 +31,19 @@ pub struct BenchArgs {
     /// CPU, from the same inputs; fails where a relative error reaches 1e-3.
     #[arg(long, conflicts_with = "finetune_memory")]
     pub parity: bool,
+    /// For scripts/bench-vs-pytorch.sh: time the side-by-side cases one run at
+    /// a time, as standard input asks (see `pipeline::bench::side_by_side`).
+    #[arg(long, conflicts_with_all = ["finetune_memory", "parity", "only"])]
+    pub serve: bool,
     /// Precision the loaded weights are kept in (as `codiff generate --weights-dtype`).
     #[arg(long, value_enum, default_value_t = WeightsDtype::F32)]
     pub weights_dtype: WeightsDtype,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.serve {
+        return side_by_side::serve();
+    }
     if let Some(only) = &args.only {
         let config = configurations()
             .into_iter()

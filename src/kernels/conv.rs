@@ -467,7 +467,8 @@ impl CustomOp3 for Conv2dOp {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = self.grads(x, w, dy)?;
-        let db = dy.sum((0, 2, 3))?;
+        // Per (sample, channel) first: candle reduces the last dimension fast, others slowly.
+        let db = dy.flatten_from(2)?.sum(2)?.sum(0)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }

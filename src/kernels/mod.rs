@@ -9,9 +9,11 @@
 //!   a time; its backward recomputes the probabilities;
 //! - [`group_norm`]: group normalisation, affine map and optional SiLU fused
 //!   into one pass, and its backward into one more;
-//! - [`gelu_erf`]: the exact GELU with a vectorised normal CDF, and its backward.
+//! - [`gelu_erf`]: the exact GELU with a vectorised normal CDF, and its backward;
+//! - [`add_bias`]: a bias along the last dimension, whose gradient is one pass over the rows.
 
 mod attention;
+mod bias;
 mod conv;
 mod gelu;
 mod group_norm;
@@ -82,6 +84,14 @@ pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
         return x.gelu_erf();
     }
     x.contiguous()?.apply_op1(gelu::GeluErfOp)
+}
+
+/// `x + b` for `b` of the size of `x`'s last dimension, as `x.broadcast_add(b)`.
+pub fn add_bias(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if !handled(&[Some(x), Some(b)]) || b.dims() != [x.dim(candle_core::D::Minus1)?] {
+        return x.broadcast_add(b);
+    }
+    x.contiguous()?.apply_op2(&b.contiguous()?, bias::AddBiasOp)
 }
 
 /// Whether every present tensor is an f32 CPU tensor.

@@ -165,11 +165,11 @@ impl Module for LayerNorm {
         let x = x.to_dtype(DType::F32)?;
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        centred
+        let scaled = centred
             .broadcast_div(&(variance + self.eps)?.sqrt()?)?
             .to_dtype(dtype)?
-            .broadcast_mul(&widen(&self.weight)?)?
-            .broadcast_add(&widen(&self.bias)?)
+            .broadcast_mul(&widen(&self.weight)?)?;
+        crate::kernels::add_bias(&scaled, &widen(&self.bias)?)
     }
 }
 
@@ -181,9 +181,20 @@ pub struct Linear {
 }
 
 impl Module for Linear {
+    /// As one 2-D product over every row: candle_nn's broadcasts the weight
+    /// over the batch, whose gradient then sums over it through a slow path.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let bias = self.bias.as_ref().map(widen).transpose()?;
-        candle_nn::Linear::new(widen(&self.weight)?, bias).forward(x)
+        let weight = widen(&self.weight)?;
+        let mut dims = x.dims().to_vec();
+        let inputs = dims.pop().unwrap_or(1);
+        let rows = dims.iter().product::<usize>();
+        let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => crate::kernels::add_bias(&y, &widen(bias)?)?,
+            None => y,
+        };
+        dims.push(weight.dim(0)?);
+        y.reshape(dims)
     }
 }
 

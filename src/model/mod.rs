@@ -25,10 +25,21 @@ pub mod unet;
 /// set already) at `threads`, or at candle's own default. Without the variable
 /// candle works its default out again at every matrix product by parsing
 /// /proc/cpuinfo (a quarter of a small model's time; see docs/speed.md).
-/// Call before any thread pool starts.
+///
+/// candle also runs every element-wise op of 64k values or more on a pool of
+/// its own (`CANDLE_NUM_THREADS` threads), whose calling thread spin-waits
+/// for the pool's workers. When anything else keeps the cores busy (another
+/// process, the studio's window) a worker waits for its time slice while the
+/// caller spins: 63% of a training step's cycles in a profile, and the step
+/// 4x slower (docs/speed.md). So the element-wise ops stay on the calling
+/// thread unless `CANDLE_NUM_THREADS` says otherwise; matrix products and
+/// this project's kernels still use every thread. Call before any pool starts.
 pub fn pin_thread_count(threads: Option<usize>) {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let threads = threads.unwrap_or_else(candle_core::utils::get_num_threads);
         std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }

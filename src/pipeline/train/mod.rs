@@ -9,7 +9,7 @@
 
 mod adversarial;
 mod diffusers;
-mod init;
+pub(crate) mod init;
 mod judges;
 mod latents;
 mod ldm;
