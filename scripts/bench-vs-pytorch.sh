@@ -24,7 +24,8 @@ if ! "$python" -c "import torch, yaml" 2>/dev/null; then
     python3 -m venv "$venv"
     "$python" -m pip install --quiet --upgrade pip
     "$python" -m pip install --quiet --no-deps "torch==$torch_version"
-    # What `import torch` needs of torch's dependencies, without the nvidia-* wheels.
+    # What `import torch` needs of torch's dependencies, without the nvidia-* wheels
+    # (pip then lists those it left out as conflicts: that is intended).
     "$python" -m pip install --quiet filelock typing-extensions sympy networkx jinja2 fsspec numpy pyyaml
     "$python" "$root/scripts/bench_vs_pytorch.py" --cuda-stubs "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch/lib"
     "$python" -c "import torch; assert not torch.cuda.is_available(); print('torch', torch.__version__, 'imports', flush=True)" >&2
