@@ -265,6 +265,7 @@ mod tests {
         let (mut run, names) = build(&Case::UNetTrain { config: config.clone(), batch: 2 }).unwrap();
         run().unwrap();
         assert!(names.contains_key("input_blocks.0.0.weight"), "{:?}", names.keys().take(3).collect::<Vec<_>>());
-        assert_eq!(names["input_blocks.0.0.weight"], vec![32, 4, 3, 3]);
+        let unet = LdmConfig::load(config).unwrap().unet;
+        assert_eq!(names["input_blocks.0.0.weight"], vec![unet.model_channels, unet.in_channels, 3, 3]);
     }
 }
