@@ -25,6 +25,11 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
 mod common;
+// Tests of issue 20's editing feedback and steady layout, in their own files.
+#[path = "studio/editing.rs"]
+mod editing;
+#[path = "studio/layout.rs"]
+mod layout;
 
 /// Side of the scripted engine's images.
 const IMAGE: usize = 64;
@@ -94,14 +99,17 @@ impl Engine for ScriptedEngine {
         Ok((mask, "This man is in his twenties.".into()))
     }
 
-    /// Streams a few progress events, then returns one flat image per alpha, red as much as the target mask has skin.
+    /// Streams a step event for every step of the request's plan, then returns
+    /// one flat image per alpha, red as much as the target mask has skin.
     fn edit(&self, request: &EditRequest, cancel: &AtomicBool, sink: &mut dyn FnMut(EditEvent)) -> Result<Vec<(f64, RgbFrame)>, String> {
-        for step in 1..=3 {
-            if cancel.load(Ordering::Relaxed) {
-                return Ok(Vec::new());
+        for (stage, (phase, total)) in request.plan().into_iter().enumerate() {
+            for step in 1..=total {
+                if cancel.load(Ordering::Relaxed) {
+                    return Ok(Vec::new());
+                }
+                std::thread::sleep(self.step_delay);
+                sink(EditEvent::Stage { phase, name: format!("stage {stage}"), step, total });
             }
-            std::thread::sleep(self.step_delay);
-            sink(EditEvent::Stage { name: "sampling".into(), step, total: 3 });
         }
         let skin = request.target_mask.class_histogram()[class::SKIN as usize] as f32 / (IMAGE * IMAGE) as f32;
         let red = (skin * 255.0) as u8;

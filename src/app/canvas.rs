@@ -1,5 +1,6 @@
 //! The mask canvas: brush, eraser, bucket fill, eyedropper, mirror painting,
-//! per-stroke undo and redo, zoom and pan, the mask over the current image,
+//! per-stroke undo and redo, zoom and pan (with the zoom shown and a way back
+//! to fit), the mask over the current image,
 //! and "what the model sees" at the mask encoder's 32 x 32.
 
 use egui::{Color32, ColorImage, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2};
@@ -23,12 +24,22 @@ pub enum Tool {
 impl Tool {
     pub const ALL: [Tool; 4] = [Tool::Brush, Tool::Eraser, Tool::Fill, Tool::Eyedropper];
 
+    pub fn key(self) -> egui::Key {
+        match self {
+            Tool::Brush => egui::Key::B,
+            Tool::Eraser => egui::Key::E,
+            Tool::Fill => egui::Key::F,
+            Tool::Eyedropper => egui::Key::I,
+        }
+    }
+
+    /// Short, so that the four fit on one row of the tools panel; the key goes in [`Tool::key`].
     pub fn label(self) -> &'static str {
         match self {
-            Tool::Brush => "Brush (B)",
-            Tool::Eraser => "Eraser (E)",
-            Tool::Fill => "Fill (F)",
-            Tool::Eyedropper => "Pick (I)",
+            Tool::Brush => "Brush",
+            Tool::Eraser => "Eraser",
+            Tool::Fill => "Fill",
+            Tool::Eyedropper => "Pick",
         }
     }
 }
@@ -276,7 +287,38 @@ impl Canvas {
             ui.painter_at(area).circle_stroke(pointer, radius, (1.0, Color32::WHITE));
             ui.ctx().set_cursor_icon(egui::CursorIcon::Crosshair);
         }
+        self.zoom_ui(ui, area);
         response
+    }
+
+    /// Back to the whole mask, centred in the canvas (the Fit button, key Z).
+    pub fn fit(&mut self) {
+        self.zoom = 1.0;
+        self.pan = Vec2::ZERO;
+    }
+
+    pub fn is_fitted(&self) -> bool {
+        self.zoom == 1.0 && self.pan == Vec2::ZERO
+    }
+
+    /// Screen points per mask pixel as a percentage, as drawn last frame.
+    pub fn zoom_percent(&self) -> Option<f32> {
+        Some(self.screen_rect?.width() / self.mask.width() as f32 * 100.0)
+    }
+
+    /// The zoom in the canvas's bottom-left corner, with a button back to fit.
+    fn zoom_ui(&mut self, ui: &mut egui::Ui, area: Rect) {
+        let Some(percent) = self.zoom_percent() else { return };
+        let corner = Rect::from_min_size(area.left_bottom() - Vec2::new(-6.0, 34.0), Vec2::new(area.width().min(200.0), 28.0));
+        ui.scope_builder(egui::UiBuilder::new().max_rect(corner).layout(egui::Layout::left_to_right(egui::Align::Center)), |ui| {
+            egui::Frame::popup(ui.style()).inner_margin(egui::Margin::symmetric(6, 2)).show(ui, |ui| {
+                let fitted = self.is_fitted();
+                ui.label(format!("{percent:.0}%{}", if fitted { " (fit)" } else { "" }));
+                if ui.add_enabled(!fitted, egui::Button::new("Fit").small()).on_hover_text("Show the whole mask (Z)").clicked() {
+                    self.fit();
+                }
+            });
+        });
     }
 
     /// The screen position of mask position `at`, as drawn last frame.

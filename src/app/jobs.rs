@@ -13,7 +13,8 @@ use super::gallery::RunParams;
 use super::generation::Settings;
 use super::messages::Topic;
 use super::generation::Progress;
-use super::photo::{EditProgress, PhotoAction, PhotoEdit};
+use super::edit_clock::EditProgress;
+use super::photo::{PhotoAction, PhotoEdit};
 use super::photo_jobs::{PhotoDone, Sizes};
 use super::prompt::CaptionChoice;
 use super::timeline::{rgb_image, StepRecord};
@@ -146,7 +147,7 @@ impl Studio {
         }
         let request = photo.request(size, self.canvas.mask(), self.prompt.trim(), self.settings.seed, self.settings.steps);
         let cancel = Arc::new(AtomicBool::new(false));
-        let method = photo.method;
+        let (method, plan) = (photo.method, request.plan());
         // Edits sample deterministically, one image per alpha.
         let settings = Settings { eta: 0.0, mode: request.mode, batch: 1, ..self.settings.clone() };
         // What every result's PNG records besides its alpha.
@@ -155,7 +156,7 @@ impl Studio {
         let photo_path = photo.path.clone();
         if self.worker.send(Job::Edit { request: Box::new(request), cancel: cancel.clone() }) {
             let mask = self.canvas.mask().clone();
-            self.edit = Some(ActiveEdit { cancel, progress: EditProgress::new(), method, params, mask, photo: photo_path });
+            self.edit = Some(ActiveEdit { cancel, progress: EditProgress::new(plan, Instant::now()), method, params, mask, photo: photo_path });
         } else {
             self.inform(MessageKind::Error, "the worker has stopped; restart the studio (your work is autosaved)");
         }
@@ -277,7 +278,7 @@ impl Studio {
                 WorkerEvent::PhotoRead(read) => self.photo_read(read),
                 WorkerEvent::Edit(event) => {
                     if let Some(edit) = &mut self.edit {
-                        edit.progress.update(event);
+                        edit.progress.update(event, &mut self.edit_clock, Instant::now());
                     }
                 }
                 WorkerEvent::EditEnded { images, outcome } => {
@@ -303,6 +304,11 @@ impl Studio {
                                 "run ended ({outcome:?}): first preview {first} after Generate, {engine} of it in the engine (the rest: the job's hand-over and the UI's frames)\n{}",
                                 stats.summary()
                             );
+                        }
+                        if outcome == Outcome::Finished && run.progress.done > 0 {
+                            // The engine's own time per step and image: the edit's estimate starts from it.
+                            let items = (run.progress.done * run.params.settings.batch.max(1)) as f64;
+                            self.edit_clock.generation_step_secs = Some(run.progress.elapsed_secs / items);
                         }
                         match outcome {
                             Outcome::Finished => self.messages.clear(Topic::Run),

@@ -10,6 +10,7 @@
 
 pub mod autosave;
 pub mod canvas;
+pub mod edit_clock;
 pub mod engine;
 pub mod frame_stats;
 pub mod gallery;
@@ -45,7 +46,8 @@ use self::gallery::{HistoryEntry, RunParams};
 use self::generation::{Progress, Settings};
 use self::messages::Messages;
 pub use self::messages::{Message, MessageKind};
-use self::photo::{EditProgress, PhotoEdit};
+use self::edit_clock::{EditClock, EditProgress};
+use self::photo::PhotoEdit;
 use self::photo_jobs::PhotoJobs;
 use self::prompt::CaptionChoice;
 use self::timeline::Timeline;
@@ -66,6 +68,8 @@ const LIVE_DEBOUNCE: Duration = Duration::from_millis(600);
 const GENERATE_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
 const UNDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
 const REDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
+/// Fits the mask to the canvas. Not Ctrl+0, which egui keeps for resetting the interface's own zoom.
+const FIT_KEY: Key = Key::Z;
 
 /// How the studio starts.
 pub struct StudioOptions {
@@ -213,6 +217,8 @@ pub struct Studio {
     /// The photo being edited, if one is open.
     photo: Option<PhotoEdit>,
     edit: Option<ActiveEdit>,
+    /// The step times seen, for the edit's expected time and time left.
+    edit_clock: EditClock,
     /// Decoding, cutting and saving photos, off the UI thread.
     photo_jobs: PhotoJobs,
     /// The photo asked for on the command line, opened when the model is ready.
@@ -249,19 +255,20 @@ impl eframe::App for Studio {
         }
 
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar_ui(ui));
-        if !self.messages.list().is_empty() {
-            egui::Panel::top("messages").show(ui, |ui| self.messages_ui(ui));
-        }
         egui::Panel::left("tools").default_size(230.0).show(ui, |ui| self.tools_ui(ui));
         egui::Panel::right("generate").default_size(400.0).show(ui, |ui| {
             egui::ScrollArea::vertical().id_salt("generate-panel").show(ui, |ui| self.generate_panel_ui(ui));
         });
         egui::Panel::bottom("timeline").resizable(true).default_size(timeline_height(window_height)).show(ui, |ui| self.bottom_ui(ui));
-        egui::CentralPanel::default().show(ui, |ui| {
-            // An open photo lies under the mask; otherwise the newest result does.
-            let underlay = self.photo.as_ref().map(|p| p.underlay.clone()).or_else(|| self.underlay.clone());
-            self.canvas.ui(ui, underlay.as_ref());
-        });
+        let canvas_area = egui::CentralPanel::default()
+            .show(ui, |ui| {
+                // An open photo lies under the mask; otherwise the newest result does.
+                let underlay = self.photo.as_ref().map(|p| p.underlay.clone()).or_else(|| self.underlay.clone());
+                self.canvas.ui(ui, underlay.as_ref());
+            })
+            .response
+            .rect;
+        self.messages_overlay(&ctx, canvas_area);
         self.overwrite_ui(&ctx);
 
         self.live_if_due(&ctx);

@@ -34,9 +34,12 @@ pub fn class_of_key(key: Key) -> Option<u8> {
     CLASS_KEYS.iter().position(|&k| k == key).map(|c| c as u8)
 }
 
-/// The class list; clicking a swatch selects it. `counts` greys out absent classes' counts.
-pub fn palette_ui(ui: &mut egui::Ui, selected: &mut u8, counts: &[usize; NUM_CLASSES]) {
+/// The class list; clicking a swatch selects it. Present classes show their
+/// share; those in `lost` (gone at the model's mask size) are marked.
+pub fn palette_ui(ui: &mut egui::Ui, selected: &mut u8, counts: &[usize; NUM_CLASSES], lost: &[u8]) {
     let total: usize = counts.iter().sum::<usize>().max(1);
+    // Tight rows, so that all 19 fit beside the canvas in a 640-point-high window.
+    ui.spacing_mut().item_spacing.y = 1.0;
     for (index, class) in CLASSES.iter().enumerate() {
         let is_selected = *selected as usize == index;
         let key = CLASS_KEYS[index].name();
@@ -50,7 +53,9 @@ pub fn palette_ui(ui: &mut egui::Ui, selected: &mut u8, counts: &[usize; NUM_CLA
                 }
                 let name = RichText::new(format!("{key}  {}", class.name));
                 let label = ui.selectable_label(is_selected, if is_selected { name.strong() } else { name });
-                if counts[index] > 0 {
+                if lost.contains(&(index as u8)) {
+                    ui.colored_label(ui.visuals().warn_fg_color, format!("{share:.1}% lost")).on_hover_text("vanishes at the model's mask size");
+                } else if counts[index] > 0 {
                     ui.weak(format!("{share:.1}%"));
                 }
                 label

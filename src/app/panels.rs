@@ -1,4 +1,4 @@
-//! The window's panels: toolbar, messages, paint tools, the generate panel,
+//! The window's panels: toolbar, messages (floating over the canvas), paint tools, the generate panel,
 //! timeline and gallery; and the keyboard shortcuts.
 
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use egui::{Key, Vec2};
 
-use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, GENERATE_KEY, REDO_KEY, UNDO_KEY};
+use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, FIT_KEY, GENERATE_KEY, REDO_KEY, UNDO_KEY};
 use super::canvas::{Tool, BRUSH_RADIUS_RANGE, MODEL_MASK_SIZE};
 use super::gallery::GalleryAction;
 use super::timeline::Export;
@@ -39,13 +39,13 @@ impl Studio {
                     self.canvas.tool = Tool::Brush;
                 }
             }
+            if let Some(tool) = Tool::ALL.into_iter().find(|t| t.key() == key) {
+                self.canvas.tool = tool;
+            }
             match key {
-                Key::B => self.canvas.tool = Tool::Brush,
-                Key::E => self.canvas.tool = Tool::Eraser,
-                Key::F => self.canvas.tool = Tool::Fill,
-                Key::I => self.canvas.tool = Tool::Eyedropper,
                 Key::OpenBracket => self.canvas.grow_brush(1.0 / 1.25),
                 Key::CloseBracket => self.canvas.grow_brush(1.25),
+                FIT_KEY => self.canvas.fit(),
                 _ => {}
             }
         }
@@ -143,7 +143,25 @@ impl Studio {
         });
     }
 
-    pub(super) fn messages_ui(&mut self, ui: &mut egui::Ui) {
+    /// The messages float over the top of the canvas area, so that none
+    /// arriving or expiring moves a panel (the class list, the canvas) under the pointer.
+    pub(super) fn messages_overlay(&mut self, ctx: &egui::Context, canvas_area: egui::Rect) {
+        if self.messages.list().is_empty() {
+            return;
+        }
+        let width = (canvas_area.width() - 16.0).max(120.0);
+        egui::Area::new(egui::Id::unique("messages"))
+            .order(egui::Order::Foreground)
+            .fixed_pos(canvas_area.left_top() + Vec2::new(8.0, 8.0))
+            .show(ctx, |ui| {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    ui.set_max_width(width);
+                    self.messages_ui(ui);
+                });
+            });
+    }
+
+    fn messages_ui(&mut self, ui: &mut egui::Ui) {
         let mut dismissed = None;
         for (index, message) in self.messages.list().iter().enumerate() {
             ui.horizontal(|ui| {
@@ -168,9 +186,9 @@ impl Studio {
 
     pub(super) fn tools_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Paint");
-        ui.horizontal_wrapped(|ui| {
+        ui.horizontal(|ui| {
             for tool in Tool::ALL {
-                ui.selectable_value(&mut self.canvas.tool, tool, tool.label());
+                ui.selectable_value(&mut self.canvas.tool, tool, tool.label()).on_hover_text(tool.key().name());
             }
         });
         ui.add(egui::Slider::new(&mut self.canvas.brush_radius, BRUSH_RADIUS_RANGE).logarithmic(true).text("size  [ ]"));
@@ -181,14 +199,22 @@ impl Studio {
         let mut model_view = self.canvas.model_view;
         ui.checkbox(&mut model_view, format!("what the model sees ({MODEL_MASK_SIZE}×{MODEL_MASK_SIZE})"));
         self.canvas.set_model_view(model_view);
+        // One line, always there, so that the class list below never moves when a class starts to vanish.
         let lost = self.canvas.classes_lost_at_model_size();
+        let warning = match lost.len() {
+            0 => egui::RichText::new(format!("every class reaches the model at {MODEL_MASK_SIZE}×{MODEL_MASK_SIZE}")).weak(),
+            _ => {
+                let names: Vec<&str> = lost.iter().map(|&c| CLASSES[c as usize].name).collect();
+                egui::RichText::new(format!("Vanishes at {MODEL_MASK_SIZE}×{MODEL_MASK_SIZE}: {}", names.join(", "))).color(ui.visuals().warn_fg_color)
+            }
+        };
+        let warning = ui.add(egui::Label::new(warning).truncate());
         if !lost.is_empty() {
-            let names: Vec<&str> = lost.iter().map(|&c| CLASSES[c as usize].name).collect();
-            ui.colored_label(ui.visuals().warn_fg_color, format!("Vanishes at {MODEL_MASK_SIZE}×{MODEL_MASK_SIZE}: {}", names.join(", ")));
+            warning.on_hover_text("Too small to survive the mask encoder's resize: the model never sees these classes (marked \"lost\" below)");
         }
         ui.separator();
         let counts = self.canvas.mask().class_histogram();
-        egui::ScrollArea::vertical().show(ui, |ui| palette::palette_ui(ui, &mut self.canvas.class, &counts));
+        egui::ScrollArea::vertical().show(ui, |ui| palette::palette_ui(ui, &mut self.canvas.class, &counts, &lost));
     }
 
     pub(super) fn generate_panel_ui(&mut self, ui: &mut egui::Ui) {
@@ -196,7 +222,8 @@ impl Studio {
         prompt::prompt_ui(ui, &mut self.prompt, &mut self.attributes);
         ui.separator();
         let busy = self.is_busy() || self.photo_jobs.busy();
-        let action = self.photo.as_mut().and_then(|photo| photo.ui(ui, busy, self.edit.as_ref().map(|e| &e.progress)));
+        let progress = self.edit.as_ref().map(|e| &e.progress);
+        let action = self.photo.as_mut().and_then(|photo| photo.ui(ui, busy, progress, &self.edit_clock, self.settings.steps));
         if let Some(action) = action {
             self.photo_action(ui.ctx(), action);
         }

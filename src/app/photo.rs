@@ -4,7 +4,6 @@
 //! filmstrip and save the chosen one blended back into the full photo.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use egui::{TextureHandle, TextureOptions, Vec2};
 use image::RgbImage;
@@ -14,7 +13,8 @@ use super::photo_jobs::{OpenedPhoto, Recropped};
 use super::timeline::rgb_image;
 use crate::data::image_params::ImageParams;
 use crate::data::mask::Mask;
-use crate::pipeline::edit::{Crop, EditEvent, EditMethod, EditRequest, Photo};
+use super::edit_clock::{duration_text, EditClock, EditProgress};
+use crate::pipeline::edit::{self, Crop, EditMethod, EditRequest, Photo};
 use crate::pipeline::generate::RgbFrame;
 
 /// One finished edit.
@@ -25,39 +25,6 @@ pub struct EditResult {
     /// What its PNG carries.
     pub params: ImageParams,
     texture: TextureHandle,
-}
-
-/// Progress of the edit on the worker.
-pub struct EditProgress {
-    pub stage: String,
-    pub step: usize,
-    pub total: usize,
-    stage_started: Instant,
-}
-
-impl EditProgress {
-    pub fn new() -> Self {
-        Self { stage: "starting".into(), step: 0, total: 0, stage_started: Instant::now() }
-    }
-
-    pub fn update(&mut self, EditEvent::Stage { name, step, total }: EditEvent) {
-        if name != self.stage {
-            self.stage = name;
-            self.stage_started = Instant::now();
-        }
-        (self.step, self.total) = (step, total);
-    }
-
-    /// Seconds left in the current stage, once a step has been timed.
-    fn eta_secs(&self) -> Option<f64> {
-        (self.step > 0).then(|| self.stage_started.elapsed().as_secs_f64() / self.step as f64 * (self.total - self.step) as f64)
-    }
-}
-
-impl Default for EditProgress {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// What a click in the photo panel asks the studio to do.
@@ -122,7 +89,7 @@ impl PhotoEdit {
             source_text: String::new(),
             reading: false,
             method: EditMethod::Inversion,
-            alpha: 1.0,
+            alpha: edit::DEFAULT_IMAGIC_ALPHA,
             embed_steps: 500,
             finetune_steps: 1000,
             results: Vec::new(),
@@ -192,8 +159,14 @@ impl PhotoEdit {
         self.finetune_steps = saved.finetune_steps;
     }
 
-    /// The photo panel; `busy` while the worker runs something, `progress` while it runs an edit.
-    pub fn ui(&mut self, ui: &mut egui::Ui, busy: bool, progress: Option<&EditProgress>) -> Option<PhotoAction> {
+    /// The stages an edit with these settings and `steps` DDIM steps runs.
+    fn plan(&self, steps: usize) -> Vec<(edit::EditPhase, usize)> {
+        edit::plan(self.method, self.embed_steps, self.finetune_steps, steps, 1)
+    }
+
+    /// The photo panel; `busy` while the worker runs something, `progress`
+    /// while it runs an edit, `clock` for how long one takes at `steps` DDIM steps.
+    pub fn ui(&mut self, ui: &mut egui::Ui, busy: bool, progress: Option<&EditProgress>, clock: &EditClock, steps: usize) -> Option<PhotoAction> {
         let mut action = None;
         let name = self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned());
         ui.horizontal(|ui| {
@@ -231,7 +204,7 @@ impl PhotoEdit {
             ui.radio_value(&mut self.method, EditMethod::Imagic, "Imagic").on_hover_text("The paper's method: fine-tunes both models on the photo (minutes; cached per photo and target)");
         });
         if self.method == EditMethod::Imagic {
-            ui.add(egui::Slider::new(&mut self.alpha, 0.0..=10.0).step_by(0.5).text("alpha")).on_hover_text("0 reconstructs the photo, 1 is the original's target; above 1 the edit grows (the default models need about 10); a new alpha only samples again");
+            ui.add(egui::Slider::new(&mut self.alpha, 0.0..=10.0).step_by(0.5).text("alpha")).on_hover_text("0 reconstructs the photo, 1 is the original's target; above 1 the edit grows. With the default models, 1 suits 500 + 1000 steps; after 100 + 200 steps they need about 10. A new alpha only samples again");
             ui.horizontal(|ui| {
                 ui.add(egui::DragValue::new(&mut self.embed_steps).range(0..=5000).prefix("embedding steps "));
                 ui.add(egui::DragValue::new(&mut self.finetune_steps).range(0..=5000).prefix("fine-tuning steps "));
@@ -245,11 +218,17 @@ impl PhotoEdit {
             if progress.is_some() && ui.button("Cancel").on_hover_text("Esc").clicked() {
                 action = Some(PhotoAction::Cancel);
             }
+            if progress.is_none() {
+                let cached = if self.method == EditMethod::Imagic { "; less where this photo and target were fine-tuned before" } else { "" };
+                match clock.estimate_secs(&self.plan(steps)) {
+                    Some(secs) => ui.weak(format!("about {}", duration_text(secs))).on_hover_text(format!("From the step times measured in this session{cached}")),
+                    None => ui.weak("time: known after a generation").on_hover_text("The estimate comes from the step times of a generation or an edit"),
+                };
+            }
         });
         if let Some(p) = progress {
-            let fraction = if p.total > 0 { p.step as f32 / p.total as f32 } else { 0.0 };
-            let eta = p.eta_secs().map_or(String::new(), |s| format!(", {s:.0} s left"));
-            ui.add(egui::ProgressBar::new(fraction).text(format!("{}: {} of {}{eta}", p.stage, p.step, p.total)));
+            let left = p.secs_left(clock).map_or(String::new(), |s| format!(" · {} left", duration_text(s)));
+            ui.add(egui::ProgressBar::new(p.fraction(clock)).text(format!("{}: {} of {}{left}", p.stage, p.step, p.total)));
         }
         if !self.results.is_empty() {
             ui.label("results (click to compare)");
@@ -258,14 +237,17 @@ impl PhotoEdit {
                     for (k, result) in self.results.iter().enumerate() {
                         ui.vertical(|ui| {
                             let selected = self.selected == Some(k);
-                            let button = egui::Button::image((result.texture.id(), Vec2::splat(72.0))).selected(selected);
-                            if ui.add(button).clicked() {
-                                self.selected = Some(k);
-                            }
-                            ui.small(match result.method {
+                            let caption = match result.method {
                                 EditMethod::Imagic => format!("Imagic α {:.1}", result.alpha),
                                 EditMethod::Inversion => "inversion".into(),
-                            });
+                            };
+                            let button = ui.add(egui::Button::image((result.texture.id(), Vec2::splat(72.0))).selected(selected));
+                            // An image alone has no name for screen readers (and kittest's accessibility check).
+                            button.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, format!("edit {}: {caption}", k + 1)));
+                            if button.clicked() {
+                                self.selected = Some(k);
+                            }
+                            ui.small(caption);
                         });
                     }
                 });

@@ -53,6 +53,7 @@ impl Studio {
             frame_stats: FrameStats::from_env(),
             photo: None,
             edit: None,
+            edit_clock: Default::default(),
             photo_jobs: PhotoJobs::new(cc.egui_ctx.clone()),
             startup_photo: options.photo,
             pending_photo: None,

@@ -54,6 +54,16 @@ impl View {
 
 /// Largest side of a timeline picture, in points.
 const MAX_VIEW_SIDE: f32 = 180.0;
+/// The colour bar's column: the bar and its "0.5".
+const LEGEND_WIDTH: f32 = 44.0;
+/// Wide enough for "Pause", so that Play and Pause take the same room.
+const PLAY_BUTTON_WIDTH: f32 = 56.0;
+
+/// Room for the widest step readout ("step 888 of 888 · t = 888": runs have at most 250 steps, t < 1000).
+fn step_readout_width(ui: &egui::Ui) -> f32 {
+    let font = egui::TextStyle::Body.resolve(ui.style());
+    ui.ctx().fonts_mut(|f| f.layout_no_wrap("step 888 of 888 · t = 888".into(), font, Color32::WHITE).size().x).ceil()
+}
 /// Seconds between frames when playing.
 const PLAY_FRAME_SECS: f64 = 0.15;
 
@@ -121,26 +131,29 @@ impl Timeline {
         }
         let mut export = None;
         let last = self.steps.len() - 1;
+        // The views' room, taken before the header: a row of it that does not fit widens the ui.
+        let width = ui.available_width();
         self.advance_playback(ui.ctx(), last);
-        // Wrapped, so that narrow windows move the export buttons down instead of clipping them.
+        // Wrapped, so that narrow windows move the export buttons down instead
+        // of clipping them; every piece keeps its width whatever the step, t or
+        // playback, so the header never re-wraps while the slider is dragged.
         ui.horizontal_wrapped(|ui| {
             let playing = self.playing_since.is_some();
-            if ui.button(if playing { "Pause" } else { "Play" }).clicked() {
+            let play = egui::Button::new(if playing { "Pause" } else { "Play" }).min_size(Vec2::new(PLAY_BUTTON_WIDTH, 0.0));
+            if ui.add(play).clicked() {
                 self.playing_since = if playing { None } else { Some(ui.input(|i| i.time)) };
                 if !playing && self.index == last {
                     self.index = 0;
                 }
                 self.follow = false;
             }
-            let total = self.steps.len();
-            let t = self.steps[self.index.min(last)].t;
-            let slider = egui::Slider::new(&mut self.index, 0..=last)
-                .custom_formatter(move |v, _| format!("{} of {total}", v as usize + 1))
-                .text(format!("step (t = {t})"));
-            if ui.add(slider).changed() {
+            let slider = egui::Slider::new(&mut self.index, 0..=last).show_value(false);
+            if ui.add(slider).on_hover_text("the step shown").changed() {
                 self.follow = self.index == last;
                 self.playing_since = None;
             }
+            let text = format!("step {} of {} · t = {}", self.index.min(last) + 1, self.steps.len(), self.steps[self.index.min(last)].t);
+            ui.add_sized([step_readout_width(ui), ui.spacing().interact_size.y], egui::Label::new(text));
             let items = self.steps[0].frames.len();
             if items > 1 {
                 ui.add(egui::Slider::new(&mut self.item, 0..=items - 1).text("variation"));
@@ -157,12 +170,16 @@ impl Timeline {
         self.index = self.index.min(last);
         self.refresh_textures(ui.ctx());
         let Some(frame) = self.frame().cloned() else { return export };
-        let side = ((ui.available_width() - 80.0) / 4.0 - 8.0).clamp(48.0, MAX_VIEW_SIDE);
+        // Four views and the legend share the width; titles wrap within their view.
+        let spacing = ui.spacing().item_spacing.x;
+        let side = ((width - LEGEND_WIDTH - 4.0 * spacing) / 4.0).floor().clamp(48.0, MAX_VIEW_SIDE);
+        let title_lines = if side < 110.0 { 2.0 } else { 1.0 };
+        let title_size = Vec2::new(side, title_lines * ui.text_style_height(&egui::TextStyle::Body));
         let mut readout = None;
         ui.horizontal(|ui| {
             for (view, texture) in &self.textures {
                 ui.vertical(|ui| {
-                    ui.label(view.title());
+                    title_ui(ui, title_size, view.title());
                     let (rect, response) = ui.allocate_exact_size(Vec2::splat(side), Sense::hover());
                     let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
                     let is_map = matches!(view, View::MaskInfluence | View::TextInfluence);
@@ -179,7 +196,7 @@ impl Timeline {
                     }
                 });
             }
-            legend_ui(ui, side);
+            legend_ui(ui, side, title_size.y);
         });
         match readout {
             Some((x, y, mask, text)) => {
@@ -348,9 +365,19 @@ pub fn colormap(value: f32) -> Color32 {
     Color32::from_rgb(r, g, b)
 }
 
-fn legend_ui(ui: &mut egui::Ui, height: f32) {
+/// A view's title, centred and wrapped within `size`, which it always fills.
+fn title_ui(ui: &mut egui::Ui, size: Vec2, title: &str) {
+    ui.allocate_ui_with_layout(size, egui::Layout::top_down(egui::Align::Center), |ui| {
+        ui.set_min_size(size);
+        ui.add(egui::Label::new(title).wrap());
+    });
+}
+
+/// The colour bar (`height` high, under a title `title_height` high) with its scale, within [`LEGEND_WIDTH`].
+fn legend_ui(ui: &mut egui::Ui, height: f32, title_height: f32) {
     ui.vertical(|ui| {
-        ui.label("share");
+        ui.set_width(LEGEND_WIDTH);
+        title_ui(ui, Vec2::new(LEGEND_WIDTH, title_height), "share");
         let (rect, _) = ui.allocate_exact_size(Vec2::new(18.0, height), Sense::hover());
         let rows = 32;
         for r in 0..rows {

@@ -37,7 +37,7 @@ pub struct EditArgs {
     method: EditMethod,
     /// Imagic's interpolation weight between the optimised and the target conditions;
     /// several, comma-separated, share one fine-tuning.
-    #[arg(long, visible_alias = "alpha", value_delimiter = ',', default_value = "1")]
+    #[arg(long, visible_alias = "alpha", value_delimiter = ',', default_values_t = [edit::DEFAULT_IMAGIC_ALPHA])]
     alphas: Vec<f64>,
     #[arg(long, default_value_t = 500)]
     embed_steps: usize,
@@ -121,7 +121,7 @@ pub fn run(args: EditArgs) -> anyhow::Result<()> {
         ..EditRequest::new(photo.model_input(size), target_mask, args.text.clone(), args.method)
     };
     let mut bars = super::progress::StageBars::new("{prefix:>40} {bar:30} {pos}/{len} {elapsed} < {eta}");
-    let output = edit::run(&model, judges.as_ref(), &request, super::interrupted(), &mut |EditEvent::Stage { name, step, total }| {
+    let output = edit::run(&model, judges.as_ref(), &request, super::interrupted(), &mut |EditEvent::Stage { name, step, total, .. }| {
         bars.stage(&name, total).set_position(step as u64);
     })?;
     bars.finish();

@@ -6,7 +6,8 @@
 //!   where the target differs from the source (the edited region);
 //! - text success: the attribute judge's accuracy against the target caption;
 //! - identity: PSNR to the source photo over background and clothes where
-//!   both masks agree, the region neither edit should touch;
+//!   both masks agree, the region neither edit should touch (edits put the
+//!   source back there, so only the feathered seam at its edge can differ);
 //! - seconds per edit.
 
 use std::sync::atomic::AtomicBool;
@@ -24,13 +25,12 @@ use crate::data::synth::{caption, render, sample_attributes, sample_rng, Attribu
 use crate::diffusion::collaborate::CombineMode;
 use crate::model::collaborative::CollaborativeModel;
 use crate::model::judges::Judges;
+use crate::pipeline::edit::untouched::is_untouched;
 use crate::pipeline::edit::{self, photo_tensor, EditMethod, EditRequest};
 use crate::pipeline::generate::GenerateError;
 
 /// Edit cases start here in the held-out world, clear of the generation evaluation's conditions.
 const FIRST_CASE: u64 = 100_000;
-/// Mask classes an edit of hair, mouth, age or beard has no reason to change: background and cloth.
-const UNTOUCHED_CLASSES: [u8; 2] = [0, 18];
 
 /// A held-out photo and the target it is edited towards.
 #[derive(Debug, Clone)]
@@ -285,8 +285,7 @@ fn untouched_psnr(a: &RgbImage, b: &RgbImage, source: &Mask, target: &Mask) -> f
     let (mut sum, mut n) = (0f64, 0usize);
     for y in 0..h {
         for x in 0..w {
-            let (s, t) = (source.get(x, y), target.get(x, y));
-            if s == t && UNTOUCHED_CLASSES.contains(&s) {
+            if is_untouched(source.get(x, y), target.get(x, y)) {
                 let (pa, pb) = (a.get_pixel(x as u32, y as u32), b.get_pixel(x as u32, y as u32));
                 for c in 0..3 {
                     let d = (pa[c] as f64 - pb[c] as f64) / 255.0;
