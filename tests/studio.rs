@@ -637,6 +637,8 @@ fn a_photo_is_read_onto_the_canvas_edited_and_pasted_back() {
     assert_eq!(studio.mask().width(), 512, "the reading is scaled to the canvas");
     assert_eq!(studio.mask().get(256, 256), 1, "skin where the parser saw it");
     assert!(studio.canvas().restore.is_some(), "the eraser restores the reading");
+    harness.run();
+    assert!(chip_selected(&harness, "man") && chip_selected(&harness, "twenties"), "the chips show the photo's description");
 
     // Paint the whole face background, then edit: the scripted edit sees the target mask.
     let blank = Mask::filled(512, 512, class::BACKGROUND);
@@ -1063,4 +1065,205 @@ fn edits_enter_the_gallery_and_the_open_photo_survives_a_restart() {
     assert_eq!(photo.results.len(), 1, "with its edit");
     assert_eq!((studio.prompt(), studio.mask()), ("This man is in his sixties.", &target), "the target as it was left");
     assert_eq!(studio.history().len(), 1);
+}
+
+/// Whether the chip (or any toggle) labelled `label` is drawn selected.
+fn chip_selected(harness: &Harness<'_, Studio>, label: &str) -> bool {
+    use egui_kittest::kittest::NodeT;
+    harness.get_by_label(label).accesskit_node().toggled() == Some(egui::accesskit::Toggled::True)
+}
+
+#[test]
+fn chips_show_what_the_description_says_and_edit_it_in_place() {
+    let mut harness = studio(0, None);
+    harness.state_mut().set_prompt("This man is in his thirties and has red hair.");
+    harness.run();
+    assert!(chip_selected(&harness, "man") && chip_selected(&harness, "thirties"));
+    assert!(!chip_selected(&harness, "woman") && !chip_selected(&harness, "goatee"));
+
+    harness.get_by_label("woman").click();
+    harness.run();
+    assert_eq!(harness.state().prompt(), "This woman is in her thirties and has red hair.", "the typed words stay");
+    harness.get_by_label("goatee").click();
+    harness.run();
+    assert_eq!(harness.state().prompt(), "This woman is in her thirties and has red hair. She has a goatee.");
+    harness.get_by_label("sixties").click();
+    harness.run();
+    assert_eq!(harness.state().prompt(), "This woman is in her sixties and has red hair. She has a goatee.");
+    assert!(chip_selected(&harness, "woman") && chip_selected(&harness, "sixties") && chip_selected(&harness, "goatee"));
+    assert!(!chip_selected(&harness, "thirties") && !chip_selected(&harness, "man"));
+    // A chip the text already says changes nothing.
+    harness.get_by_label("woman").click();
+    harness.run();
+    assert_eq!(harness.state().prompt(), "This woman is in her sixties and has red hair. She has a goatee.");
+}
+
+#[test]
+fn a_model_that_fails_to_load_leaves_the_loaded_one_working() {
+    let mut harness = studio(0, None);
+    let broken = ModelFiles { config: PathBuf::from("/nonexistent/codiff.yaml"), weights: PathBuf::from("/nonexistent/broken.ckpt") };
+    harness.state_mut().open_model(broken);
+    run_until(&mut harness, "the load fails", |s| s.messages().iter().any(|m| m.kind == codiff::app::MessageKind::Error));
+    let error = &harness.state().messages().iter().find(|m| m.kind == codiff::app::MessageKind::Error).unwrap().text;
+    assert!(error.contains("broken.ckpt") && error.contains("scripted test engine is still loaded"), "{error}");
+    assert!(matches!(harness.state().model_status(), ModelStatus::Ready(info) if info.name == "scripted test engine"));
+    harness.state_mut().settings_mut().steps = 2;
+    harness.get_by_label("Generate").click();
+    run_until(&mut harness, "the old model generates", |s| s.history().len() == 1);
+}
+
+/// Whether the studio asked its window to close in the last frame.
+fn close_requested(harness: &Harness<'_, Studio>) -> bool {
+    harness.output().viewport_output.get(&egui::ViewportId::ROOT).is_some_and(|v| v.commands.contains(&egui::ViewportCommand::Close))
+}
+
+/// Ctrl+Q and one frame, so that the frame's output is the one that saw it
+/// (`key_press_modifiers` spreads its events over several frames).
+fn press_ctrl_q(harness: &mut Harness<'_, Studio>) {
+    harness.input_mut().events.push(egui::Event::Key { key: Key::Q, physical_key: None, pressed: true, repeat: false, modifiers: Modifiers::COMMAND });
+    harness.step();
+}
+
+#[test]
+fn ctrl_q_asks_while_a_run_is_in_progress_and_quits_at_once_otherwise() {
+    let mut harness = studio(100, None);
+    harness.state_mut().settings_mut().steps = 50;
+    harness.state_mut().generate();
+    harness.step();
+    press_ctrl_q(&mut harness);
+    assert!(!close_requested(&harness), "a run in progress is not dropped without asking");
+    harness.step();
+    harness.get_by_label("Keep working").click();
+    harness.step();
+    harness.step();
+    assert!(harness.query_by_label("Keep working").is_none() && harness.state().is_generating() && !harness.state().cancel_requested());
+
+    press_ctrl_q(&mut harness);
+    harness.step();
+    harness.get_by_label("Quit").click();
+    harness.step();
+    assert!(close_requested(&harness) && harness.state().cancel_requested(), "Quit cancels the run and closes");
+
+    let mut idle = studio(0, None);
+    press_ctrl_q(&mut idle);
+    assert!(close_requested(&idle), "with nothing running Ctrl+Q quits at once");
+    idle.get_by_label("Keys").click();
+    idle.run();
+    idle.get_by_label_contains("quit (asks while a run or edit is in progress)");
+}
+
+fn text_box<'a>(harness: &'a Harness<'_, Studio>, label: &'a str) -> egui_kittest::Node<'a> {
+    harness.get_by_role_and_label(egui::accesskit::Role::TextInput, label)
+}
+
+fn studio_with_dialogs(autosave_dir: &Path, native_dialog: Option<codiff::app::dialogs::NativeDialog>) -> Harness<'static, Studio> {
+    let engine = ScriptedEngine { step_delay: Duration::ZERO, emitted: Arc::default(), warning: None };
+    let options = StudioOptions { autosave_dir: Some(autosave_dir.to_path_buf()), samples_dir: PathBuf::from("/nonexistent/samples"), native_dialog, ..StudioOptions::default() };
+    studio_with(engine, [1600.0, 1000.0], options)
+}
+
+#[test]
+fn without_a_native_dialog_the_studios_browser_opens_and_saves_masks_in_remembered_folders() {
+    let dir = temp_dir("browser");
+    let masks = dir.join("masks");
+    std::fs::create_dir_all(masks.join("deeper")).unwrap();
+    let face = Mask::filled(256, 256, class::NECK);
+    face.save(masks.join("face.png")).unwrap();
+    std::fs::write(masks.join("notes.txt"), "not a mask").unwrap();
+    let autosave = dir.join("autosave");
+    let mut harness = studio_with_dialogs(&autosave, None);
+
+    // Into the folder by its path, then into "masks" by a click.
+    harness.get_by_label("Load mask…").click();
+    harness.run();
+    let start = std::env::current_dir().unwrap().display().to_string();
+    assert_eq!(text_box(&harness, "Folder:").value().as_deref(), Some(start.as_str()), "the first dialog starts in the working directory");
+    text_box(&harness, "Folder:").focus();
+    harness.run();
+    text_box(&harness, "Folder:").set_text_value_accesskit(&dir.display().to_string());
+    harness.run();
+    harness.key_press(Key::Enter);
+    harness.run();
+    harness.get_by_label("masks/").click();
+    harness.run();
+    harness.get_by_label("deeper/");
+    assert!(harness.query_by_label("notes.txt").is_none(), "only mask images are listed");
+    harness.get_by_label("face.png").click();
+    harness.run();
+    harness.get_by_label("Open").click();
+    harness.run();
+    assert_eq!(harness.state().mask(), &face, "the picked mask loads");
+
+    // Saving starts in the same folder; a typed name gets its extension, and an existing file is not replaced unasked.
+    harness.get_by_label("Save mask…").click();
+    harness.run();
+    harness.get_by_label("face.png");
+    text_box(&harness, "File name:").set_text_value_accesskit("copy");
+    harness.run();
+    harness.key_press(Key::Enter);
+    harness.run();
+    assert_eq!(Mask::load(masks.join("copy.png")).unwrap(), face);
+    harness.get_by_label("Save mask…").click();
+    harness.run();
+    text_box(&harness, "File name:").set_text_value_accesskit("face");
+    harness.run();
+    harness.key_press(Key::Enter);
+    harness.run();
+    harness.get_by_label("face.png already exists. Replace it?");
+    harness.get_by_label("Keep the file").click();
+    harness.run();
+    harness.key_press(Key::Escape);
+    harness.run();
+    assert!(harness.query_by_label("copy.png").is_none(), "Escape closes the browser");
+
+    // After a restart the dialogs still start in the folder last used.
+    eframe::App::on_exit(harness.state_mut());
+    drop(harness);
+    let mut harness = studio_with_dialogs(&autosave, None);
+    harness.get_by_label("Load mask…").click();
+    harness.run();
+    harness.get_by_label("copy.png");
+    harness.get_by_label("Cancel").click();
+    harness.run();
+    assert!(harness.query_by_label("copy.png").is_none());
+}
+
+#[test]
+fn native_dialogs_answer_off_the_ui_thread_and_one_that_cannot_open_gives_way_to_the_browser() {
+    use std::sync::Mutex;
+    let dir = temp_dir("native-dialog");
+    let face = Mask::filled(256, 256, class::HAIR);
+    face.save(dir.join("face.png")).unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (counted, picked) = (calls.clone(), dir.join("face.png"));
+    // The first dialog stays open until released, then picks face.png; the next cannot open.
+    let native: codiff::app::dialogs::NativeDialog = Arc::new(move |_request: &codiff::app::dialogs::FileRequest, _start: &Path| {
+        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+            released.lock().unwrap().recv().unwrap();
+            codiff::app::dialogs::NativeOutcome::Picked(picked.clone())
+        } else {
+            codiff::app::dialogs::NativeOutcome::Unavailable("no portal in this test".into())
+        }
+    });
+    let mut harness = studio_with_dialogs(&dir.join("autosave"), Some(native));
+    let before = harness.state().mask().clone();
+    harness.get_by_label("Load mask…").click();
+    for _ in 0..10 {
+        harness.step(); // frames go on while the dialog is open
+    }
+    assert_eq!(harness.state().mask(), &before);
+    release.send(()).unwrap();
+    run_until(&mut harness, "the picked mask loads", |s| s.mask() == &face);
+
+    harness.get_by_label("Open photo…").click();
+    run_until(&mut harness, "the dialog reports back", |s| s.messages().iter().any(|m| m.text.contains("no portal in this test")));
+    harness.get_by_label("Photo to edit");
+    harness.get_by_label("Cancel").click();
+    harness.run();
+    harness.get_by_label("Load mask…").click();
+    harness.run();
+    harness.get_by_label("Load mask");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "once unavailable, the studio's browser opens without trying again");
 }

@@ -6,13 +6,41 @@ use std::path::{Path, PathBuf};
 
 use super::{MessageKind, ModelStatus, Studio};
 use super::canvas::Canvas;
+use super::dialogs::{DialogEvent, FileRequest, Filter, FolderKind, Mode};
 use super::engine;
 use super::generation::Settings;
-use super::prompt::CaptionChoice;
 use super::worker::Job;
 use crate::data::image_params::{save_png_with_params, ImageParams};
 use crate::data::mask::Mask;
 use crate::data::png_kind::{self, PngKind};
+
+/// What a file picked in a dialog is for.
+#[derive(Debug, Clone)]
+pub(super) enum FilePurpose {
+    LoadMask,
+    SaveMask,
+    OpenPhoto,
+    ModelConfig,
+    /// The checkpoint, once its config was picked.
+    ModelWeights(PathBuf),
+    ExportFrames,
+    ExportGif,
+    SaveResult { index: usize, item: usize },
+    SaveEditedPhoto(usize),
+}
+
+const MASK_PNG: Filter = Filter { name: "mask PNG", extensions: &["png"] };
+const MASK_IMAGE: Filter = Filter { name: "mask image", extensions: &["png", "jpg", "jpeg", "webp"] };
+const PHOTO: Filter = Filter { name: "photo", extensions: &["png", "jpg", "jpeg", "webp"] };
+const CONFIG: Filter = Filter { name: "config", extensions: &["yaml", "yml"] };
+const CHECKPOINT: Filter = Filter { name: "checkpoint", extensions: &["ckpt", "safetensors"] };
+const PNG: Filter = Filter { name: "PNG", extensions: &["png"] };
+const GIF: Filter = Filter { name: "GIF", extensions: &["gif"] };
+const FOLDERS: Filter = Filter { name: "folders", extensions: &[] };
+
+fn file_request(title: &'static str, mode: Mode, filter: Filter, folder: FolderKind, file_name: Option<String>) -> FileRequest {
+    FileRequest { title, mode, filter, folder, file_name, start: None }
+}
 
 impl Studio {
     /// Loads a mask file; a bad file leaves the current mask as it was and says why.
@@ -61,24 +89,13 @@ impl Studio {
     }
 
     pub(super) fn save_mask_as_dialog(&mut self) {
-        let mut dialog = rfd::FileDialog::new().add_filter("mask PNG", &["png"]).set_file_name("mask.png");
-        if let Some(dir) = self.mask_path.as_deref().and_then(Path::parent) {
-            dialog = dialog.set_directory(dir);
-        }
-        if let Some(path) = dialog.save_file() {
-            let path = if path.extension().is_none() { path.with_extension("png") } else { path };
-            self.save_mask(&path);
-        }
+        let start = self.mask_path.as_deref().and_then(Path::parent).map(Path::to_path_buf);
+        let request = FileRequest { start, ..file_request("Save mask", Mode::Save, MASK_PNG, FolderKind::Masks, Some("mask.png".into())) };
+        self.ask_for_file(FilePurpose::SaveMask, request);
     }
 
     pub(super) fn open_model_dialog(&mut self) {
-        let Some(config) = rfd::FileDialog::new().set_title("Model config").add_filter("config", &["yaml", "yml"]).pick_file() else { return };
-        let mut dialog = rfd::FileDialog::new().set_title("Checkpoint").add_filter("checkpoint", &["ckpt", "safetensors"]);
-        if let Some(dir) = config.parent() {
-            dialog = dialog.set_directory(dir);
-        }
-        let Some(weights) = dialog.pick_file() else { return };
-        self.open_model(crate::model::defaults::ModelFiles { config, weights });
+        self.ask_for_file(FilePurpose::ModelConfig, file_request("Model config", Mode::Open, CONFIG, FolderKind::Models, None));
     }
 
     /// Loads a model on the worker, as "Open model…" does once both files are
@@ -89,9 +106,7 @@ impl Studio {
     }
 
     pub(super) fn open_mask_dialog(&mut self) {
-        if let Some(path) = rfd::FileDialog::new().add_filter("mask image", &["png", "jpg", "jpeg", "webp"]).pick_file() {
-            self.load_mask(&path);
-        }
+        self.ask_for_file(FilePurpose::LoadMask, file_request("Load mask", Mode::Open, MASK_IMAGE, FolderKind::Masks, None));
     }
 
     /// The PNG files in the samples folder, sorted, as (masks, photos): a
@@ -150,8 +165,6 @@ impl Studio {
     /// (the seed locked, so Generate makes the image again) and its mask.
     fn restore_image_params(&mut self, params: ImageParams, path: &Path) {
         self.prompt = params.prompt;
-        // The chips described the previous prompt, not this one.
-        self.attributes = CaptionChoice::default();
         self.settings = Settings { seed: params.seed, seed_locked: true, steps: params.steps, eta: params.eta, mode: params.mode, batch: 1 };
         let mut restored = format!("Restored the settings saved in {}", path.display());
         match params.mask.map(|mask| mask.square_size("its mask").map(|_| mask)) {
@@ -174,17 +187,14 @@ impl Studio {
     }
 
     pub(super) fn open_photo_dialog(&mut self) {
-        if let Some(path) = rfd::FileDialog::new().set_title("Photo to edit").add_filter("photo", &["png", "jpg", "jpeg", "webp"]).pick_file() {
-            self.open_photo(&path);
-        }
+        self.ask_for_file(FilePurpose::OpenPhoto, file_request("Photo to edit", Mode::Open, PHOTO, FolderKind::Photos, None));
     }
 
     pub(super) fn save_edited_photo_dialog(&mut self, index: usize) {
         let Some(photo) = &self.photo else { return };
         let stem = photo.path.file_stem().map_or_else(|| "photo".into(), |s| s.to_string_lossy().into_owned());
-        if let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("{stem}-edited.png")).save_file() {
-            self.save_edited_photo(index, path);
-        }
+        let request = file_request("Save the edited photo", Mode::Save, PNG, FolderKind::Exports, Some(format!("{stem}-edited.png")));
+        self.ask_for_file(FilePurpose::SaveEditedPhoto(index), request);
     }
 
     /// Writes the full photo with edit `index` blended in to `path` (a PNG
@@ -198,8 +208,59 @@ impl Studio {
     pub(super) fn save_result_dialog(&mut self, index: usize, item: usize) {
         let Some(entry) = self.history.get(index) else { return };
         let seed = entry.params.settings.seed + item as u64;
-        if let Some(path) = rfd::FileDialog::new().add_filter("PNG", &["png"]).set_file_name(format!("codiff-{seed}.png")).save_file() {
-            self.save_result(index, item, &path);
+        let request = file_request("Save the result", Mode::Save, PNG, FolderKind::Exports, Some(format!("codiff-{seed}.png")));
+        self.ask_for_file(FilePurpose::SaveResult { index, item }, request);
+    }
+
+    pub(super) fn export_frames_dialog(&mut self) {
+        self.ask_for_file(FilePurpose::ExportFrames, file_request("Folder for the PNG frames", Mode::Folder, FOLDERS, FolderKind::Exports, None));
+    }
+
+    pub(super) fn export_gif_dialog(&mut self) {
+        let request = file_request("Save the steps as a GIF", Mode::Save, GIF, FolderKind::Exports, Some("codiff-steps.gif".into()));
+        self.ask_for_file(FilePurpose::ExportGif, request);
+    }
+
+    fn ask_for_file(&mut self, purpose: FilePurpose, request: FileRequest) {
+        if !self.dialogs.open(purpose, request) {
+            self.inform(MessageKind::Info, "A file dialog is already open; finish it first.");
+        }
+    }
+
+    /// What the dialogs reported this frame: picks are carried out here.
+    pub(super) fn dialogs_ui(&mut self, ctx: &egui::Context) {
+        for event in self.dialogs.show(ctx) {
+            match event {
+                DialogEvent::Picked(purpose, path) => self.file_picked(purpose, path),
+                DialogEvent::NoNativeDialog(why) => {
+                    self.inform(MessageKind::Info, format!("The system's file dialog could not open ({why}); the studio's own file browser opens instead."))
+                }
+                DialogEvent::Error(e) => self.inform(MessageKind::Error, e),
+            }
+        }
+    }
+
+    fn file_picked(&mut self, purpose: FilePurpose, path: PathBuf) {
+        match purpose {
+            FilePurpose::LoadMask => self.load_mask(&path),
+            // The dialog has asked before replacing a file.
+            FilePurpose::SaveMask => self.write_mask(&path),
+            FilePurpose::OpenPhoto => self.open_photo(&path),
+            FilePurpose::ModelConfig => {
+                let request = FileRequest { start: path.parent().map(Path::to_path_buf), ..file_request("Checkpoint", Mode::Open, CHECKPOINT, FolderKind::Models, None) };
+                self.ask_for_file(FilePurpose::ModelWeights(path), request);
+            }
+            FilePurpose::ModelWeights(config) => self.open_model(crate::model::defaults::ModelFiles { config, weights: path }),
+            FilePurpose::ExportFrames => match self.timeline.export_frames(&path) {
+                Ok(n) => self.inform(MessageKind::Info, format!("Wrote {n} PNG frames to {}", path.display())),
+                Err(e) => self.inform(MessageKind::Error, e),
+            },
+            FilePurpose::ExportGif => match self.timeline.export_gif(&path) {
+                Ok(n) => self.inform(MessageKind::Info, format!("Wrote {} ({n} steps)", path.display())),
+                Err(e) => self.inform(MessageKind::Error, e),
+            },
+            FilePurpose::SaveResult { index, item } => self.save_result(index, item, &path),
+            FilePurpose::SaveEditedPhoto(index) => self.save_edited_photo(index, path),
         }
     }
 

@@ -131,8 +131,6 @@ impl Studio {
                 // Half see-through, so the photo shows under its reading.
                 self.canvas.opacity = self.canvas.opacity.min(0.5);
                 self.prompt = text;
-                // The chips described the previous prompt, not this one.
-                self.attributes = CaptionChoice::default();
                 self.inform(MessageKind::Info, "Read the photo's mask and description: change them to what you want, then press Edit photo.");
             }
             Err(e) => self.inform(MessageKind::Error, format!("could not read the photo: {e}")),
@@ -152,7 +150,7 @@ impl Studio {
         let settings = Settings { eta: 0.0, mode: request.mode, batch: 1, ..self.settings.clone() };
         // What every result's PNG records besides its alpha.
         let made = request.image_params(photo.source_text.trim(), 0.0, self.model_name(), &photo.path.display().to_string(), photo.photo.crop).edit;
-        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings, model: self.model_name(), edit: made };
+        let params = RunParams { prompt: self.prompt.clone(), attributes: CaptionChoice::read(&self.prompt), settings, model: self.model_name(), edit: made };
         let photo_path = photo.path.clone();
         if self.worker.send(Job::Edit { request: Box::new(request), cancel: cancel.clone() }) {
             let mask = self.canvas.mask().clone();
@@ -193,7 +191,7 @@ impl Studio {
         if !self.settings.seed_locked {
             self.settings.new_seed();
         }
-        let params = RunParams { prompt: self.prompt.clone(), attributes: self.attributes, settings: self.settings.clone(), model: self.model_name(), edit: None };
+        let params = RunParams { prompt: self.prompt.clone(), attributes: CaptionChoice::read(&self.prompt), settings: self.settings.clone(), model: self.model_name(), edit: None };
         let request = params.request(self.canvas.mask());
         let cancel = Arc::new(AtomicBool::new(false));
         if !self.worker.send(Job::Generate { request, cancel: cancel.clone() }) {
@@ -245,7 +243,11 @@ impl Studio {
                         self.reopen_saved_photo();
                     }
                 }
-                WorkerEvent::ModelFailed { label, error } => {
+                WorkerEvent::ModelFailed { label, error, kept: Some(info) } => {
+                    self.inform(MessageKind::Error, format!("could not load {label}: {error}. {} is still loaded.", info.name));
+                    self.model = ModelStatus::Ready(info);
+                }
+                WorkerEvent::ModelFailed { label, error, kept: None } => {
                     self.inform(MessageKind::Error, format!("could not load {label}: {error}"));
                     self.model = ModelStatus::Failed(error);
                 }

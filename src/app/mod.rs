@@ -11,6 +11,7 @@
 pub mod autosave;
 pub mod canvas;
 pub mod edit_clock;
+pub mod dialogs;
 pub mod engine;
 pub mod frame_stats;
 pub mod gallery;
@@ -41,6 +42,8 @@ use self::autosave::{Autosave, SavedPhoto};
 use self::outputs::Outputs;
 use self::results::RestoreMark;
 use self::canvas::Canvas;
+use self::dialogs::{FileDialogs, NativeDialog};
+use self::files::FilePurpose;
 use self::frame_stats::FrameStats;
 use self::gallery::{HistoryEntry, RunParams};
 use self::generation::{Progress, Settings};
@@ -49,7 +52,6 @@ pub use self::messages::{Message, MessageKind};
 use self::edit_clock::{EditClock, EditProgress};
 use self::photo::PhotoEdit;
 use self::photo_jobs::PhotoJobs;
-use self::prompt::CaptionChoice;
 use self::timeline::Timeline;
 use self::worker::{Engine, EngineLoader, ModelInfo, Worker};
 use crate::data::mask::Mask;
@@ -67,6 +69,8 @@ const LIVE_DEBOUNCE: Duration = Duration::from_millis(600);
 
 const GENERATE_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
 const UNDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+/// egui's own Ctrl+Q quits at once; the studio's asks first while work is in progress.
+const QUIT_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Q);
 const REDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
 /// Fits the mask to the canvas. Not Ctrl+0, which egui keeps for resetting the interface's own zoom.
 const FIT_KEY: Key = Key::Z;
@@ -88,6 +92,8 @@ pub struct StudioOptions {
     /// The outputs folder every finished result is also written to; `None`
     /// (the default, so tests and embedders write nothing) turns it off for good.
     pub outputs_dir: Option<PathBuf>,
+    /// The system's file dialog; `None` uses the studio's own file browser.
+    pub native_dialog: Option<NativeDialog>,
 }
 
 impl Default for StudioOptions {
@@ -100,6 +106,7 @@ impl Default for StudioOptions {
             model_error: None,
             photo: None,
             outputs_dir: None,
+            native_dialog: Some(dialogs::system_dialog()),
         }
     }
 }
@@ -184,7 +191,6 @@ struct ActiveEdit {
 pub struct Studio {
     canvas: Canvas,
     prompt: String,
-    attributes: CaptionChoice,
     settings: Settings,
     worker: Worker,
     model: ModelStatus,
@@ -229,6 +235,9 @@ pub struct Studio {
     outputs: Option<Outputs>,
     /// Gallery restores, for undo.
     restore_marks: Vec<RestoreMark>,
+    dialogs: FileDialogs<FilePurpose>,
+    /// Ctrl+Q was pressed while a run or edit was in progress: ask before quitting.
+    quit_asked: bool,
 }
 
 
@@ -270,6 +279,8 @@ impl eframe::App for Studio {
             .rect;
         self.messages_overlay(&ctx, canvas_area);
         self.overwrite_ui(&ctx);
+        self.quit_ui(&ctx);
+        self.dialogs_ui(&ctx);
 
         self.live_if_due(&ctx);
         self.autosave_if_due(false);

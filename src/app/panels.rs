@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use egui::{Key, Vec2};
 
-use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, FIT_KEY, GENERATE_KEY, REDO_KEY, UNDO_KEY};
+use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, FIT_KEY, GENERATE_KEY, QUIT_KEY, REDO_KEY, UNDO_KEY};
 use super::canvas::{Tool, BRUSH_RADIUS_RANGE, MODEL_MASK_SIZE};
 use super::gallery::GalleryAction;
 use super::timeline::Export;
@@ -15,6 +15,12 @@ use crate::data::mask::{Mask, CLASSES};
 
 impl Studio {
     pub(super) fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+        if self.dialogs.browser_open() || self.quit_asked {
+            return; // the open dialog takes the keyboard: Esc closes it, and cancels no run
+        }
+        if ctx.input_mut(|i| i.consume_shortcut(&QUIT_KEY)) {
+            self.quit(ctx);
+        }
         let (generate, escape) = ctx.input_mut(|i| (i.consume_shortcut(&GENERATE_KEY), i.key_pressed(Key::Escape)));
         if generate {
             self.generate();
@@ -108,6 +114,15 @@ impl Studio {
             if ui.add_enabled(self.canvas.can_redo(), egui::Button::new("Redo")).on_hover_text("Ctrl+Shift+Z").clicked() {
                 self.redo();
             }
+            ui.menu_button("Keys", |ui| {
+                egui::Grid::new("key-help").show(ui, |ui| {
+                    for (keys, what) in KEY_HELP {
+                        ui.strong(*keys);
+                        ui.label(*what);
+                        ui.end_row();
+                    }
+                });
+            });
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let loading = matches!(self.model, ModelStatus::Loading(..));
                 if ui.add_enabled(!loading && !self.is_busy(), egui::Button::new("Open model…")).on_hover_text("Pick an original config (YAML), then its checkpoint").clicked() {
@@ -219,7 +234,7 @@ impl Studio {
 
     pub(super) fn generate_panel_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Describe");
-        prompt::prompt_ui(ui, &mut self.prompt, &mut self.attributes);
+        prompt::prompt_ui(ui, &mut self.prompt);
         ui.separator();
         let busy = self.is_busy() || self.photo_jobs.busy();
         let progress = self.edit.as_ref().map(|e| &e.progress);
@@ -264,22 +279,8 @@ impl Studio {
     pub(super) fn bottom_ui(&mut self, ui: &mut egui::Ui) {
         ui.heading("Influence timeline");
         match self.timeline.ui(ui) {
-            Some(Export::Frames) => {
-                if let Some(dir) = rfd::FileDialog::new().set_title("Folder for the PNG frames").pick_folder() {
-                    match self.timeline.export_frames(&dir) {
-                        Ok(n) => self.inform(MessageKind::Info, format!("Wrote {n} PNG frames to {}", dir.display())),
-                        Err(e) => self.inform(MessageKind::Error, e),
-                    }
-                }
-            }
-            Some(Export::Gif) => {
-                if let Some(path) = rfd::FileDialog::new().add_filter("GIF", &["gif"]).set_file_name("codiff-steps.gif").save_file() {
-                    match self.timeline.export_gif(&path) {
-                        Ok(n) => self.inform(MessageKind::Info, format!("Wrote {} ({n} steps)", path.display())),
-                        Err(e) => self.inform(MessageKind::Error, e),
-                    }
-                }
-            }
+            Some(Export::Frames) => self.export_frames_dialog(),
+            Some(Export::Gif) => self.export_gif_dialog(),
             None => {}
         }
         ui.separator();
@@ -300,6 +301,45 @@ impl Studio {
         ui.checkbox(&mut outputs.enabled, "also save every result to the outputs folder")
             .on_hover_text("Generations and photo edits, as PNGs carrying their settings, in a folder per day; files are numbered on, never replaced");
         ui.add(egui::Label::new(egui::RichText::new(outputs.dir.display().to_string()).weak()).truncate()).on_hover_text(outputs.dir.display().to_string());
+    }
+
+    /// Ctrl+Q: quits at once, or asks first while a run or edit would be lost.
+    pub(super) fn quit(&mut self, ctx: &egui::Context) {
+        if self.is_busy() {
+            self.quit_asked = true;
+        } else {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    }
+
+    pub(super) fn quit_ui(&mut self, ctx: &egui::Context) {
+        if !self.quit_asked {
+            return;
+        }
+        let mut quit = None;
+        let modal = egui::Modal::new(egui::Id::unique("confirm-quit")).show(ctx, |ui| {
+            ui.label(if self.run.is_some() { "A generation is in progress. Quit and lose it?" } else { "A photo edit is in progress. Quit and lose it?" });
+            ui.horizontal(|ui| {
+                if ui.button("Quit").clicked() {
+                    quit = Some(true);
+                }
+                if ui.button("Keep working").clicked() {
+                    quit = Some(false);
+                }
+            });
+        });
+        if modal.should_close() {
+            quit = Some(false);
+        }
+        match quit {
+            Some(true) => {
+                self.quit_asked = false;
+                self.cancel();
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+            Some(false) => self.quit_asked = false,
+            None => {}
+        }
     }
 
     pub(super) fn overwrite_ui(&mut self, ctx: &egui::Context) {
@@ -326,6 +366,18 @@ impl Studio {
         }
     }
 }
+
+/// The studio's keys, as the "Keys" menu lists them.
+const KEY_HELP: &[(&str, &str)] = &[
+    ("Ctrl+Enter", "generate"),
+    ("Esc", "cancel the run or edit"),
+    ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo a stroke or gallery restore"),
+    ("B E F I", "brush, eraser, fill, eyedropper"),
+    ("[ ]", "brush size"),
+    ("Z", "fit zoom: show the whole mask"),
+    ("0-9, letters", "classes (see the class list)"),
+    ("Ctrl+Q", "quit (asks while a run or edit is in progress)"),
+];
 
 /// The keys pressed this frame, in order, each without a modifier held at the
 /// time: the modifiers travel with the event, because a quick Ctrl+N can be

@@ -1,13 +1,13 @@
-//! The prompt: a text box, quick chips that write captions in the synthetic
-//! world's vocabulary (gender, age decade, beard: what the models were trained
-//! to read), and a token counter against the text encoder's 77 tokens.
+//! The prompt: a text box, chips that show and edit what it says in the
+//! synthetic world's vocabulary (gender, age decade, beard: what the models
+//! were trained to read), and a token counter against the text encoder's 77 tokens.
 
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer};
 
 pub use crate::data::synth::CaptionChoice;
-use crate::data::synth::{BeardLevel, Decade, Gender};
+use crate::data::synth::{with_part, BeardLevel, CaptionPart, Decade, Gender};
 pub use crate::model::tokenizer::MAX_TOKENS;
 use crate::model::tokenizer::BertTokenizer;
 
@@ -44,24 +44,29 @@ pub fn token_count(text: &str) -> Option<usize> {
     tokenizer.encode(text).ok().map(|tokens| tokens.count)
 }
 
-/// The prompt box and its chips. Returns true when the text changed.
-pub fn prompt_ui(ui: &mut egui::Ui, text: &mut String, chips: &mut CaptionChoice) -> bool {
-    let mut chips_changed = false;
+/// The prompt box and its chips. The chips show what the text says (typed,
+/// or read from a photo); clicking one rewrites that part of the sentence and
+/// keeps the rest. Returns true when the text changed.
+pub fn prompt_ui(ui: &mut egui::Ui, text: &mut String) -> bool {
+    let said = CaptionChoice::read(text);
+    let mut clicked = None;
     ui.horizontal_wrapped(|ui| {
         for gender in Gender::ALL {
-            chips_changed |= chip(ui, &mut chips.gender, gender, gender_label(gender));
+            chip(ui, said.gender == Some(gender), CaptionPart::Gender(gender), gender_label(gender), &mut clicked);
         }
         ui.separator();
         for decade in Decade::ALL {
-            chips_changed |= chip(ui, &mut chips.decade, decade, decade.word());
+            chip(ui, said.decade == Some(decade), CaptionPart::Decade(decade), decade.word(), &mut clicked);
         }
         ui.separator();
         for beard in BeardLevel::ALL {
-            chips_changed |= chip(ui, &mut chips.beard, beard, beard_label(beard));
+            chip(ui, said.beard == Some(beard), CaptionPart::Beard(beard), beard_label(beard), &mut clicked);
         }
     });
-    if chips_changed {
-        *text = chips.caption();
+    let chip_edit = clicked.map(|part| with_part(text, part)).filter(|edited| edited != text);
+    let chips_changed = chip_edit.is_some();
+    if let Some(edited) = chip_edit {
+        *text = edited;
     }
     let edited = ui
         .add(egui::TextEdit::multiline(text).desired_rows(2).desired_width(f32::INFINITY).hint_text("Describe the face, e.g. This man is in his thirties."))
@@ -80,14 +85,12 @@ pub fn prompt_ui(ui: &mut egui::Ui, text: &mut String, chips: &mut CaptionChoice
     chips_changed || edited
 }
 
-/// A toggle chip: selecting it again clears the choice.
-fn chip<T: PartialEq + Copy>(ui: &mut egui::Ui, current: &mut Option<T>, value: T, label: &str) -> bool {
-    let selected = *current == Some(value);
-    if ui.selectable_label(selected, label).clicked() {
-        *current = if selected { None } else { Some(value) };
-        return true;
+/// A chip, selected when the text says its value; a click asks for it.
+fn chip(ui: &mut egui::Ui, selected: bool, part: CaptionPart, label: &str, clicked: &mut Option<CaptionPart>) {
+    let hover = if selected { "the description says this" } else { "rewrite the description to say this" };
+    if ui.selectable_label(selected, label).on_hover_text(hover).clicked() {
+        *clicked = Some(part);
     }
-    false
 }
 
 #[cfg(test)]

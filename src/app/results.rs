@@ -8,7 +8,6 @@ use egui::TextureOptions;
 use super::autosave::HISTORY_LIMIT;
 use super::gallery::{HistoryEntry, RunParams};
 use super::generation::Settings;
-use super::prompt::CaptionChoice;
 use super::timeline::{rgb_image, StepRecord};
 use super::{MessageKind, Studio};
 use crate::data::image_params::ImageParams;
@@ -19,7 +18,6 @@ use crate::pipeline::generate::RgbFrame;
 #[derive(Debug, Clone)]
 pub(super) struct Inputs {
     prompt: String,
-    attributes: CaptionChoice,
     settings: Settings,
 }
 
@@ -77,11 +75,11 @@ impl Studio {
     }
 
     fn inputs(&self) -> Inputs {
-        Inputs { prompt: self.prompt.clone(), attributes: self.attributes, settings: self.settings.clone() }
+        Inputs { prompt: self.prompt.clone(), settings: self.settings.clone() }
     }
 
     fn set_inputs(&mut self, inputs: Inputs) {
-        Inputs { prompt: self.prompt, attributes: self.attributes, settings: self.settings } = inputs;
+        Inputs { prompt: self.prompt, settings: self.settings } = inputs;
     }
 
     /// Restores gallery entry `index`: its mask, prompt and settings (the seed
@@ -89,7 +87,7 @@ impl Studio {
     /// run is streaming, its result and timeline.
     pub fn restore_entry(&mut self, ctx: &egui::Context, index: usize) {
         let Some(entry) = self.history.get(index) else { return };
-        let after = Inputs { prompt: entry.params.prompt.clone(), attributes: entry.params.attributes, settings: Settings { seed_locked: true, ..entry.params.settings.clone() } };
+        let after = Inputs { prompt: entry.params.prompt.clone(), settings: Settings { seed_locked: true, ..entry.params.settings.clone() } };
         let (mask, images, steps) = (entry.mask.clone(), entry.images.clone(), entry.steps.clone());
         let before = self.inputs();
         let tag = self.restore_marks.last().map_or(1, |m| m.tag + 1);

@@ -17,6 +17,7 @@ use super::generation::Settings;
 use super::photo::PhotoEdit;
 use super::photo_jobs::PhotoJobs;
 use super::prompt::CaptionChoice;
+use super::dialogs::{FileDialogs, Folders};
 use super::timeline::{rgb_image, Timeline};
 use super::worker::{Job, Worker};
 use crate::data::mask::Mask;
@@ -25,10 +26,12 @@ impl Studio {
     pub fn new(cc: &eframe::CreationContext<'_>, options: StudioOptions) -> Self {
         let ctx = cc.egui_ctx.clone();
         let worker = Worker::spawn(options.engine, move || ctx.request_repaint());
+        // Ctrl+Q is the studio's, so that it can ask first (`Studio::quit`).
+        cc.egui_ctx.options_mut(|o| o.quit_shortcuts.clear());
+        let folders = options.autosave_dir.as_ref().map_or_else(Folders::default, |dir| Folders::load(dir.join("folders.json")));
         let mut studio = Self {
             canvas: Canvas::new(Mask::filled(DEFAULT_MASK_SIZE, DEFAULT_MASK_SIZE, 0)),
             prompt: String::new(),
-            attributes: CaptionChoice::default(),
             settings: Settings::default(),
             worker,
             model: ModelStatus::None,
@@ -59,6 +62,8 @@ impl Studio {
             pending_photo: None,
             outputs: options.outputs_dir.map(|dir| Outputs { dir, enabled: true }),
             restore_marks: Vec::new(),
+            dialogs: FileDialogs::new(cc.egui_ctx.clone(), options.native_dialog, folders),
+            quit_asked: false,
         };
         // A restored session wins; otherwise open on a sample, so Generate makes a face at once.
         if !studio.restore_autosave(&cc.egui_ctx) {
@@ -175,7 +180,6 @@ impl Studio {
             Ok(Some(work)) => {
                 self.canvas = Canvas::new(work.mask);
                 self.prompt = work.prompt;
-                self.attributes = work.attributes;
                 self.settings = work.settings;
                 self.next_history_id = work.history.iter().map(|e| e.id + 1).max().unwrap_or(1);
                 self.history = work.history;
@@ -199,7 +203,6 @@ impl Studio {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.inputs_fingerprint().hash(&mut h);
-        serde_json::to_string(&self.attributes).unwrap_or_default().hash(&mut h);
         self.history.iter().map(|e| e.id).collect::<Vec<_>>().hash(&mut h);
         self.outputs.as_ref().is_some_and(|o| o.enabled).hash(&mut h);
         let photo = self.saved_photo();
@@ -234,10 +237,11 @@ impl Studio {
             return;
         }
         if let Some(store) = &self.autosave {
+            let attributes = CaptionChoice::read(&self.prompt);
             let work = WorkRef {
                 mask: self.canvas.mask(),
                 prompt: &self.prompt,
-                attributes: &self.attributes,
+                attributes: &attributes,
                 settings: &self.settings,
                 history: &self.history,
                 // Kept on when there is no outputs folder, so a session without one does not turn it off for the next.

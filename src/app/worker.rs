@@ -71,7 +71,8 @@ pub enum Outcome {
 pub enum WorkerEvent {
     ModelLoading { label: String, progress: Arc<LoadProgress> },
     ModelLoaded(ModelInfo),
-    ModelFailed { label: String, error: String },
+    /// `kept`: the model the worker still serves, if one was loaded before.
+    ModelFailed { label: String, error: String, kept: Option<ModelInfo> },
     Generation(Event),
     GenerationEnded(Outcome),
     PhotoRead(Result<(Mask, String), String>),
@@ -137,7 +138,8 @@ fn worker_loop(mut engine: Option<Arc<dyn Engine>>, jobs: Receiver<Job>, events:
                         send(WorkerEvent::ModelLoaded(loaded.describe()));
                         engine = Some(loaded);
                     }
-                    Err(error) => send(WorkerEvent::ModelFailed { label, error }),
+                    // The old model stays until a new one has loaded in full.
+                    Err(error) => send(WorkerEvent::ModelFailed { label, error, kept: engine.as_ref().map(|e| e.describe()) }),
                 }
             }
             Job::Generate { request, cancel } => {

@@ -49,36 +49,36 @@ impl CaptionChoice {
 }
 
 /// The words a caption uses for one person.
-struct Person {
+pub(super) struct Person {
     /// "he" / "she"
-    pronoun: &'static str,
+    pub(super) pronoun: &'static str,
     /// "his" / "her"
-    possessive: &'static str,
+    pub(super) possessive: &'static str,
     /// Noun phrases that open a sentence: "This man", "The lady", ...
-    subjects: &'static [&'static str],
+    pub(super) subjects: &'static [&'static str],
     /// Nouns after "A" or "An old": "man", "woman", ...
-    nouns: &'static [&'static str],
+    pub(super) nouns: &'static [&'static str],
 }
 
-const MAN: Person = Person {
+pub(super) const MAN: Person = Person {
     pronoun: "he",
     possessive: "his",
     subjects: &["This man", "The man", "This gentleman", "This guy", "The gentleman"],
     nouns: &["man", "gentleman", "guy"],
 };
-const BOY: Person = Person {
+pub(super) const BOY: Person = Person {
     pronoun: "he",
     possessive: "his",
     subjects: &["This boy", "The boy", "This young man", "This teenage boy"],
     nouns: &["boy", "young man", "teenage boy"],
 };
-const WOMAN: Person = Person {
+pub(super) const WOMAN: Person = Person {
     pronoun: "she",
     possessive: "her",
     subjects: &["This woman", "The woman", "This lady", "The lady"],
     nouns: &["woman", "lady"],
 };
-const GIRL: Person = Person {
+pub(super) const GIRL: Person = Person {
     pronoun: "she",
     possessive: "her",
     subjects: &["This girl", "The girl", "This young woman", "This teenage girl"],
@@ -86,9 +86,9 @@ const GIRL: Person = Person {
 };
 
 /// Who a caption speaks of when it does not say the gender.
-const PERSON: Person = Person { pronoun: "they", possessive: "their", subjects: &["This person"], nouns: &["person"] };
+pub(super) const PERSON: Person = Person { pronoun: "they", possessive: "their", subjects: &["This person"], nouns: &["person"] };
 
-fn person(gender: Gender, decade: Decade) -> &'static Person {
+pub(super) fn person(gender: Gender, decade: Decade) -> &'static Person {
     match (gender, decade) {
         (Gender::Male, Decade::Teens) => &BOY,
         (Gender::Male, _) => &MAN,
@@ -97,13 +97,13 @@ fn person(gender: Gender, decade: Decade) -> &'static Person {
     }
 }
 
-const DECADE_NUMBERS: [&str; 7] = ["teen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy"];
+pub(super) const DECADE_NUMBERS: [&str; 7] = ["teen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy"];
 
 fn choose<'a, R: Rng + ?Sized>(rng: &mut R, options: &[&'a str]) -> &'a str {
     options[rng.random_range(0..options.len())]
 }
 
-fn capitalise(s: &str) -> String {
+pub(super) fn capitalise(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),
@@ -113,7 +113,7 @@ fn capitalise(s: &str) -> String {
 
 /// The verb phrases about age: "is in his thirties", "is about 34 years old", ...
 /// The first is CelebA-Dialog's plain wording.
-fn age_phrases(p: &Person, age: u8) -> Vec<String> {
+pub(super) fn age_phrases(p: &Person, age: u8) -> Vec<String> {
     let decade = Decade::of_age(age as u32);
     let d = decade.word();
     let pos = p.possessive;
@@ -149,7 +149,7 @@ fn age_phrases(p: &Person, age: u8) -> Vec<String> {
 
 /// The verb phrases about facial hair: "has a long beard", "is clean-shaven", ...
 /// The first is CelebA-Dialog's plain wording.
-fn beard_phrases(p: &Person, level: BeardLevel) -> Vec<String> {
+pub(super) fn beard_phrases(p: &Person, level: BeardLevel) -> Vec<String> {
     let pos = p.possessive;
     match level {
         BeardLevel::None if p.pronoun == "she" => {
@@ -203,16 +203,24 @@ fn choose_phrase<R: Rng + ?Sized>(rng: &mut R, mut options: Vec<String>) -> Stri
 
 /// The beard as a sentence of its own without the person as subject, if there is one.
 fn beard_sentence<R: Rng + ?Sized>(rng: &mut R, p: &Person, level: BeardLevel) -> Option<String> {
+    let mut options = beard_sentences(p, level);
+    match options.len() {
+        0 | 1 => options.pop(),
+        _ => Some(choose_phrase(rng, options)),
+    }
+}
+
+/// Every wording of [`beard_sentence`]: none for a mustache or goatee.
+pub(super) fn beard_sentences(p: &Person, level: BeardLevel) -> Vec<String> {
     let pos = p.possessive;
-    let text = match level {
-        BeardLevel::Stubble => choose(rng, &["The face is covered with stubble.", "There is some stubble on the face."]).to_string(),
-        BeardLevel::Short => format!("The face is covered with {}.", choose(rng, &["short pointed beard", "a short beard"])),
-        BeardLevel::Medium => choose(rng, &["The face is covered with beard of medium length.", "The beard is of medium length."]).to_string(),
-        BeardLevel::Long => format!("{} beard is {}.", capitalise(pos), choose(rng, &["very long", "long and thick"])),
-        BeardLevel::None => format!("There is no beard on {pos} face."),
-        BeardLevel::Mustache | BeardLevel::Goatee => return None,
-    };
-    Some(text)
+    match level {
+        BeardLevel::Stubble => vec!["The face is covered with stubble.".into(), "There is some stubble on the face.".into()],
+        BeardLevel::Short => vec!["The face is covered with short pointed beard.".into(), "The face is covered with a short beard.".into()],
+        BeardLevel::Medium => vec!["The face is covered with beard of medium length.".into(), "The beard is of medium length.".into()],
+        BeardLevel::Long => ["very long", "long and thick"].iter().map(|length| format!("{} beard is {length}.", capitalise(pos))).collect(),
+        BeardLevel::None => vec![format!("There is no beard on {pos} face.")],
+        BeardLevel::Mustache | BeardLevel::Goatee => Vec::new(),
+    }
 }
 
 /// One caption for `attrs`: gender by pronoun or noun, the age decade, and the
@@ -259,7 +267,7 @@ fn article(noun: &str) -> &'static str {
 }
 
 /// Lower-cases and splits a caption into words ("clean-shaven" -> "clean", "shaven").
-fn words(text: &str) -> Vec<String> {
+pub(super) fn words(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -267,7 +275,7 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn decade_of_word(word: &str) -> Option<Decade> {
+pub(super) fn decade_of_word(word: &str) -> Option<Decade> {
     let d = match word {
         "teen" | "teens" | "teenager" | "teenage" => Decade::Teens,
         "twenty" | "twenties" => Decade::Twenties,
@@ -295,12 +303,26 @@ fn gender_of_word(word: &str) -> Option<Gender> {
 /// Reads gender, age decade and beard level out of a caption in the style
 /// [`caption`] writes (and CelebA-Dialog's wording of the same things).
 pub fn parse_caption(text: &str) -> CaptionAttributes {
-    let words = words(text);
+    let said = CaptionChoice::read(text);
+    CaptionAttributes { gender: said.gender, decade: said.decade, beard: said.beard.unwrap_or(BeardLevel::None) }
+}
+
+impl CaptionChoice {
+    /// What `text` says of gender, age decade and beard, each `None` where it
+    /// says nothing (the first word that tells wins).
+    pub fn read(text: &str) -> Self {
+        let words = words(text);
+        let gender = words.iter().find_map(|w| gender_of_word(w));
+        let decade = words.iter().find_map(|w| decade_of_word(w));
+        Self { gender, decade, beard: said_beard(&words) }
+    }
+}
+
+/// The beard level the words speak of, if they speak of facial hair.
+fn said_beard(words: &[String]) -> Option<BeardLevel> {
     let has = |w: &str| words.iter().any(|x| x == w);
     let has_pair = |a: &str, b: &str| words.windows(2).any(|p| p[0] == a && p[1] == b);
-    let gender = words.iter().find_map(|w| gender_of_word(w));
-    let decade = words.iter().find_map(|w| decade_of_word(w));
-    let beard = if has("goatee") {
+    let level = if has("goatee") {
         BeardLevel::Goatee
     } else if has("mustache") || has("moustache") {
         BeardLevel::Mustache
@@ -315,9 +337,9 @@ pub fn parse_caption(text: &str) -> CaptionAttributes {
     } else if has("beard") {
         BeardLevel::Short
     } else {
-        BeardLevel::None
+        return None;
     };
-    CaptionAttributes { gender, decade, beard }
+    Some(level)
 }
 
 #[cfg(test)]

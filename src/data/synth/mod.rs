@@ -7,6 +7,7 @@
 
 pub mod attributes;
 pub mod caption;
+pub mod caption_edit;
 pub mod dataset;
 mod layout;
 pub(crate) mod math;
@@ -24,6 +25,7 @@ pub use attributes::{
     FaceShape, Fringe, Gender, HairColor, HairStyle, Hat,
 };
 pub use caption::{caption, parse_caption, CaptionAttributes, CaptionChoice};
+pub use caption_edit::{with_part, CaptionPart};
 pub use render::render;
 
 use crate::data::mask::Mask;
