@@ -104,7 +104,8 @@ impl Browser {
                 }
             });
             ui.separator();
-            egui::ScrollArea::vertical().max_height(320.0).auto_shrink([false, true]).show(ui, |ui| {
+            // A fixed height, so the browser does not jump as folders of other lengths open.
+            egui::ScrollArea::vertical().max_height(320.0).auto_shrink([false, false]).show(ui, |ui| {
                 for entry in &self.entries {
                     if entry.is_dir {
                         if ui.selectable_label(false, format!("{}/", entry.name)).clicked() {
