@@ -43,7 +43,10 @@ impl Folders {
         self.folders.insert(kind, folder);
         let Some(file) = &self.file else { return Ok(()) };
         let json = serde_json::to_string_pretty(&self.folders).map_err(|e| e.to_string())?;
-        let written = file.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(file, json));
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| crate::data::output::write_atomically(file, |w| std::io::Write::write_all(w, json.as_bytes())));
         written.map_err(|e| format!("could not remember the folder in {}: {e}", file.display()))
     }
 }
