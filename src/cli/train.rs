@@ -15,7 +15,7 @@ pub struct TrainArgs {
     /// The model directory: configs, stage outputs, and checkpoints, logs and sample grids under train/.
     #[arg(long, default_value = "models")]
     out: PathBuf,
-    /// Optimiser steps per network (each stage has a default sized for the 2-hour budget).
+    /// Optimiser steps per network (default: the stage's recipe; a resumed run cools down towards this step).
     #[arg(long)]
     steps: Option<usize>,
     /// Continue from the stage's last checkpoint.
