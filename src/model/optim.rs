@@ -111,7 +111,10 @@ impl AdamW {
     pub fn final_weights(&self) -> HashMap<String, Tensor> {
         self.slots
             .iter()
-            .map(|s| (s.name.clone(), s.ema.clone().unwrap_or_else(|| s.var.as_tensor().clone())))
+            // Detached: a network built from these must not record a backward
+            // graph (the autoencoder's held-out pass after training held
+            // every activation and ran out of 23 GB).
+            .map(|s| (s.name.clone(), s.ema.clone().unwrap_or_else(|| s.var.as_tensor().clone()).detach()))
             .collect()
     }
 
@@ -189,6 +192,21 @@ mod tests {
             assert!((got - want).abs() < 0.05, "{got} vs {want}");
         }
         std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+
+    #[test]
+    fn networks_built_from_the_final_weights_record_no_backward_graph() -> Result<()> {
+        let dev = Device::Cpu;
+        for ema in [None, Some(0.9)] {
+            let vars = VarMap::new();
+            let w = vars.get((4,), "w", candle_nn::init::ONE, DType::F32, &dev)?;
+            let mut opt = AdamW::new(&vars, 0.1, ema)?;
+            opt.backward_step(&w.sqr()?.sum_all()?)?;
+            for weight in opt.final_weights().values() {
+                assert!(!(weight * 2.0)?.track_op(), "EMA {ema:?}: an op on a final weight records its graph");
+            }
+        }
         Ok(())
     }
 
