@@ -10,8 +10,10 @@
 //! - [`group_norm`]: group normalisation, affine map and optional SiLU fused
 //!   into one pass, and its backward into one more;
 //! - [`gelu_erf`]: the exact GELU with a vectorised normal CDF, and its backward;
-//! - [`add_bias`]: a bias along the last dimension, whose gradient is one pass over the rows.
+//! - [`add_bias`]: a bias along the last dimension, whose gradient is one pass over the rows;
+//! - [`adamw_step`], [`ema_update`], [`sum_squares`]: the optimiser's passes, in place.
 
+mod adamw;
 mod attention;
 mod bias;
 mod conv;
@@ -19,7 +21,9 @@ mod gelu;
 mod group_norm;
 mod vector;
 
-use candle_core::{CpuStorage, DType, Layout, Tensor};
+pub use adamw::AdamWStep;
+
+use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -94,6 +98,43 @@ pub fn add_bias(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op2(&b.contiguous()?, bias::AddBiasOp)
 }
 
+/// One AdamW step in place: the moments `m`, `v` and the parameter `p` from
+/// the gradient `g`, as [`adamw::reference`] computes them, without a tensor
+/// allocated per operation. `m` and `v` must each own their storage.
+pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamWStep) -> candle_core::Result<()> {
+    if !handled(&[Some(p), Some(g), Some(m), Some(v)]) {
+        let [p_new, m_new, v_new] = adamw::reference(p, g, m, v, s)?;
+        for (dst, new) in [(p, p_new), (m, m_new), (v, v_new)] {
+            dst.slice_set(&new, 0, 0)?;
+        }
+        return Ok(());
+    }
+    let g = g.contiguous()?;
+    let moment = |beta: f64, squared| adamw::MomentOp { clip: s.clip as f32, beta: beta as f32, one_minus_beta: (1.0 - beta) as f32, squared };
+    m.inplace_op2(&g, &moment(s.beta1, false))?;
+    v.inplace_op2(&g, &moment(s.beta2, true))?;
+    p.inplace_op3(m, v, &adamw::ParameterOp::new(s))
+}
+
+/// `ema = decay * ema + (1 - decay) * p`, in place.
+pub fn ema_update(ema: &Tensor, p: &Tensor, decay: f64) -> candle_core::Result<()> {
+    if !handled(&[Some(ema), Some(p)]) {
+        return ema.slice_set(&((ema * decay)? + (p.detach() * (1.0 - decay))?)?, 0, 0);
+    }
+    ema.inplace_op2(&p.contiguous()?, &adamw::EmaOp { decay: decay as f32, one_minus_decay: (1.0 - decay) as f32 })
+}
+
+/// `sum(x^2)`, accumulated in f64, without a squared copy of `x`.
+pub fn sum_squares(x: &Tensor) -> candle_core::Result<f64> {
+    if handled(&[Some(x)]) && x.is_contiguous() {
+        let (storage, layout) = x.storage_and_layout();
+        if let Storage::Cpu(s) = &*storage {
+            return Ok(adamw::sum_squares(f32_slice(s, layout, "tensor")?));
+        }
+    }
+    x.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+}
+
 /// Whether every present tensor is an f32 CPU tensor.
 fn handled(tensors: &[Option<&Tensor>]) -> bool {
     tensors
@@ -109,6 +150,17 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("the fast CPU kernels need a contiguous {what}"),
+    }
+}
+
+/// The contiguous f32 data of the tensor an in-place op writes.
+fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("the fast CPU kernels take f32 tensors; convert the {what} first")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut data[a..b]),
         None => candle_core::bail!("the fast CPU kernels need a contiguous {what}"),
     }
 }

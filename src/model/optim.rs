@@ -10,6 +10,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::VarMap;
 
+use crate::kernels::{self, AdamWStep};
+
 /// One trained variable and its optimiser state.
 struct Slot {
     name: String,
@@ -52,9 +54,11 @@ impl AdamW {
         let slots = named
             .into_iter()
             .map(|(name, var)| {
-                let zeros = var.as_tensor().zeros_like()?;
+                // Each tensor of its own: the step updates them in place.
+                let first_moment = var.as_tensor().zeros_like()?;
+                let second_moment = var.as_tensor().zeros_like()?;
                 let ema = ema_decay.map(|_| var.as_tensor().detach().copy()).transpose()?;
-                Ok(Slot { name, first_moment: zeros.clone(), second_moment: zeros, ema, var })
+                Ok(Slot { name, first_moment, second_moment, ema, var })
             })
             .collect::<Result<_>>()?;
         Ok(Self { slots, step: 0, lr, warmup_steps: 200, end_step: None, weight_decay: 0.0, clip_norm: 1.0, ema_decay })
@@ -67,31 +71,33 @@ impl AdamW {
     }
 
     fn apply(&mut self, grads: &GradStore) -> Result<f32> {
-        let mut squares = Vec::with_capacity(self.slots.len());
+        let mut squares = 0f64;
         for slot in &self.slots {
             if let Some(g) = grads.get(slot.var.as_tensor()) {
-                squares.push(g.sqr()?.sum_all()?);
+                squares += kernels::sum_squares(g)?;
             }
         }
-        let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+        let norm = squares.sqrt() as f32;
         let clip = if norm as f64 > self.clip_norm { self.clip_norm / norm as f64 } else { 1.0 };
         self.step += 1;
-        let lr = self.lr * self.lr_factor(self.step);
-        let (c1, c2) = (1.0 - BETA1.powi(self.step as i32), 1.0 - BETA2.powi(self.step as i32));
-        for slot in &mut self.slots {
+        let step = AdamWStep {
+            clip,
+            beta1: BETA1,
+            beta2: BETA2,
+            eps: EPS,
+            lr: self.lr * self.lr_factor(self.step),
+            weight_decay: self.weight_decay,
+            c1: 1.0 - BETA1.powi(self.step as i32),
+            c2: 1.0 - BETA2.powi(self.step as i32),
+        };
+        // Early on the average follows the weights closely (as in the original's LitEma).
+        let ema_decay = self.ema_decay.map(|d| d.min((1.0 + self.step as f64) / (10.0 + self.step as f64)));
+        for slot in &self.slots {
             let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
-            // Detached throughout: an op on a variable records its inputs, so
-            // running averages built from one would keep every step's tensors alive.
-            let g = (g.detach() * clip)?;
-            slot.first_moment = ((&slot.first_moment * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
-            slot.second_moment = ((&slot.second_moment * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
-            let update = ((&slot.first_moment / c1)? / ((&slot.second_moment / c2)?.sqrt()? + EPS)?)?;
-            let decayed = (slot.var.as_tensor() * (1.0 - lr * self.weight_decay))?;
-            slot.var.set(&(decayed - (update * lr)?)?)?;
-            if let (Some(ema), Some(decay)) = (&mut slot.ema, self.ema_decay) {
-                // Early on the average follows the weights closely (as in the original's LitEma).
-                let decay = decay.min((1.0 + self.step as f64) / (10.0 + self.step as f64));
-                *ema = ((&*ema * decay)? + (slot.var.as_tensor().detach() * (1.0 - decay))?)?.detach();
+            // In place: no op on the variable is recorded, and no tensor is allocated per operation.
+            kernels::adamw_step(slot.var.as_tensor(), g, &slot.first_moment, &slot.second_moment, &step)?;
+            if let (Some(ema), Some(decay)) = (&slot.ema, ema_decay) {
+                kernels::ema_update(ema, slot.var.as_tensor(), decay)?;
             }
         }
         Ok(norm)
@@ -107,7 +113,8 @@ impl AdamW {
         warmup.min(cooldown)
     }
 
-    /// The weights to ship: the EMA where there is one, else the current ones.
+    /// The weights to ship: the EMA where there is one, else the current ones
+    /// (the live tensors, which the next step updates in place).
     pub fn final_weights(&self) -> HashMap<String, Tensor> {
         self.slots
             .iter()
