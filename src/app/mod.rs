@@ -147,6 +147,7 @@ fn timeline_height(window_height: f32) -> f32 {
 fn cap_inference_threads() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     crate::model::pin_thread_count(Some(engine_threads(cores)));
+    crate::model::keep_freed_memory();
 }
 
 /// The engine's share of `cores`: all but one, which the window keeps, so that

@@ -60,6 +60,7 @@ pub enum Command {
 pub fn run(command: Command, verbose: bool) -> anyhow::Result<()> {
     VERBOSE.store(verbose, Ordering::Relaxed);
     crate::model::pin_thread_count(None);
+    crate::model::keep_freed_memory();
     catch_interrupt();
     match command {
         Command::Generate(args) => generate::run(args),

@@ -21,6 +21,24 @@ pub mod tokenizer;
 pub mod torch_zip;
 pub mod unet;
 
+/// Keeps freed memory in the process for the next operation to reuse. By
+/// default glibc's malloc serves every block above its mmap threshold (128 kB
+/// at first, then the largest block freed so far) with fresh pages and hands
+/// the free top of its heap back to the kernel beyond twice that threshold.
+/// A training step frees its activations and gradients at its end, so the
+/// next one faulted every page in again and zeroed it; with the thresholds
+/// fixed at 32 MB (blocks above go to their own mappings) and 64 MB (free
+/// memory kept at the top of the heap) the pages stay mapped
+/// (docs/speed.md). Call once at start, before any large allocation.
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only sets two of malloc's tunables; it takes no pointers.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 /// Fixes the CPU thread count for the process (unless `RAYON_NUM_THREADS` is
 /// set already) at `threads`, or at candle's own default. Without the variable
 /// candle works its default out again at every matrix product by parsing
