@@ -198,6 +198,9 @@ impl ConvGeometry {
 
     /// Adds `col` (laid out as in [`Self::im2col`]) back into the image gradient `img`.
     fn col2im_add(&self, col: &[f32], c0: usize, c1: usize, p0: usize, p1: usize, img: &mut [f32]) {
+        if self.stride == 1 && p0.is_multiple_of(self.w_out) && (p1 - p0).is_multiple_of(self.w_out) {
+            return self.col2im_rows(col, c0, c1, p0 / self.w_out, p1 / self.w_out, img);
+        }
         let np = p1 - p0;
         let mut row = 0;
         for c in c0..c1 {
@@ -222,6 +225,42 @@ impl ConvGeometry {
                         }
                     });
                     row += 1;
+                }
+            }
+        }
+    }
+
+    /// [`Self::col2im_add`] at stride 1 over whole output rows `oy0..oy1`, the
+    /// reverse of [`Self::im2col_rows`]: every tap's row is added straight into
+    /// a zero-bordered band, whose inside is then added to the image. (On the
+    /// default models' small images the general path's per-segment bookkeeping
+    /// was most of the input gradient's time.)
+    fn col2im_rows(&self, col: &[f32], c0: usize, c1: usize, oy0: usize, oy1: usize, img: &mut [f32]) {
+        let (p, wo) = (self.padding, self.w_out);
+        let band_w = self.w + 2 * p;
+        let band_rows = oy1 - oy0 + self.kh - 1;
+        let mut band = vec![0f32; band_w * band_rows];
+        let np = (oy1 - oy0) * wo;
+        let mut row = 0;
+        for c in c0..c1 {
+            band.fill(0.0);
+            for ki in 0..self.kh {
+                for kj in 0..self.kw {
+                    for (r, src) in col[row * np..(row + 1) * np].chunks_exact(wo).enumerate() {
+                        let start = (r + ki) * band_w + kj;
+                        for (d, s) in band[start..start + wo].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    }
+                    row += 1;
+                }
+            }
+            let plane = &mut img[c * self.plane()..(c + 1) * self.plane()];
+            for r in 0..band_rows {
+                let Some(y) = (oy0 + r).checked_sub(p).filter(|&y| y < self.h) else { continue };
+                let inside = &band[r * band_w + p..r * band_w + p + self.w];
+                for (d, s) in plane[y * self.w..(y + 1) * self.w].iter_mut().zip(inside) {
+                    *d += s;
                 }
             }
         }
