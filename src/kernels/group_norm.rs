@@ -174,23 +174,8 @@ impl CustomOp3 for GroupNormGradOp {
             for c in 0..per_group {
                 let ch = c0 + c;
                 let rows = c * plane..(c + 1) * plane;
-                let (mut dgamma, mut dbeta, mut s1, mut s2) = (0f32, 0f32, 0f32, 0f32);
-                for ((d, &xv), &g) in dx[rows.clone()].iter_mut().zip(&xs[rows.clone()]).zip(&gs[rows]) {
-                    let xh = (xv - mean) * inv;
-                    let dy = if self.silu {
-                        let y = gamma[ch] * xh + beta[ch];
-                        let s = 1.0 / (1.0 + (-y).exp());
-                        g * s * (1.0 + y * (1.0 - s))
-                    } else {
-                        g
-                    };
-                    dgamma += dy * xh;
-                    dbeta += dy;
-                    let dxh = dy * gamma[ch];
-                    s1 += dxh;
-                    s2 += dxh * xh;
-                    *d = dxh;
-                }
+                let [dgamma, dbeta, s1, s2] =
+                    channel_grad_dispatch(self.silu, (gamma[ch], beta[ch]), (mean, inv), &xs[rows.clone()], &gs[rows.clone()], &mut dx[rows]);
                 sums[ch] += dgamma as f64;
                 sums[channels + ch] += dbeta as f64;
                 sum_dxh += s1 as f64;
@@ -210,6 +195,69 @@ impl CustomOp3 for GroupNormGradOp {
         }
         Ok((CpuStorage::F32(out), Shape::from(n + 2 * channels)))
     }
+}
+
+/// One channel of the backward: writes `dx^ = dL/dy' * gamma` into `dx` and
+/// returns (dL/dgamma, dL/dbeta, sum dx^, sum dx^ x^), each summed in eight
+/// lanes so that the loop vectorises (summed one value at a time, with libm's
+/// exp, it was 7% of a default-size training step).
+#[inline(always)]
+fn channel_grad<const FMA: bool>(
+    silu: bool,
+    (gamma, beta): (f32, f32),
+    (mean, inv): (f32, f32),
+    xs: &[f32],
+    gs: &[f32],
+    dx: &mut [f32],
+) -> [f32; 4] {
+    let terms = |xv: f32, g: f32| {
+        let xh = (xv - mean) * inv;
+        let dy = if silu {
+            let y = madd::<FMA>(gamma, xh, beta);
+            let s = 1.0 / (1.0 + exp_approx::<FMA>(-y));
+            g * s * (1.0 + y * (1.0 - s))
+        } else {
+            g
+        };
+        let dxh = dy * gamma;
+        [dy * xh, dy, dxh, dxh * xh]
+    };
+    let whole = xs.len() / LANES * LANES;
+    let mut lanes = [[0f32; LANES]; 4];
+    let chunks = dx[..whole].chunks_exact_mut(LANES).zip(xs[..whole].chunks_exact(LANES)).zip(gs[..whole].chunks_exact(LANES));
+    for ((d, x), g) in chunks {
+        for l in 0..LANES {
+            let t = terms(x[l], g[l]);
+            for (lane, v) in lanes.iter_mut().zip(t) {
+                lane[l] += v;
+            }
+            d[l] = t[2];
+        }
+    }
+    let mut sums = lanes.map(|lane| lane.iter().sum::<f32>());
+    for ((d, &x), &g) in dx[whole..].iter_mut().zip(&xs[whole..]).zip(&gs[whole..]) {
+        let t = terms(x, g);
+        for (sum, v) in sums.iter_mut().zip(t) {
+            *sum += v;
+        }
+        *d = t[2];
+    }
+    sums
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn channel_grad_avx2(silu: bool, affine: (f32, f32), stats: (f32, f32), xs: &[f32], gs: &[f32], dx: &mut [f32]) -> [f32; 4] {
+    channel_grad::<true>(silu, affine, stats, xs, gs, dx)
+}
+
+fn channel_grad_dispatch(silu: bool, affine: (f32, f32), stats: (f32, f32), xs: &[f32], gs: &[f32], dx: &mut [f32]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { channel_grad_avx2(silu, affine, stats, xs, gs, dx) };
+    }
+    channel_grad::<false>(silu, affine, stats, xs, gs, dx)
 }
 
 #[derive(Clone, Copy)]
