@@ -4,7 +4,7 @@
 Run through scripts/bench-vs-pytorch.sh, which makes the venv. Our side is
 `codiff bench --serve`: it lists the cases (the kernel table's shapes, a
 training step of the default-size UNet, the full-size UNet and dynamic
-diffuser) and times one run when asked. This script builds each case's twin
+diffuser, the full-size collaborative step) and times one run when asked. This script builds each case's twin
 in PyTorch (the networks from scripts/torch_reference.py, checked against our
 variables' names and shapes) and alternates: ours, PyTorch's, ours, ... so
 that both see the same load; medians are reported with their ratio.
@@ -108,6 +108,14 @@ def unet_params(config, diffuser):
     return params["unet_config"]["params"]
 
 
+def collaborator_params(composed_config):
+    """The mask collaborator's UNet parameters, from the config the composed one names (beside it)."""
+    import yaml
+
+    path = yaml.safe_load(open(composed_config))["model"]["params"]["seg_mask_ldm_config_path"]
+    return unet_params(os.path.join(os.path.dirname(composed_config), os.path.basename(path)), False)
+
+
 def check_same_network(net, ours, name):
     theirs = {k: list(v.shape) for k, v in net.state_dict().items()}
     if theirs != ours:
@@ -161,6 +169,8 @@ def torch_case(case, ours_variables):
             (forward() * probe).sum().backward()
 
         return step
+    if kind == "collab_step":
+        return collaborative_step(case, ours_variables)
     p = unet_params(case["config"], case.get("diffuser", False))
     net = UNetModel(p)
     check_same_network(net, ours_variables, case["name"])
@@ -180,6 +190,34 @@ def torch_case(case, ours_variables):
         opt.step()
 
     return train_step
+
+
+def collaborative_step(case, ours_variables):
+    """Both collaborators' UNets and both dynamic diffusers at batch 1, the
+    per-pixel softmax of the diffusers' maps and the weighted sum (as
+    torch_reference.py times it on the GPU). One UNet and one diffuser, each
+    run under both conditions, stand in for the pairs, as on our side."""
+    import torch
+    from torch_reference import UNetModel
+
+    nets = {}
+    for prefix, p in [("unet", collaborator_params(case["config"])), ("diffuser", unet_params(case["config"], True))]:
+        nets[prefix] = UNetModel(p).eval()
+        mine = {k[len(prefix) + 1:]: v for k, v in ours_variables.items() if k.startswith(prefix + ".")}
+        check_same_network(nets[prefix], mine, f"{case['name']} ({prefix})")
+    p = collaborator_params(case["config"])
+    x = torch.randn(1, p["in_channels"], p["image_size"], p["image_size"])
+    t = torch.tensor([1.0])
+    mask_context = torch.randn(1, case["context_tokens"], p["context_dim"])
+    text_context = torch.randn(1, case["text_tokens"], p["context_dim"])
+    unet, diffuser = nets["unet"], nets["diffuser"]
+
+    def step():
+        eps_mask, eps_text = unet(x, t, mask_context), unet(x, t, text_context)
+        weights = torch.cat([diffuser(x, t, mask_context), diffuser(x, t, text_context)], dim=1).softmax(dim=1)
+        return weights[:, :1] * eps_mask + weights[:, 1:] * eps_text
+
+    return no_grad(step)
 
 
 def interleaved(ours, case, reps):
@@ -241,7 +279,7 @@ def main():
     cases = [c for c in ours[args.threads].ask("cases") if not args.only or args.only in c["name"]]
     rows, scaling = [], []
     for case in cases:
-        reps = SLOW_CASES_REPS if case["kind"] == "unet_forward" else args.reps
+        reps = SLOW_CASES_REPS if case["kind"] in ("unet_forward", "collab_step") else args.reps
         torch.set_num_threads(args.threads)
         ours_ms, torch_ms = interleaved(ours[args.threads], case, reps)
         rows.append({"case": case["name"], "ours_ms": ours_ms, "pytorch_ms": torch_ms, "ratio": ours_ms / torch_ms, "reps": reps})

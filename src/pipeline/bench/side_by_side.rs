@@ -20,6 +20,9 @@ use serde_json::{json, Value};
 use super::shared_dir;
 use crate::data::mask::NUM_CLASSES;
 use crate::kernels;
+use crate::diffusion::collaborate::{combine, CombineMode, Influence, PostProcess};
+use crate::diffusion::modality::PerModality;
+use crate::model::collaborative::{side_by_side, Contexts};
 use crate::model::config::{ComposedConfig, LdmConfig};
 use crate::model::optim::AdamW;
 use crate::model::unet::{UNetConfig, UNetModel};
@@ -27,6 +30,8 @@ use crate::pipeline::train::init::seeded_var_builder;
 
 /// Training batch of the default models (`pipeline::train::ldm`).
 const TRAIN_BATCH: usize = 16;
+/// The text encoder's context length in the released configs (`max_seq_len`).
+const TEXT_TOKENS: usize = 77;
 
 /// One measurement, described by the shapes both sides build it from.
 #[derive(Debug, Clone)]
@@ -44,6 +49,13 @@ pub enum Case {
     UNetTrain { config: PathBuf, batch: usize },
     /// One forward at batch 1 of a UNet (`diffuser`: the composed config's dynamic diffuser).
     UNetForward { config: PathBuf, diffuser: bool },
+    /// One collaborative step at batch 1 of the composed config: both
+    /// collaborators' UNets and both dynamic diffusers, side by side, then the
+    /// per-pixel softmax of the diffusers' maps and the weighted sum of the
+    /// two noise predictions. One UNet and one diffuser, each run under both
+    /// conditions, stand in for the pairs (the same on the PyTorch side): the
+    /// time is the same, at half the memory.
+    CollaborativeStep { config: PathBuf },
 }
 
 impl Case {
@@ -62,6 +74,7 @@ impl Case {
             Case::UNetTrain { batch, .. } => format!("default-size UNet training step, batch {batch}"),
             Case::UNetForward { diffuser: false, .. } => "full-size UNet forward".into(),
             Case::UNetForward { diffuser: true, .. } => "full-size dynamic diffuser forward".into(),
+            Case::CollaborativeStep { .. } => "full-size collaborative step".into(),
         }
     }
 
@@ -77,6 +90,7 @@ impl Case {
             }),
             Case::UNetTrain { config, batch } => json!({ "kind": "unet_train", "config": config, "batch": batch }),
             Case::UNetForward { config, diffuser } => json!({ "kind": "unet_forward", "config": config, "diffuser": diffuser }),
+            Case::CollaborativeStep { config } => json!({ "kind": "collab_step", "config": config, "text_tokens": TEXT_TOKENS }),
         };
         v["name"] = json!(self.name());
         v["context_tokens"] = json!(NUM_CLASSES);
@@ -103,6 +117,7 @@ pub fn cases() -> Vec<Case> {
     if configs.join("256_mask.yaml").is_file() && configs.join("256_codiff_mask_text.yaml").is_file() {
         cases.push(Case::UNetForward { config: configs.join("256_mask.yaml"), diffuser: false });
         cases.push(Case::UNetForward { config: configs.join("256_codiff_mask_text.yaml"), diffuser: true });
+        cases.push(Case::CollaborativeStep { config: configs.join("256_codiff_mask_text.yaml") });
     }
     cases
 }
@@ -176,14 +191,41 @@ fn build(case: &Case) -> anyhow::Result<(Runner, BTreeMap<String, Vec<usize>>)> 
         }
         Case::UNetForward { config, diffuser } => {
             let config = if diffuser { ComposedConfig::load(&config)?.diffuser } else { LdmConfig::load(&config)?.unet };
-            let (vars, _) = unet(&config)?;
-            // Plain tensors, not variables: a forward that records nothing for a backward.
-            let weights = vars.data().lock().expect("the VarMap lock is never poisoned").iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
-            let unet = UNetModel::new(VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu), &config)?;
+            let (unet, names) = frozen_unet(&config)?;
             let (x, t, context) = unet_inputs(&config, 1)?;
-            (Box::new(move || Ok(unet.forward(&x, &t, &context).map(drop)?)), shapes(&vars))
+            (Box::new(move || Ok(unet.forward(&x, &t, &context).map(drop)?)), names)
+        }
+        Case::CollaborativeStep { config } => {
+            let composed = ComposedConfig::load(&config)?;
+            let (collaborator, unet_names) = frozen_unet(&composed.mask.unet)?;
+            let (diffuser, diffuser_names) = frozen_unet(&composed.diffuser)?;
+            let (x, t, mask_context) = unet_inputs(&composed.mask.unet, 1)?;
+            let text_context = randn(&[1, TEXT_TOKENS, mask_context.dim(2)?])?;
+            let contexts = Contexts { mask: mask_context, text: text_context };
+            let step = t.to_vec1::<f32>()?[0] as usize;
+            let run = move || -> anyhow::Result<()> {
+                let eps = side_by_side(PerModality { mask: &collaborator, text: &collaborator }, &x, &t, &contexts)?;
+                let maps = side_by_side(PerModality { mask: &diffuser, text: &diffuser }, &x, &t, &contexts)?;
+                let influence = Influence::Diffusers(maps.as_ref());
+                combine(&eps.mask, &eps.text, influence, step, CombineMode::Softmax, &PostProcess::default())?;
+                Ok(())
+            };
+            let mut names = BTreeMap::new();
+            for (prefix, network) in [("unet", unet_names), ("diffuser", diffuser_names)] {
+                names.extend(network.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)));
+            }
+            (Box::new(run), names)
         }
     })
+}
+
+/// A UNet of `config` with random weights as plain tensors, not variables:
+/// a forward that records nothing for a backward. Also returns its variables' shapes.
+fn frozen_unet(config: &UNetConfig) -> anyhow::Result<(UNetModel, BTreeMap<String, Vec<usize>>)> {
+    let (vars, _) = unet(config)?;
+    let weights = vars.data().lock().expect("the VarMap lock is never poisoned").iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+    let unet = UNetModel::new(VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu), config)?;
+    Ok((unet, shapes(&vars)))
 }
 
 /// A UNet of `config` with the training stages' random initialisation.
