@@ -34,12 +34,13 @@ pub(super) fn reference(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &Adam
     Ok([(decayed - (update * s.lr)?)?, m, v])
 }
 
-/// `m = beta m + (1 - beta) x` for `x` the clipped gradient or its square.
+/// `m = beta m + (1 - beta) x` for `x` the clipped gradient or its square:
+/// Adam's two moments, and with `clip` 1 the weights' moving average.
 pub(super) struct MomentOp {
-    pub(super) clip: f32,
-    pub(super) beta: f32,
-    pub(super) one_minus_beta: f32,
-    pub(super) squared: bool,
+    clip: f32,
+    beta: f32,
+    one_minus_beta: f32,
+    squared: bool,
 }
 
 impl InplaceOp2 for MomentOp {
@@ -48,8 +49,8 @@ impl InplaceOp2 for MomentOp {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let g = f32_slice(s2, l2, "gradient")?;
-        let m = f32_slice_mut(s1, l1, "moment")?;
+        let g = f32_slice(s2, l2, "source")?;
+        let m = f32_slice_mut(s1, l1, "average")?;
         same_length(m.len(), g.len())?;
         let Self { clip, beta, one_minus_beta, squared } = *self;
         for (m, &g) in m.iter_mut().zip(g) {
@@ -97,6 +98,12 @@ impl InplaceOp3 for ParameterOp {
     }
 }
 
+impl MomentOp {
+    pub(super) fn new(beta: f64, clip: f64, squared: bool) -> Self {
+        Self { clip: clip as f32, beta: beta as f32, one_minus_beta: (1.0 - beta) as f32, squared }
+    }
+}
+
 impl ParameterOp {
     pub(super) fn new(s: &AdamWStep) -> Self {
         Self {
@@ -106,28 +113,6 @@ impl ParameterOp {
             decay: (1.0 - s.lr * s.weight_decay) as f32,
             lr: s.lr as f32,
         }
-    }
-}
-
-/// `ema = decay ema + (1 - decay) p`.
-pub(super) struct EmaOp {
-    pub(super) decay: f32,
-    pub(super) one_minus_decay: f32,
-}
-
-impl InplaceOp2 for EmaOp {
-    fn name(&self) -> &'static str {
-        "ema"
-    }
-
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
-        let p = f32_slice(s2, l2, "parameter")?;
-        let ema = f32_slice_mut(s1, l1, "average")?;
-        same_length(ema.len(), p.len())?;
-        for (e, &p) in ema.iter_mut().zip(p) {
-            *e = *e * self.decay + p * self.one_minus_decay;
-        }
-        Ok(())
     }
 }
 

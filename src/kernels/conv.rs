@@ -171,16 +171,14 @@ impl ConvGeometry {
     /// the general path spent most of its time on per-segment bookkeeping.)
     fn im2col_rows(&self, img: &[f32], c0: usize, c1: usize, oy0: usize, oy1: usize, col: &mut [f32]) {
         let (p, wo) = (self.padding, self.w_out);
-        let band_w = self.w + 2 * p;
-        // Padded rows oy0 .. oy1 + kh - 1; the border cells are the same for every channel and stay zero.
-        let band_rows = oy1 - oy0 + self.kh - 1;
+        // The border cells are the same for every channel and stay zero.
+        let (band_w, band_rows) = self.band_shape(oy0, oy1);
         let mut band = vec![0f32; band_w * band_rows];
         let np = (oy1 - oy0) * wo;
         let mut row = 0;
         for c in c0..c1 {
             let plane = &img[c * self.plane()..(c + 1) * self.plane()];
-            for r in 0..band_rows {
-                let Some(y) = (oy0 + r).checked_sub(p).filter(|&y| y < self.h) else { continue };
+            for (r, y) in self.band_image_rows(oy0, band_rows) {
                 copy_row(&mut band[r * band_w + p..r * band_w + p + self.w], &plane[y * self.w..(y + 1) * self.w]);
             }
             for ki in 0..self.kh {
@@ -237,8 +235,7 @@ impl ConvGeometry {
     /// was most of the input gradient's time.)
     fn col2im_rows(&self, col: &[f32], c0: usize, c1: usize, oy0: usize, oy1: usize, img: &mut [f32]) {
         let (p, wo) = (self.padding, self.w_out);
-        let band_w = self.w + 2 * p;
-        let band_rows = oy1 - oy0 + self.kh - 1;
+        let (band_w, band_rows) = self.band_shape(oy0, oy1);
         let mut band = vec![0f32; band_w * band_rows];
         let np = (oy1 - oy0) * wo;
         let mut row = 0;
@@ -256,14 +253,25 @@ impl ConvGeometry {
                 }
             }
             let plane = &mut img[c * self.plane()..(c + 1) * self.plane()];
-            for r in 0..band_rows {
-                let Some(y) = (oy0 + r).checked_sub(p).filter(|&y| y < self.h) else { continue };
+            for (r, y) in self.band_image_rows(oy0, band_rows) {
                 let inside = &band[r * band_w + p..r * band_w + p + self.w];
                 for (d, s) in plane[y * self.w..(y + 1) * self.w].iter_mut().zip(inside) {
                     *d += s;
                 }
             }
         }
+    }
+
+    /// Width and height of the zero-bordered band that output rows
+    /// `oy0..oy1` read at stride 1: padded rows `oy0 .. oy1 + kh - 1`.
+    fn band_shape(&self, oy0: usize, oy1: usize) -> (usize, usize) {
+        (self.w + 2 * self.padding, oy1 - oy0 + self.kh - 1)
+    }
+
+    /// The band rows (of a band starting at output row `oy0`) that hold image
+    /// rows, each with its image row; the others are padding.
+    fn band_image_rows(&self, oy0: usize, band_rows: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..band_rows).filter_map(move |r| (oy0 + r).checked_sub(self.padding).filter(|&y| y < self.h).map(|y| (r, y)))
     }
 
     /// Splits the input channels into one group per worker, so backward passes

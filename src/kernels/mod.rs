@@ -110,9 +110,8 @@ pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamWStep)
         return Ok(());
     }
     let g = g.contiguous()?;
-    let moment = |beta: f64, squared| adamw::MomentOp { clip: s.clip as f32, beta: beta as f32, one_minus_beta: (1.0 - beta) as f32, squared };
-    m.inplace_op2(&g, &moment(s.beta1, false))?;
-    v.inplace_op2(&g, &moment(s.beta2, true))?;
+    m.inplace_op2(&g, &adamw::MomentOp::new(s.beta1, s.clip, false))?;
+    v.inplace_op2(&g, &adamw::MomentOp::new(s.beta2, s.clip, true))?;
     p.inplace_op3(m, v, &adamw::ParameterOp::new(s))
 }
 
@@ -121,7 +120,7 @@ pub fn ema_update(ema: &Tensor, p: &Tensor, decay: f64) -> candle_core::Result<(
     if !handled(&[Some(ema), Some(p)]) {
         return ema.slice_set(&((ema * decay)? + (p.detach() * (1.0 - decay))?)?, 0, 0);
     }
-    ema.inplace_op2(&p.contiguous()?, &adamw::EmaOp { decay: decay as f32, one_minus_decay: (1.0 - decay) as f32 })
+    ema.inplace_op2(&p.contiguous()?, &adamw::MomentOp::new(decay, 1.0, false))
 }
 
 /// `sum(x^2)`, accumulated in f64, without a squared copy of `x`.
