@@ -21,6 +21,10 @@ pub struct TrainArgs {
     /// Continue from the stage's last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start the stage's networks from these trained weights (e.g. a previous
+    /// model's judges.safetensors) where there is no checkpoint to resume.
+    #[arg(long)]
+    init: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -30,7 +34,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         // Zero steps would write the untrained network as the finished stage.
         super::output::check_count("--steps", steps, 100_000_000, "a stage needs at least one optimiser step")?;
     }
-    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, seed: args.seed, device: super::device()? };
+    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, init: args.init, seed: args.seed, device: super::device()? };
     let cancel = super::interrupted();
     let mut bars = super::progress::StageBars::new("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}");
     let mut smoothed = None::<f32>;

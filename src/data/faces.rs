@@ -85,13 +85,13 @@ impl FaceSet {
         Tensor::from_vec(data, (indices.len(), self.size, self.size, 3), device)?.permute((0, 3, 1, 2))?.contiguous()
     }
 
-    /// The same faces with each photo replaced by what `render` makes of it
-    /// (batches of B x 3 x H x W in [-1, 1] in and out), stored as 8-bit RGB.
-    pub fn rendered_by(&self, render: impl Fn(&Tensor) -> Result<Tensor>, device: &Device) -> Result<FaceSet> {
+    /// The same faces with the photos of each chunk of indices replaced by
+    /// what `render` makes for it (B x 3 x H x W in [-1, 1]), stored as 8-bit RGB.
+    pub fn rendered(&self, mut render: impl FnMut(&[usize]) -> Result<Tensor>) -> Result<FaceSet> {
         let mut photos = Vec::with_capacity(self.photos.len());
         let indices: Vec<usize> = (0..self.len()).collect();
         for chunk in indices.chunks(64) {
-            let rendered = render(&self.photos(chunk, device)?)?;
+            let rendered = render(chunk)?;
             let bytes = ((rendered.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.to_dtype(candle_core::DType::U8)?;
             photos.extend(bytes.flatten_all()?.to_vec1::<u8>()?);
         }

@@ -125,6 +125,28 @@ impl AdamW {
             .collect()
     }
 
+    /// Starts from the weights in `path` (a trained model's file, e.g. a
+    /// previous run's judges) instead of the seeded initialisation: every
+    /// variable must be there under its own name and shape. The moments and
+    /// the step start afresh.
+    pub fn start_from(&mut self, path: &Path) -> Result<()> {
+        let device = self.slots.first().map(|s| s.var.device().clone()).unwrap_or(candle_core::Device::Cpu);
+        let saved = candle_core::safetensors::load(path, &device)?;
+        for s in &mut self.slots {
+            let weights = saved.get(&s.name).ok_or_else(|| {
+                candle_core::Error::Msg(format!("{} has no {}: it holds another network", path.display(), s.name))
+            })?;
+            if weights.dims() != s.var.dims() {
+                candle_core::bail!("{}: {} is {:?} there but {:?} here: another architecture", path.display(), s.name, weights.dims(), s.var.dims());
+            }
+            s.var.set(weights)?;
+            if let Some(ema) = &mut s.ema {
+                *ema = weights.copy()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes weights, moments, EMA and step to `path` (atomically: a temporary file, then a rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
@@ -214,6 +236,39 @@ mod tests {
                 assert!(!(weight * 2.0)?.track_op(), "EMA {ema:?}: an op on a final weight records its graph");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn starts_from_a_trained_file_and_rejects_one_of_another_network() -> Result<()> {
+        let dev = Device::Cpu;
+        let dir = std::env::temp_dir().join(format!("codiff-adamw-init-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(candle_core::Error::wrap)?;
+        let write = |name: &str, tensors: &[(&str, Tensor)]| -> Result<std::path::PathBuf> {
+            let path = dir.join(name);
+            candle_core::safetensors::save(&tensors.iter().cloned().map(|(k, t)| (k.to_string(), t)).collect::<HashMap<_, _>>(), &path)?;
+            Ok(path)
+        };
+        let trained = Tensor::new(&[1f32, -2., 3., 0.5], &dev)?;
+        let fresh = || -> Result<(VarMap, AdamW)> {
+            let vars = VarMap::new();
+            vars.get((4,), "net.w", candle_nn::init::ZERO, DType::F32, &dev)?;
+            let opt = AdamW::new(&vars, 0.1, Some(0.9))?;
+            Ok((vars, opt))
+        };
+        let (_, mut opt) = fresh()?;
+        opt.start_from(&write("good.safetensors", &[("net.w", trained.clone()), ("other.b", trained.clone())])?)?;
+        assert_eq!(opt.step, 0);
+        for weight in opt.final_weights().values() {
+            assert_eq!(weight.to_vec1::<f32>()?, trained.to_vec1::<f32>()?, "the weights and their EMA start from the file");
+        }
+        let missing = write("missing.safetensors", &[("other.w", trained.clone())])?;
+        let short = write("short.safetensors", &[("net.w", trained.narrow(0, 0, 3)?)])?;
+        for (path, says) in [(missing, "has no net.w"), (short, "another architecture")] {
+            let error = fresh()?.1.start_from(&path).expect_err("a file of another network").to_string();
+            assert!(error.contains(says), "{error}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
         Ok(())
     }
 

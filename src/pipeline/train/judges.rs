@@ -15,7 +15,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::diffusion::schedule::gaussian_like;
-use super::{fit, Network, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
+use super::latents::LatentSet;
+use super::{fit, Network, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
 use crate::model::judges::{AttributeJudge, FaceParser, JUDGE_SIZE};
@@ -28,14 +29,14 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let device = ctx.device.clone();
     let config = ComposedConfig::load(ctx.path("codiff.yaml"))?;
     let size = config.first_stage().ddconfig.resolution;
-    sink(TrainEvent::Note(format!("judges: making {} synthetic faces at {size} px", super::vae::TRAIN_COUNT)));
-    let faces = FaceSet::augmented(TRAIN_SEED, super::vae::TRAIN_COUNT, size);
+    // The diffusion stages' training set: its cached latents need only decoding.
+    let set = LatentSet::load(ctx, &config, sink)?;
     let held_out = FaceSet::generate(HELD_OUT_SEED, HELD_OUT, size);
     let (vae, _) = super::vae::load(ctx, &config)?;
-    sink(TrainEvent::Note("judges: passing the photos through the autoencoder (once)".into()));
-    let coded = autoencoded(&faces, &vae, &device)?.downscaled(JUDGE_SIZE);
+    sink(TrainEvent::Note("judges: decoding the training photos' latents (once)".into()));
+    let coded = set.decoded(&vae)?.downscaled(JUDGE_SIZE);
     let held_out_coded = autoencoded(&held_out, &vae, &device)?.downscaled(JUDGE_SIZE);
-    let (faces, held_out) = (faces.downscaled(JUDGE_SIZE), held_out.downscaled(JUDGE_SIZE));
+    let (faces, held_out) = (set.faces.downscaled(JUDGE_SIZE), held_out.downscaled(JUDGE_SIZE));
     let either = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { &coded } else { &faces };
     let vars = VarMap::new();
     let vb = ctx.var_builder(&vars, "parser");
@@ -82,7 +83,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
 /// The faces with each photo as `vae` renders it (its posterior mean,
 /// decoded): what a generated image looks like at best.
 pub(crate) fn autoencoded(faces: &FaceSet, vae: &AutoencoderKL, device: &Device) -> candle_core::Result<FaceSet> {
-    faces.rendered_by(|photos| super::vae::reconstructed(vae, photos), device)
+    faces.rendered(|chunk| super::vae::reconstructed(vae, &faces.photos(chunk, device)?))
 }
 
 /// Per-pixel cross-entropy of the parser on (augmented) photos `indices`.

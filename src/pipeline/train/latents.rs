@@ -7,6 +7,7 @@ use rand::Rng;
 
 use super::{io_error, Context, FaceSet, TrainError, TrainEvent, TRAIN_SEED};
 use crate::diffusion::schedule::gaussian_like;
+use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
 
 /// The conditions and latents of the training set.
@@ -60,6 +61,12 @@ impl LatentSet {
         let tensors = [("mean".to_string(), mean.clone()), ("std".to_string(), std.clone())].into_iter().collect();
         super::save_weights(&tensors, cache).map_err(|e| io_error("write", cache, e))?;
         Ok((mean, std))
+    }
+
+    /// The training faces as `vae` decodes their posterior means: what a
+    /// generated image looks like at best (the judges read such photos too).
+    pub fn decoded(&self, vae: &AutoencoderKL) -> Result<FaceSet> {
+        self.faces.rendered(|chunk| vae.decode(&self.mean.narrow(0, chunk[0], chunk.len())?))
     }
 
     /// Latents of `indices` in the diffusion's scale, sampled from their posteriors.

@@ -81,6 +81,9 @@ pub struct TrainRequest {
     pub steps: Option<usize>,
     /// Continue from the stage's last checkpoint instead of starting afresh.
     pub resume: bool,
+    /// Start networks that have no checkpoint to resume from these trained
+    /// weights (names and shapes as the stage's own) instead of a seeded draw.
+    pub init: Option<PathBuf>,
     pub seed: u64,
     /// Where the networks train (the CLI picks it as for inference).
     pub device: Device,
@@ -266,6 +269,9 @@ pub(crate) fn fit(
             companion.borrow_mut().load(&companion_path(c))?;
         }
         sink(TrainEvent::Note(format!("{name}: resumed at step {}", opt.step)));
+    } else if let Some(init) = &ctx.request.init {
+        opt.start_from(init)?;
+        sink(TrainEvent::Note(format!("{name}: starting from the weights in {}", init.display())));
     }
     let log_path = work.join(format!("{name}.loss.csv"));
     let mut log = std::fs::OpenOptions::new()

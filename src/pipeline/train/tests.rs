@@ -179,7 +179,7 @@ fn fit_keeps_the_checkpoint_of_each_switch_and_resumes_from_it() -> std::result:
     let dir = std::env::temp_dir().join(format!("codiff-fit-keep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let request = TrainRequest { dir: dir.clone(), steps: None, resume: false, seed: 0, device: Device::Cpu };
+    let request = TrainRequest { dir: dir.clone(), steps: None, resume: false, init: None, seed: 0, device: Device::Cpu };
     let ctx = Context::new(&request, &cancel)?;
     let vars = VarMap::new();
     let w = vars.get(1, "w", candle_nn::Init::Const(1.0), candle_core::DType::F32, &Device::Cpu)?;
