@@ -75,6 +75,18 @@ impl FaceSet {
         sample(rng, self.len(), batch.min(self.len())).into_vec()
     }
 
+    /// Samples 0..count of this set (all of it if it has fewer).
+    pub fn first(&self, count: usize) -> FaceSet {
+        let count = count.min(self.len());
+        FaceSet {
+            size: self.size,
+            photos: self.photos[..count * self.size * self.size * 3].to_vec(),
+            masks: self.masks[..count].to_vec(),
+            captions: self.captions[..count].to_vec(),
+            attributes: self.attributes[..count].to_vec(),
+        }
+    }
+
     /// The photos of `indices` as B x 3 x H x W in [-1, 1].
     pub fn photos(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
         let plane = self.size * self.size * 3;
@@ -90,7 +102,10 @@ impl FaceSet {
     pub fn rendered(&self, mut render: impl FnMut(&[usize]) -> Result<Tensor>) -> Result<FaceSet> {
         let mut photos = Vec::with_capacity(self.photos.len());
         let indices: Vec<usize> = (0..self.len()).collect();
-        for chunk in indices.chunks(64) {
+        // 64 photos of 64 x 64 a chunk, fewer of larger ones: an autoencoder's
+        // activations grow with the pixels (a chunk of 64 at 128 px took 8 GB).
+        let chunk_len = (64 * 64 * 64 / (self.size * self.size)).max(1);
+        for chunk in indices.chunks(chunk_len) {
             let rendered = render(chunk)?;
             let bytes = ((rendered.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?.permute((0, 2, 3, 1))?.to_dtype(candle_core::DType::U8)?;
             photos.extend(bytes.flatten_all()?.to_vec1::<u8>()?);

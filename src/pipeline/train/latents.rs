@@ -63,10 +63,11 @@ impl LatentSet {
         Ok((mean, std))
     }
 
-    /// The training faces as `vae` decodes their posterior means: what a
-    /// generated image looks like at best (the judges read such photos too).
-    pub fn decoded(&self, vae: &AutoencoderKL) -> Result<FaceSet> {
-        self.faces.rendered(|chunk| vae.decode(&self.mean.narrow(0, chunk[0], chunk.len())?))
+    /// The first `count` training faces as `vae` decodes their posterior
+    /// means: what a generated image looks like at best (the judges read
+    /// such photos too).
+    pub fn decoded(&self, vae: &AutoencoderKL, count: usize) -> Result<FaceSet> {
+        self.faces.first(count).rendered(|chunk| vae.decode(&self.mean.narrow(0, chunk[0], chunk.len())?))
     }
 
     /// Latents of `indices` in the diffusion's scale, sampled from their posteriors.
