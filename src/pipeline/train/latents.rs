@@ -79,3 +79,32 @@ impl LatentSet {
         (mean + (std * noise)?)? * self.scale_factor
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Result};
+    use candle_nn::VarMap;
+
+    use super::LatentSet;
+    use crate::data::faces::FaceSet;
+    use crate::model::autoencoder::AutoencoderKL;
+    use crate::model::config::ComposedConfig;
+    use crate::pipeline::train::init::seeded_var_builder;
+
+    #[test]
+    fn decoded_renders_the_first_faces_from_their_cached_means() -> Result<()> {
+        let config = ComposedConfig::load(concat!(env!("CARGO_MANIFEST_DIR"), "/models/codiff.yaml")).expect("the default configs parse");
+        let dev = Device::Cpu;
+        let faces = FaceSet::generate(1, 3, config.first_stage().ddconfig.resolution);
+        let vars = VarMap::new();
+        let vae = AutoencoderKL::new(seeded_var_builder(&vars, 1, &dev).pp("first_stage_model"), config.first_stage())?;
+        let mean = vae.encode(&faces.photos(&[0, 1, 2], &dev)?)?.mean;
+        let set = LatentSet { faces: faces.first(3), std: mean.ones_like()?, mean: mean.clone(), scale_factor: 1.0 };
+        let decoded = set.decoded(&vae, 2)?;
+        assert_eq!((decoded.len(), &decoded.masks[..], &decoded.captions[..]), (2, &faces.masks[..2], &faces.captions[..2]));
+        let want = vae.decode(&mean.narrow(0, 0, 2)?)?.clamp(-1f32, 1f32)?;
+        let worst = (decoded.photos(&[0, 1], &dev)? - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(worst <= 0.5 / 127.5 + 1e-5, "decoded photos differ from the decoder's output by {worst}, more than 8-bit rounding");
+        Ok(())
+    }
+}
