@@ -53,6 +53,9 @@ pub enum Condition {
     Mask(Mask),
 }
 
+/// The caption of the null condition (as the original LDM's text-to-image guidance).
+pub const NULL_CAPTION: &str = "";
+
 /// A condition encoder as the original configures it.
 pub enum ConditionEncoder {
     Text { encoder: TextEncoder, tokenizer: Box<BertTokenizer> },
@@ -75,6 +78,18 @@ impl ConditionEncoder {
             },
             CondStageConfig::Mask(c) => Self::Mask { encoder: MaskEncoder::new(vb, c)?, mask_embed_dim: c.mask_embed_dim },
         })
+    }
+
+    /// The null condition classifier-free guidance contrasts with, for
+    /// `batch` items: the empty caption, or the mask of no class
+    /// ([`MaskEncoder::null_one_hot`]); the default models learn it from
+    /// training items whose condition was dropped.
+    pub fn encode_null(&self, batch: usize, device: &Device) -> Result<Tensor, ModelError> {
+        let one = match self {
+            Self::Text { .. } => return Ok(self.encode(&Condition::Text(vec![NULL_CAPTION.to_string()]), batch, device)?.context),
+            Self::Mask { encoder, mask_embed_dim } => encoder.forward(&MaskEncoder::null_one_hot(*mask_embed_dim, device)?)?,
+        };
+        Ok(one.repeat((batch, 1, 1))?)
     }
 
     /// Encodes `condition` for a batch of `batch` items.
@@ -147,6 +162,8 @@ pub struct CollaborativeModel {
     /// The dynamic diffusers: each predicts its model's influence (before the softmax).
     pub diffusers: PerModality<UNetModel>,
     pub encoders: PerModality<ConditionEncoder>,
+    /// Each collaborator's classifier-free guidance, where its config asks for it.
+    pub guidance: PerModality<Option<Guidance>>,
     pub vae: AutoencoderKL,
     pub schedule: NoiseSchedule,
     /// Fitted on first use (loading fits it at once, so the first step is not delayed).
@@ -168,6 +185,37 @@ pub struct LoadOptions {
 /// Where each collaborator's UNet lives in a composed checkpoint.
 pub const MASK_UNET_PREFIX: &str = "model.seg_mask_unet.diffusion_model";
 pub const TEXT_UNET_PREFIX: &str = "model.text_unet.diffusion_model";
+
+/// Classifier-free guidance of one collaborator: its null condition's
+/// context (one batch item) and how far past the null's noise its own is taken.
+pub struct Guidance {
+    pub null_context: Tensor,
+    pub scale: f64,
+}
+
+impl Guidance {
+    /// The guidance `config` asks for, with `encoder`'s null context; none
+    /// at scale 1, so that the original's models run no null pass.
+    pub fn for_model(config: &LdmConfig, encoder: &ConditionEncoder, device: &Device) -> Result<Option<Self>, ModelError> {
+        if config.guidance_scale == 1.0 {
+            return Ok(None);
+        }
+        Ok(Some(Self { null_context: encoder.encode_null(1, device)?, scale: config.guidance_scale }))
+    }
+
+    /// `unet`'s noise in `x` at `t` under `context`, guided: eps_null +
+    /// scale * (eps - eps_null), both from one forward pass of twice the batch.
+    pub fn eps(guidance: Option<&Self>, unet: &UNetModel, x: &Tensor, t: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+        let Some(guidance) = guidance else {
+            return unet.forward(x, t, context);
+        };
+        let batch = x.dim(0)?;
+        let null = guidance.null_context.repeat((batch, 1, 1))?;
+        let both = unet.forward(&Tensor::cat(&[x, x], 0)?, &Tensor::cat(&[t, t], 0)?, &Tensor::cat(&[context, &null], 0)?)?;
+        let (conditional, unconditional) = (both.narrow(0, 0, batch)?, both.narrow(0, batch, batch)?);
+        &unconditional + ((conditional - &unconditional)? * guidance.scale)?
+    }
+}
 
 /// One network of each modality on `x` at timesteps `t` (one per batch
 /// item), each under its own modality's context, side by side.
@@ -201,17 +249,19 @@ impl<'a> Collaboration<'a> {
     pub fn predict(&self, x: &Tensor, t: usize) -> Result<Combination, ModelError> {
         let (model, collaborators, contexts) = (self.model, self.collaborators, self.contexts);
         let t_batch = CollaborativeModel::timesteps(x, t)?;
+        let guided = |(unet, (context, guidance)): (&UNetModel, (&Tensor, &Option<Guidance>))| Guidance::eps(guidance.as_ref(), unet, x, &t_batch, context);
+        let inputs = collaborators.zip(contexts.as_ref().zip(model.guidance.as_ref()));
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
         let eps = match self.mode {
             CombineMode::Mask => {
-                let eps = collaborators.mask.forward(x, &t_batch, &contexts.mask)?;
+                let eps = guided((inputs.mask.0, inputs.mask.1))?;
                 PerModality { mask: eps.clone(), text: eps }
             }
             CombineMode::Text => {
-                let eps = collaborators.text.forward(x, &t_batch, &contexts.text)?;
+                let eps = guided((inputs.text.0, inputs.text.1))?;
                 PerModality { mask: eps.clone(), text: eps }
             }
-            _ => side_by_side(collaborators, x, &t_batch, contexts)?,
+            _ => inputs.par_map(guided).transpose()?,
         };
         let maps = if self.mode.uses_diffusers() { Some(model.diffuser_maps(x, t, contexts)?) } else { None };
         let influence = match (&maps, self.pinned) {
@@ -286,6 +336,14 @@ impl CollaborativeModel {
             path: config.path.clone(),
             reason: e.to_string(),
         })?;
+        let encoders = PerModality {
+            mask: ConditionEncoder::new(conds.pp("seg_mask_cond_stage_model"), &config.mask.cond_stage)?,
+            text: ConditionEncoder::new(conds.pp("text_cond_stage_model"), &config.text.cond_stage)?,
+        };
+        let guidance = PerModality {
+            mask: Guidance::for_model(&config.mask, &encoders.mask, device)?,
+            text: Guidance::for_model(&config.text, &encoders.text, device)?,
+        };
         Ok(Self {
             unets: PerModality {
                 mask: UNetModel::new(vb.pp(MASK_UNET_PREFIX), &config.mask.unet)?,
@@ -295,10 +353,8 @@ impl CollaborativeModel {
                 mask: UNetModel::new(unets.pp("seg_mask_confidence_predictor.diffusion_model"), &config.diffuser)?,
                 text: UNetModel::new(unets.pp("text_confidence_predictor.diffusion_model"), &config.diffuser)?,
             },
-            encoders: PerModality {
-                mask: ConditionEncoder::new(conds.pp("seg_mask_cond_stage_model"), &config.mask.cond_stage)?,
-                text: ConditionEncoder::new(conds.pp("text_cond_stage_model"), &config.text.cond_stage)?,
-            },
+            encoders,
+            guidance,
             vae,
             schedule,
             preview: OnceLock::new(),
@@ -412,6 +468,30 @@ pub fn unused_ok(key: &str) -> bool {
 mod tests {
     use super::*;
     use crate::model::defaults::ModelFiles;
+
+    #[test]
+    fn guidance_takes_the_noise_past_the_null_conditions_by_its_scale() -> Result<(), ModelError> {
+        let files = ModelFiles::default_models().expect("the default models are committed");
+        let mut model = CollaborativeModel::load(&files.config, &files.weights, &Device::Cpu, LoadOptions::default())?;
+        assert!(model.guidance.mask.is_none() && model.config.mask.guidance_scale == 1.0, "scale 1 runs no null pass");
+        let mask = Mask::from_classes(16, 16, (0..256).map(|i| (i % 19) as u8).collect())?;
+        let (contexts, _) = model.encode_conditions(&mask, &["She is in her twenties.".to_string(), "He has a beard.".to_string()])?;
+        let x = Tensor::randn(0f32, 1.0, (2, model.config.diffusion.latent_channels, 4, 4), &Device::Cpu)?;
+        let t = Tensor::full(500f32, 2, &Device::Cpu)?;
+        let scale = 3.0;
+        let guidance = Guidance { null_context: model.encoders.text.encode_null(1, &Device::Cpu)?, scale };
+        let unet = &model.unets.text;
+        let eps = unet.forward(&x, &t, &contexts.text)?;
+        let eps_null = unet.forward(&x, &t, &guidance.null_context.repeat((2, 1, 1))?)?;
+        let expected = (&eps_null + ((&eps - &eps_null)? * scale)?)?;
+        model.guidance.text = Some(guidance);
+        let guided = model.predict_noise(&x, 500, &contexts, CombineMode::Text, &PostProcess::default())?.eps;
+        let worst = (guided - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(worst < 1e-4, "guided noise off by {worst}");
+        let moved = (&expected - &eps)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(moved > 1e-3, "the guidance must change the noise: {moved}");
+        Ok(())
+    }
 
     #[test]
     fn loading_reports_its_progress_up_to_every_weight() {

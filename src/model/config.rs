@@ -59,6 +59,10 @@ pub struct LdmConfig {
     pub unet: UNetConfig,
     pub first_stage: AutoencoderConfig,
     pub cond_stage: CondStageConfig,
+    /// Classifier-free guidance: the model's noise is taken this many times
+    /// further from its null condition's (1, the original's sampling, runs
+    /// no null pass).
+    pub guidance_scale: f64,
 }
 
 /// The composed model (`LatentDiffusionCompose`): two uni-modal models and a
@@ -170,6 +174,7 @@ impl LdmConfig {
             unet: doc.typed("model.params.unet_config.params")?,
             first_stage: doc.typed("model.params.first_stage_config.params")?,
             cond_stage,
+            guidance_scale: doc.guidance_scale()?,
         })
     }
 }
@@ -287,6 +292,11 @@ struct Doc<'a> {
 pub const CHANNEL_MEAN_PRIOR: &str = "model.params.channel_mean_prior";
 /// Where a config keeps its [`DetailFactors`], when it has them.
 pub const X0_DETAIL_FACTORS: &str = "model.params.x0_detail_factors";
+/// A uni-modal model's classifier-free guidance scale (named after the
+/// original LDM sampler's argument).
+pub const GUIDANCE_SCALE: &str = "model.params.unconditional_guidance_scale";
+/// Far past any useful guidance; larger scales amplify noise into the image.
+const MAX_GUIDANCE_SCALE: f64 = 30.0;
 
 impl Doc<'_> {
     fn invalid(&self, reason: String) -> ConfigError {
@@ -356,6 +366,14 @@ impl Doc<'_> {
         })
     }
 
+    fn guidance_scale(&self) -> Result<f64, ConfigError> {
+        let scale = self.optional::<f64>(GUIDANCE_SCALE)?.unwrap_or(1.0);
+        if !(scale.is_finite() && (0.0..=MAX_GUIDANCE_SCALE).contains(&scale)) {
+            return Err(self.invalid(format!("`{GUIDANCE_SCALE}` is {scale}; it runs from 0 (unconditional) through 1 (no guidance) to {MAX_GUIDANCE_SCALE}")));
+        }
+        Ok(scale)
+    }
+
     /// Finds a file the config names: next to the config, then in its parent
     /// folder (the original `configs/` + `pretrained/` layout), then in the
     /// working directory; each as written and by file name alone.
@@ -395,6 +413,23 @@ mod tests {
         let edited: Vec<String> = composed.lines().map(edit).collect();
         std::fs::write(dir.join("codiff.yaml"), edited.join("\n")).unwrap();
         dir.join("codiff.yaml")
+    }
+
+    #[test]
+    fn a_guidance_scale_is_read_from_the_uni_modal_config_and_checked() {
+        let composed = default_configs(str::to_string);
+        let text_yaml = composed.with_file_name("text.yaml");
+        let original = std::fs::read_to_string(&text_yaml).unwrap();
+        assert_eq!(ComposedConfig::load(&composed).unwrap().text.guidance_scale, 1.0, "no key: the original's unguided sampling");
+        let with_scale = |scale: &str| original.replacen("\n  params:\n", &format!("\n  params:\n    unconditional_guidance_scale: {scale}\n"), 1);
+        std::fs::write(&text_yaml, with_scale("3.5")).unwrap();
+        let config = ComposedConfig::load(&composed).unwrap();
+        assert_eq!((config.text.guidance_scale, config.mask.guidance_scale), (3.5, 1.0));
+        for bad in ["-1", ".nan", "1000"] {
+            std::fs::write(&text_yaml, with_scale(bad)).unwrap();
+            let err = ComposedConfig::load(&composed).unwrap_err().to_string();
+            assert!(err.contains("unconditional_guidance_scale"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -75,6 +75,12 @@ impl MaskEncoder {
         Tensor::from_vec(onehot, (1, NUM_CLASSES, mask_embed_dim), device)
     }
 
+    /// The null mask's input, which classifier-free guidance contrasts with:
+    /// no class anywhere (all zeros), which no real mask's one-hot is.
+    pub fn null_one_hot(mask_embed_dim: usize, device: &Device) -> Result<Tensor> {
+        Tensor::zeros((1, NUM_CLASSES, mask_embed_dim), candle_core::DType::F32, device)
+    }
+
     /// One-hot masks (B x 19 x `mask_embed_dim`) to context tokens (B x 19 x `context_dim`).
     pub fn forward(&self, onehot: &Tensor) -> Result<Tensor> {
         self.linear.forward(onehot)

@@ -194,3 +194,22 @@ fn fit_keeps_the_checkpoint_of_each_switch_and_resumes_from_it() -> std::result:
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+#[test]
+fn training_drops_conditions_for_the_null_one_that_guidance_samples_against() -> Result<()> {
+    let config = default_config();
+    let dev = Device::Cpu;
+    let faces = FaceSet::generate(TRAIN_SEED, 2, config.first_stage().ddconfig.resolution);
+    for ldm_config in [&config.mask, &config.text] {
+        let vars = VarMap::new();
+        let encoder = ConditionEncoder::new(seeded_var_builder(&vars, 2, &dev), &ldm_config.cond_stage).expect("encoder");
+        let trained = ldm::encode_items(&encoder, &faces, &[Some(0), None, Some(1)], &dev)?;
+        let null = encoder.encode_null(1, &dev).expect("null context");
+        let distance = |row: usize| -> Result<f32> { (trained.narrow(0, row, 1)? - &null)?.abs()?.max_all()?.to_scalar::<f32>() };
+        assert_eq!(distance(1)?, 0.0, "the dropped item is encoded as the null condition");
+        assert!(distance(0)? > 1e-3 && distance(2)? > 1e-3, "real conditions differ from the null one");
+        let kept = ldm::encode_batch(&encoder, &faces, &[0, 1], &dev)?;
+        assert_eq!((kept.narrow(0, 1, 1)? - trained.narrow(0, 2, 1)?)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+    }
+    Ok(())
+}
