@@ -473,7 +473,9 @@ mod tests {
     fn guidance_takes_the_noise_past_the_null_conditions_by_its_scale() -> Result<(), ModelError> {
         let files = ModelFiles::default_models().expect("the default models are committed");
         let mut model = CollaborativeModel::load(&files.config, &files.weights, &Device::Cpu, LoadOptions::default())?;
-        assert!(model.guidance.mask.is_none() && model.config.mask.guidance_scale == 1.0, "scale 1 runs no null pass");
+        let mut unguided = model.config.text.clone();
+        unguided.guidance_scale = 1.0;
+        assert!(Guidance::for_model(&unguided, &model.encoders.text, &Device::Cpu)?.is_none(), "scale 1 runs no null pass");
         let mask = Mask::from_classes(16, 16, (0..256).map(|i| (i % 19) as u8).collect())?;
         let (contexts, _) = model.encode_conditions(&mask, &["She is in her twenties.".to_string(), "He has a beard.".to_string()])?;
         let x = Tensor::randn(0f32, 1.0, (2, model.config.diffusion.latent_channels, 4, 4), &Device::Cpu)?;

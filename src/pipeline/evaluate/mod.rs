@@ -371,6 +371,9 @@ fn symmetric_sqrt(m: &nalgebra::DMatrix<f64>) -> nalgebra::DMatrix<f64> {
 
 const BOOTSTRAP: usize = 1000;
 const FD_BOOTSTRAP: usize = 200;
+/// What an accuracy (a share) and a distance can take.
+const SHARE: (f64, f64) = (0.0, 1.0);
+const DISTANCE: (f64, f64) = (0.0, f64::INFINITY);
 
 fn summarise(scores: &[ItemScores], features: &Tensor, real: &FeatureStats, rng: &mut ChaCha8Rng) -> Result<ModeResult, ModelError> {
     let rows = features.to_dtype(DType::F64)?.to_vec2::<f64>()?;
@@ -383,15 +386,13 @@ fn summarise(scores: &[ItemScores], features: &Tensor, real: &FeatureStats, rng:
         known.iter().filter(|&&b| b).count() as f64 / known.len().max(1) as f64
     };
     let fd = fd_of(&all);
-    let mut fd_ci = bootstrap(scores.len(), FD_BOOTSTRAP, rng, fd, |picks| fd_of(picks));
-    // A distance is never negative, though its bias-corrected bound can be.
-    fd_ci.low = fd_ci.low.max(0.0);
+    let fd_ci = bootstrap(scores.len(), FD_BOOTSTRAP, rng, fd, DISTANCE, |picks| fd_of(picks));
     Ok(ModeResult {
         mask_accuracy: mean(&mask),
         text_accuracy: mean(&text),
         fd,
-        mask_accuracy_ci: bootstrap(scores.len(), BOOTSTRAP, rng, mean(&mask), |p| mean(&p.iter().map(|&i| mask[i]).collect::<Vec<_>>())),
-        text_accuracy_ci: bootstrap(scores.len(), BOOTSTRAP, rng, mean(&text), |p| mean(&p.iter().map(|&i| text[i]).collect::<Vec<_>>())),
+        mask_accuracy_ci: bootstrap(scores.len(), BOOTSTRAP, rng, mean(&mask), SHARE, |p| mean(&p.iter().map(|&i| mask[i]).collect::<Vec<_>>())),
+        text_accuracy_ci: bootstrap(scores.len(), BOOTSTRAP, rng, mean(&text), SHARE, |p| mean(&p.iter().map(|&i| text[i]).collect::<Vec<_>>())),
         fd_ci,
         gender_accuracy: share(&|s| s.gender),
         decade_within_one_accuracy: share(&|s| s.decade_within_one),
@@ -409,8 +410,9 @@ fn mean(v: &[f64]) -> f64 {
 /// by the resamples' bias (their mean minus `point`). Means have no bias; the
 /// Fréchet distance of a resample does: its repeated items shrink the
 /// covariance, so uncorrected resamples sat above the distance itself
-/// (mask-only 0.91 in [0.97, 1.41]).
-fn bootstrap(n: usize, rounds: usize, rng: &mut ChaCha8Rng, point: f64, statistic: impl Fn(&[usize]) -> f64) -> Estimate {
+/// (mask-only 0.91 in [0.97, 1.41]). The shift can carry a bound past what
+/// the statistic can take (an accuracy of 100.1%), so both are clamped to `range`.
+fn bootstrap(n: usize, rounds: usize, rng: &mut ChaCha8Rng, point: f64, range: (f64, f64), statistic: impl Fn(&[usize]) -> f64) -> Estimate {
     let mut values: Vec<f64> = (0..rounds)
         .map(|_| {
             let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..n.max(1))).collect();
@@ -419,7 +421,7 @@ fn bootstrap(n: usize, rounds: usize, rng: &mut ChaCha8Rng, point: f64, statisti
         .collect();
     values.sort_by(f64::total_cmp);
     let bias = mean(&values) - point;
-    let at = |q: f64| values[((rounds - 1) as f64 * q).round() as usize] - bias;
+    let at = |q: f64| (values[((rounds - 1) as f64 * q).round() as usize] - bias).clamp(range.0, range.1);
     Estimate { mean: point, low: at(0.025), high: at(0.975) }
 }
 
@@ -443,8 +445,19 @@ mod tests {
     fn bootstrap_interval_brackets_the_mean() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let values: Vec<f64> = (0..200).map(|i| (i % 10) as f64).collect();
-        let e = bootstrap(values.len(), 500, &mut rng, mean(&values), |p| mean(&p.iter().map(|&i| values[i]).collect::<Vec<_>>()));
+        let e = bootstrap(values.len(), 500, &mut rng, mean(&values), (0.0, 9.0), |p| mean(&p.iter().map(|&i| values[i]).collect::<Vec<_>>()));
         assert!(e.low < e.mean && e.mean < e.high && e.high - e.low < 1.5, "{e:?}");
+    }
+
+    #[test]
+    fn an_accuracy_interval_stays_within_what_a_share_can_be() {
+        // Five of six right: resamples' means scatter around 5/6, and the bias shift must not carry a bound past 1.
+        let values = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0];
+        for seed in 0..20 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let e = bootstrap(values.len(), 1000, &mut rng, mean(&values), SHARE, |p| mean(&p.iter().map(|&i| values[i]).collect::<Vec<_>>()));
+            assert!((0.0..=1.0).contains(&e.low) && e.high <= 1.0 && e.low <= e.mean && e.mean <= e.high, "{e:?}");
+        }
     }
 
     #[test]
@@ -456,7 +469,7 @@ mod tests {
         let real = FeatureStats::of_rows(&reference.iter().collect::<Vec<_>>());
         let fd_of = |picks: &[usize]| FeatureStats::of_rows(&picks.iter().map(|&i| &rows[i]).collect::<Vec<_>>()).frechet_distance(&real);
         let point = fd_of(&(0..rows.len()).collect::<Vec<_>>());
-        let e = bootstrap(rows.len(), 200, &mut rng, point, fd_of);
+        let e = bootstrap(rows.len(), 200, &mut rng, point, DISTANCE, fd_of);
         assert!(e.low <= point && point <= e.high, "{e:?}");
     }
 }
