@@ -3,7 +3,7 @@
 # synthetic conditions, the original's three real test masks (four captions
 # each, cycled), and painted-style masks (`codiff synth --painted`).
 #   scripts/eval-three-sets.sh CODIFF MODEL_DIR OUT [COUNT] [STEPS]
-# MODEL_DIR holds codiff.yaml, codiff.safetensors and judges.safetensors.
+# MODEL_DIR holds codiff.yaml, codiff.safetensors and judges.safetensors (models/ does).
 # The sets run on one thread each, two at a time. Last, OUT/showcase: the
 # three real masks and those painted in the studio (docs/painted/), one
 # caption each, whose faces.png the README shows.
