@@ -339,7 +339,9 @@ fn hostile_configs_are_refused_with_a_sentence() {
     let ckpt = repo("models/codiff.safetensors");
     let self_named = config_variant(&dir, "self.yaml", |t| t.replace("seg_mask_ldm_config_path: mask.yaml", "seg_mask_ldm_config_path: self.yaml"));
     let huge = config_variant(&dir, "huge.yaml", |t| t.replacen("image_size: 16", "image_size: 1000000", 1));
-    let zero_scale = config_variant(&dir, "zero.yaml", |t| t.replace("scale_factor: 0.299118", "scale_factor: 0"));
+    let zero_scale = config_variant(&dir, "zero.yaml", |t| {
+        t.lines().map(|l| if l.trim_start().starts_with("scale_factor:") { "    scale_factor: 0" } else { l }).collect::<Vec<_>>().join("\n")
+    });
     let nested = dir.join("nested.yaml");
     std::fs::write(&nested, format!("model: {}{}", "[".repeat(100_000), "]".repeat(100_000))).unwrap();
     let cases: [(&dyn AsRef<std::ffi::OsStr>, &str); 5] = [

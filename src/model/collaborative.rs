@@ -162,7 +162,9 @@ pub struct CollaborativeModel {
     /// The dynamic diffusers: each predicts its model's influence (before the softmax).
     pub diffusers: PerModality<UNetModel>,
     pub encoders: PerModality<ConditionEncoder>,
-    /// Each collaborator's classifier-free guidance, where its config asks for it.
+    /// Each collaborator's classifier-free guidance, where its config asks
+    /// for it: computed by [`Self::load`] from the loaded encoders, none
+    /// after [`Self::build`] alone (which may run on placeholder weights).
     pub guidance: PerModality<Option<Guidance>>,
     pub vae: AutoencoderKL,
     pub schedule: NoiseSchedule,
@@ -323,6 +325,10 @@ impl CollaborativeModel {
         let loader = StrictLoader::keeping(Arc::new(Weights::open(ckpt.as_ref())?), progress, precision);
         let mut model = load_with(loader, device, |vb| Self::build(vb, config, device))?;
         model.weights_path = Some(ckpt.as_ref().to_path_buf());
+        model.guidance = PerModality {
+            mask: Guidance::for_model(&model.config.mask, &model.encoders.mask, device)?,
+            text: Guidance::for_model(&model.config.text, &model.encoders.text, device)?,
+        };
         model.latent_preview()?;
         Ok(model)
     }
@@ -340,10 +346,6 @@ impl CollaborativeModel {
             mask: ConditionEncoder::new(conds.pp("seg_mask_cond_stage_model"), &config.mask.cond_stage)?,
             text: ConditionEncoder::new(conds.pp("text_cond_stage_model"), &config.text.cond_stage)?,
         };
-        let guidance = PerModality {
-            mask: Guidance::for_model(&config.mask, &encoders.mask, device)?,
-            text: Guidance::for_model(&config.text, &encoders.text, device)?,
-        };
         Ok(Self {
             unets: PerModality {
                 mask: UNetModel::new(vb.pp(MASK_UNET_PREFIX), &config.mask.unet)?,
@@ -354,7 +356,7 @@ impl CollaborativeModel {
                 text: UNetModel::new(unets.pp("text_confidence_predictor.diffusion_model"), &config.diffuser)?,
             },
             encoders,
-            guidance,
+            guidance: PerModality::default(),
             vae,
             schedule,
             preview: OnceLock::new(),

@@ -446,12 +446,17 @@ mod tests {
         let err = ComposedConfig::load(default_configs(replacing("x0_detail_factors:", "    x0_detail_factors: [[0, 1.0], [999, 2.0]]"))).unwrap_err().to_string();
         assert!(err.contains("must lie in [0, 1]"), "{err}");
 
-        let two_channels = replacing("channel_mean_prior:", "    channel_mean_prior: {mean: [0, 0], covariance: [[1, 0], [0, 1]]}");
-        let err = ComposedConfig::load(default_configs(two_channels)).unwrap_err().to_string();
-        assert!(err.contains("channel_mean_prior must give 3 means"), "{err}");
+        // A prior of `n` channels: zero means, the identity covariance with `diagonal` at channel 1.
+        let prior_line = |n: usize, diagonal: i32| {
+            let rows: Vec<String> = (0..n).map(|i| format!("[{}]", (0..n).map(|j| if i != j { 0 } else if i == 1 { diagonal } else { 1 }.to_string()).collect::<Vec<_>>().join(", "))).collect();
+            format!("    channel_mean_prior: {{mean: [{}], covariance: [{}]}}", vec!["0"; n].join(", "), rows.join(", "))
+        };
+        let with_prior = |line: String| move |l: &str| if l.contains("channel_mean_prior:") { line.clone() } else { l.to_string() };
+        let channels = config.diffusion.latent_channels;
+        let err = ComposedConfig::load(default_configs(with_prior(prior_line(channels - 1, 1)))).unwrap_err().to_string();
+        assert!(err.contains(&format!("channel_mean_prior must give {channels} means")), "{err}");
 
-        let not_definite = replacing("channel_mean_prior:", "    channel_mean_prior: {mean: [0, 0, 0], covariance: [[1, 0, 0], [0, -1, 0], [0, 0, 1]]}");
-        let err = ComposedConfig::load(default_configs(not_definite)).unwrap_err().to_string();
+        let err = ComposedConfig::load(default_configs(with_prior(prior_line(channels, -1)))).unwrap_err().to_string();
         assert!(err.contains("positive semi-definite"), "{err}");
 
         let neither = |l: &str| if l.contains("channel_mean_prior:") || l.contains("x0_detail_factors:") { String::new() } else { l.to_string() };
