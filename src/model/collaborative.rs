@@ -480,7 +480,8 @@ mod tests {
         assert!(Guidance::for_model(&unguided, &model.encoders.text, &Device::Cpu)?.is_none(), "scale 1 runs no null pass");
         let mask = Mask::from_classes(16, 16, (0..256).map(|i| (i % 19) as u8).collect())?;
         let (contexts, _) = model.encode_conditions(&mask, &["She is in her twenties.".to_string(), "He has a beard.".to_string()])?;
-        let x = Tensor::randn(0f32, 1.0, (2, model.config.diffusion.latent_channels, 4, 4), &Device::Cpu)?;
+        let shape = (2, model.config.diffusion.latent_channels, 4, 4);
+        let x = (Tensor::arange(0f32, (2 * shape.1 * 16) as f32, &Device::Cpu)? * 0.7)?.sin()?.reshape(shape)?;
         let t = Tensor::full(500f32, 2, &Device::Cpu)?;
         let scale = 3.0;
         let guidance = Guidance { null_context: model.encoders.text.encode_null(1, &Device::Cpu)?, scale };
@@ -491,9 +492,10 @@ mod tests {
         model.guidance.text = Some(guidance);
         let guided = model.predict_noise(&x, 500, &contexts, CombineMode::Text, &PostProcess::default())?.eps;
         let worst = (guided - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(worst < 1e-4, "guided noise off by {worst}");
         let moved = (&expected - &eps)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(moved > 1e-3, "the guidance must change the noise: {moved}");
+        assert!(moved > 1e-2, "the guidance must change the noise: {moved}");
+        // One batched pass against two single ones: only the float summation order differs.
+        assert!(worst < 1e-3 * moved, "guided noise off by {worst} (guidance moved it by {moved})");
         Ok(())
     }
 
