@@ -50,8 +50,6 @@ def main(src, dst):
         f.write(encoded)
         for _, _, _, raw in tensors:
             f.write(raw)
-
-
     os.replace(dst + ".partial", dst)
 
 

@@ -80,16 +80,15 @@ impl ConditionEncoder {
         })
     }
 
-    /// The null condition classifier-free guidance contrasts with, for
-    /// `batch` items: the empty caption, or the mask of no class
+    /// The context (one batch item) of the null condition classifier-free
+    /// guidance contrasts with: the empty caption, or the mask of no class
     /// ([`MaskEncoder::null_one_hot`]); the default models learn it from
     /// training items whose condition was dropped.
-    pub fn encode_null(&self, batch: usize, device: &Device) -> Result<Tensor, ModelError> {
-        let one = match self {
-            Self::Text { .. } => return Ok(self.encode(&Condition::Text(vec![NULL_CAPTION.to_string()]), batch, device)?.context),
-            Self::Mask { encoder, mask_embed_dim } => encoder.forward(&MaskEncoder::null_one_hot(*mask_embed_dim, device)?)?,
-        };
-        Ok(one.repeat((batch, 1, 1))?)
+    pub fn encode_null(&self, device: &Device) -> Result<Tensor, ModelError> {
+        match self {
+            Self::Text { .. } => Ok(self.encode(&Condition::Text(vec![NULL_CAPTION.to_string()]), 1, device)?.context),
+            Self::Mask { encoder, mask_embed_dim } => Ok(encoder.forward(&MaskEncoder::null_one_hot(*mask_embed_dim, device)?)?),
+        }
     }
 
     /// Encodes `condition` for a batch of `batch` items.
@@ -164,7 +163,8 @@ pub struct CollaborativeModel {
     pub encoders: PerModality<ConditionEncoder>,
     /// Each collaborator's classifier-free guidance, where its config asks
     /// for it: computed by [`Self::load`] from the loaded encoders, none
-    /// after [`Self::build`] alone (which may run on placeholder weights).
+    /// after [`Self::build`] alone (which `random.rs` runs on a var builder that
+    /// only records shapes).
     pub guidance: PerModality<Option<Guidance>>,
     pub vae: AutoencoderKL,
     pub schedule: NoiseSchedule,
@@ -202,7 +202,7 @@ impl Guidance {
         if config.guidance_scale == 1.0 {
             return Ok(None);
         }
-        Ok(Some(Self { null_context: encoder.encode_null(1, device)?, scale: config.guidance_scale }))
+        Ok(Some(Self { null_context: encoder.encode_null(device)?, scale: config.guidance_scale }))
     }
 
     /// `unet`'s noise in `x` at `t` under `context`, guided: eps_null +
@@ -251,19 +251,21 @@ impl<'a> Collaboration<'a> {
     pub fn predict(&self, x: &Tensor, t: usize) -> Result<Combination, ModelError> {
         let (model, collaborators, contexts) = (self.model, self.collaborators, self.contexts);
         let t_batch = CollaborativeModel::timesteps(x, t)?;
-        let guided = |(unet, (context, guidance)): (&UNetModel, (&Tensor, &Option<Guidance>))| Guidance::eps(guidance.as_ref(), unet, x, &t_batch, context);
-        let inputs = collaborators.zip(contexts.as_ref().zip(model.guidance.as_ref()));
+        let guided = |unet: &UNetModel, context: &Tensor, guidance: &Option<Guidance>| Guidance::eps(guidance.as_ref(), unet, x, &t_batch, context);
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
         let eps = match self.mode {
             CombineMode::Mask => {
-                let eps = guided((inputs.mask.0, inputs.mask.1))?;
+                let eps = guided(collaborators.mask, &contexts.mask, &model.guidance.mask)?;
                 PerModality { mask: eps.clone(), text: eps }
             }
             CombineMode::Text => {
-                let eps = guided((inputs.text.0, inputs.text.1))?;
+                let eps = guided(collaborators.text, &contexts.text, &model.guidance.text)?;
                 PerModality { mask: eps.clone(), text: eps }
             }
-            _ => inputs.par_map(guided).transpose()?,
+            _ => collaborators
+                .zip(contexts.as_ref().zip(model.guidance.as_ref()))
+                .par_map(|(unet, (context, guidance))| guided(unet, context, guidance))
+                .transpose()?,
         };
         let maps = if self.mode.uses_diffusers() { Some(model.diffuser_maps(x, t, contexts)?) } else { None };
         let influence = match (&maps, self.pinned) {
@@ -484,7 +486,7 @@ mod tests {
         let x = (Tensor::arange(0f32, (2 * shape.1 * 16) as f32, &Device::Cpu)? * 0.7)?.sin()?.reshape(shape)?;
         let t = Tensor::full(500f32, 2, &Device::Cpu)?;
         let scale = 3.0;
-        let guidance = Guidance { null_context: model.encoders.text.encode_null(1, &Device::Cpu)?, scale };
+        let guidance = Guidance { null_context: model.encoders.text.encode_null(&Device::Cpu)?, scale };
         let unet = &model.unets.text;
         let eps = unet.forward(&x, &t, &contexts.text)?;
         let eps_null = unet.forward(&x, &t, &guidance.null_context.repeat((2, 1, 1))?)?;

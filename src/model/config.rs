@@ -442,8 +442,8 @@ mod tests {
         assert!(factors.at(0) > 0.99 && factors.at(999) < 0.5, "{factors:?}");
 
         // `key`'s line replaced by `line`.
-        let replacing = |key: &'static str, line: &'static str| move |l: &str| if l.contains(key) { line.to_string() } else { l.to_string() };
-        let err = ComposedConfig::load(default_configs(replacing("x0_detail_factors:", "    x0_detail_factors: [[0, 1.0], [999, 2.0]]"))).unwrap_err().to_string();
+        let replacing = |key: &'static str, line: String| move |l: &str| if l.contains(key) { line.clone() } else { l.to_string() };
+        let err = ComposedConfig::load(default_configs(replacing("x0_detail_factors:", "    x0_detail_factors: [[0, 1.0], [999, 2.0]]".into()))).unwrap_err().to_string();
         assert!(err.contains("must lie in [0, 1]"), "{err}");
 
         // A prior of `n` channels: zero means, the identity covariance with `diagonal` at channel 1.
@@ -451,12 +451,11 @@ mod tests {
             let rows: Vec<String> = (0..n).map(|i| format!("[{}]", (0..n).map(|j| if i != j { 0 } else if i == 1 { diagonal } else { 1 }.to_string()).collect::<Vec<_>>().join(", "))).collect();
             format!("    channel_mean_prior: {{mean: [{}], covariance: [{}]}}", vec!["0"; n].join(", "), rows.join(", "))
         };
-        let with_prior = |line: String| move |l: &str| if l.contains("channel_mean_prior:") { line.clone() } else { l.to_string() };
         let channels = config.diffusion.latent_channels;
-        let err = ComposedConfig::load(default_configs(with_prior(prior_line(channels - 1, 1)))).unwrap_err().to_string();
+        let err = ComposedConfig::load(default_configs(replacing("channel_mean_prior:", prior_line(channels - 1, 1)))).unwrap_err().to_string();
         assert!(err.contains(&format!("channel_mean_prior must give {channels} means")), "{err}");
 
-        let err = ComposedConfig::load(default_configs(with_prior(prior_line(channels, -1)))).unwrap_err().to_string();
+        let err = ComposedConfig::load(default_configs(replacing("channel_mean_prior:", prior_line(channels, -1)))).unwrap_err().to_string();
         assert!(err.contains("positive semi-definite"), "{err}");
 
         let neither = |l: &str| if l.contains("channel_mean_prior:") || l.contains("x0_detail_factors:") { String::new() } else { l.to_string() };

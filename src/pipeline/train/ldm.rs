@@ -18,10 +18,9 @@ use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::diffusion::sampler::Sampler;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::autoencoder::AutoencoderKL;
-use crate::model::collaborative::{ConditionEncoder, LatentDiffusion, ModelError, NULL_CAPTION};
+use crate::model::collaborative::{Condition, ConditionEncoder, LatentDiffusion, ModelError, NULL_CAPTION};
 use crate::model::config::{ComposedConfig, LdmConfig};
 use crate::model::mask_encoder::MaskEncoder;
-use crate::model::tokenizer::MAX_TOKENS;
 use crate::model::unet::UNetModel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,13 +132,10 @@ pub(crate) fn encode_items(encoder: &ConditionEncoder, faces: &FaceSet, items: &
                 .collect::<candle_core::Result<Vec<_>>>()?;
             encoder.forward(&Tensor::cat(&rows, 0)?)
         }
-        ConditionEncoder::Text { encoder, tokenizer } => {
-            let mut ids = Vec::with_capacity(items.len() * MAX_TOKENS);
-            for item in items {
-                let caption = item.map_or(NULL_CAPTION, |i| faces.captions[i].as_str());
-                ids.extend(tokenizer.encode(caption).map_err(|e| candle_core::Error::Msg(e.to_string()))?.ids);
-            }
-            encoder.forward(&Tensor::from_vec(ids, (items.len(), MAX_TOKENS), device)?)
+        ConditionEncoder::Text { .. } => {
+            let captions = items.iter().map(|item| item.map_or(NULL_CAPTION, |i| faces.captions[i].as_str()).to_string()).collect();
+            let encoded = encoder.encode(&Condition::Text(captions), items.len(), device).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            Ok(encoded.context)
         }
     }
 }
