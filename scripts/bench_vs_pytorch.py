@@ -7,7 +7,9 @@ training step of the default-size UNet, the full-size UNet and dynamic
 diffuser, the full-size collaborative step) and times one run when asked. This script builds each case's twin
 in PyTorch (the networks from scripts/torch_reference.py, checked against our
 variables' names and shapes) and alternates: ours, PyTorch's, ours, ... so
-that both see the same load; medians are reported with their ratio.
+that both see the same load; medians are reported with their ratio, and
+each side's share of the machine's FMA peak (our loop, `peak`), counting the
+operations PyTorch's flop counter finds in the case.
 
     python3 scripts/bench_vs_pytorch.py --codiff target/release/codiff [--reps 5] [--out bench.json]
     python3 scripts/bench_vs_pytorch.py --cuda-stubs DIR   # see make_cuda_stubs
@@ -221,17 +223,33 @@ def collaborative_step(case, ours_variables):
 
 
 def interleaved(ours, case, reps):
-    """Medians of `reps` alternating runs of ours and PyTorch's, after one warm-up each."""
+    """Medians of `reps` alternating runs of ours and PyTorch's, after one
+    warm-up each, and the case's floating-point operations: those of its
+    matrix products, convolutions and attention as PyTorch counts them in its
+    warm-up run (both sides compute the same ones; element-wise work is not
+    counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     variables = ours.ask(f"setup {case['name']}")["variables"]
     run_torch = torch_case(case, variables)
-    run_torch()
+    with FlopCounterMode(display=False) as counter:
+        run_torch()
     ours_ms, torch_ms = [], []
     for _ in range(reps):
         ours_ms.append(ours.ask("run")["ms"])
         start = time.perf_counter()
         run_torch()
         torch_ms.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(ours_ms), statistics.median(torch_ms)
+    return statistics.median(ours_ms), statistics.median(torch_ms), counter.get_total_flops()
+
+
+def peak_gflops(ours):
+    """The best of three runs of our FMA loop at the server's thread count."""
+    return max(ours.ask("peak")["gflops"] or 0.0 for _ in range(3)) or None
+
+
+def share_of_peak(flops, ms, peak):
+    return f"{flops / (ms * 1e6) / peak:.0%}" if peak and flops else "-"
 
 
 def cpu_model():
@@ -277,18 +295,21 @@ def main():
     load_before = os.getloadavg()[0]
     ours = {args.threads: Ours(args.codiff, args.threads)}
     cases = [c for c in ours[args.threads].ask("cases") if not args.only or args.only in c["name"]]
+    peak = peak_gflops(ours[args.threads])
     rows, scaling = [], []
     for case in cases:
         reps = SLOW_CASES_REPS if case["kind"] in ("unet_forward", "collab_step") else args.reps
         torch.set_num_threads(args.threads)
-        ours_ms, torch_ms = interleaved(ours[args.threads], case, reps)
-        rows.append({"case": case["name"], "ours_ms": ours_ms, "pytorch_ms": torch_ms, "ratio": ours_ms / torch_ms, "reps": reps})
+        ours_ms, torch_ms, flops = interleaved(ours[args.threads], case, reps)
+        rows.append({"case": case["name"], "ours_ms": ours_ms, "pytorch_ms": torch_ms, "ratio": ours_ms / torch_ms, "reps": reps, "flops": flops})
         print(f"{case['name']}: ours {fmt_ms(ours_ms)} ms, PyTorch {fmt_ms(torch_ms)} ms, ratio {ours_ms / torch_ms:.2f}", file=sys.stderr)
         if not args.no_scaling and args.threads > 1 and case["kind"] in SCALING_KINDS:
             ours.setdefault(1, Ours(args.codiff, 1))
             torch.set_num_threads(1)
-            ours_1, torch_1 = interleaved(ours[1], case, reps)
+            ours_1, torch_1, _ = interleaved(ours[1], case, reps)
             scaling.append({"case": case["name"], "ours_ms_1": ours_1, "pytorch_ms_1": torch_1, "ours_ms_n": ours_ms, "pytorch_ms_n": torch_ms})
+    peak_after = peak_gflops(ours[args.threads])
+    peak_1 = peak_gflops(ours[1]) if scaling else None
     for server in ours.values():
         server.close()
     load_after = os.getloadavg()[0]
@@ -302,15 +323,24 @@ def main():
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "fma_peak_gflops_before": peak,
+        "fma_peak_gflops_after": peak_after,
+        "fma_peak_gflops_1_thread": peak_1,
     }
     print(f"\n{header['date']}, {header['cpu']} ({header['cpu_features']}, {header['cores']} cores), {args.threads} threads, "
           f"PyTorch {header['torch']} (OMP_WAIT_POLICY={header['omp_wait_policy']}); load average {load_before:.1f} before, {load_after:.1f} after "
-          f"(medians of interleaved runs: ratios hold under load, absolute times do not)\n")
-    print("| case | ours ms | PyTorch ms | ours / PyTorch |\n|---|---|---|---|")
+          f"(medians of interleaved runs: ratios hold under load, absolute times do not)")
+    if peak:
+        print(f"FMA peak at {args.threads} threads (`codiff bench --serve`'s loop): {peak:.0f} GFLOP/s before, {peak_after or 0:.0f} after; "
+              f"each case's share of it counts the matrix products, convolutions and attention alone (PyTorch's flop counter)")
+    print("\n| case | ours ms | PyTorch ms | ours / PyTorch | GFLOP | ours, % of peak | PyTorch, % of peak |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {fmt_ms(r['ours_ms'])} | {fmt_ms(r['pytorch_ms'])} | {r['ratio']:.2f} |")
+        print(f"| {r['case']} | {fmt_ms(r['ours_ms'])} | {fmt_ms(r['pytorch_ms'])} | {r['ratio']:.2f} | {r['flops'] / 1e9:.2f} "
+              f"| {share_of_peak(r['flops'], r['ours_ms'], peak)} | {share_of_peak(r['flops'], r['pytorch_ms'], peak)} |")
     if scaling:
         print(f"\n| case | ours: 1 -> {args.threads} threads | speed-up | PyTorch: 1 -> {args.threads} threads | speed-up |\n|---|---|---|---|---|")
+        if peak_1 and peak:
+            print(f"| FMA peak loop | {peak_1:.0f} -> {peak:.0f} GFLOP/s | {peak / peak_1:.2f}x | | |")
         for s in scaling:
             print(f"| {s['case']} | {fmt_ms(s['ours_ms_1'])} -> {fmt_ms(s['ours_ms_n'])} ms | {s['ours_ms_1'] / s['ours_ms_n']:.2f}x "
                   f"| {fmt_ms(s['pytorch_ms_1'])} -> {fmt_ms(s['pytorch_ms_n'])} ms | {s['pytorch_ms_1'] / s['pytorch_ms_n']:.2f}x |")

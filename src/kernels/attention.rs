@@ -42,16 +42,18 @@ struct Dims {
 #[inline(always)]
 fn attend<const FMA: bool>(dims: Dims, head: &Head, q0: usize, q1: usize) {
     let Dims { keys, keys_padded, d, scale, .. } = dims;
-    let mut q_scaled = vec![0f32; QUERY_BLOCK * d];
+    // The block's scaled queries channel-major (`d` rows of QUERY_BLOCK), so
+    // that each channel's queries are one short row next to that channel's keys.
+    let mut q_t = vec![0f32; d * QUERY_BLOCK];
     let mut acc = vec![0f32; QUERY_BLOCK * d];
     let mut scores = [[0f32; KEY_TILE]; QUERY_BLOCK];
     for b0 in (q0..q1).step_by(QUERY_BLOCK) {
         let rows = QUERY_BLOCK.min(q1 - b0);
         // Missing rows of the last block are zero queries whose results are dropped.
-        q_scaled.fill(0.0);
-        for (dst, src) in q_scaled.chunks_exact_mut(d).zip(head.q[b0 * d..(b0 + rows) * d].chunks_exact(d)) {
-            for (a, &b) in dst.iter_mut().zip(src) {
-                *a = b * scale;
+        q_t.fill(0.0);
+        for (r, src) in head.q[b0 * d..(b0 + rows) * d].chunks_exact(d).enumerate() {
+            for (c, &b) in src.iter().enumerate() {
+                q_t[c * QUERY_BLOCK + r] = b * scale;
             }
         }
         acc.fill(0.0);
@@ -59,20 +61,10 @@ fn attend<const FMA: bool>(dims: Dims, head: &Head, q0: usize, q1: usize) {
         let mut sum = [0f32; QUERY_BLOCK];
         for t0 in (0..keys_padded).step_by(KEY_TILE) {
             let tile = KEY_TILE.min(keys_padded - t0);
-            // Scores of the tile, eight keys at a time for all rows of the block.
             for j in (0..tile).step_by(LANES) {
-                let mut s = [[0f32; LANES]; QUERY_BLOCK];
-                for c in 0..d {
-                    let kv = &head.k_t[c * keys_padded + t0 + j..][..LANES];
-                    for (r, row) in s.iter_mut().enumerate() {
-                        let qc = q_scaled[r * d + c];
-                        for l in 0..LANES {
-                            row[l] = madd::<FMA>(qc, kv[l], row[l]);
-                        }
-                    }
-                }
-                for (r, row) in s.iter().enumerate() {
-                    scores[r][j..j + LANES].copy_from_slice(row);
+                let block = block_scores::<FMA>(&q_t, &head.k_t[t0 + j..], keys_padded);
+                for (row, s) in scores.iter_mut().zip(block) {
+                    row[j..j + LANES].copy_from_slice(&s);
                 }
             }
             let valid = tile.min(keys - t0);
@@ -106,18 +98,9 @@ fn attend<const FMA: bool>(dims: Dims, head: &Head, q0: usize, q1: usize) {
             }
             // acc[r][c] += sum_j p[r][j] v[j][c], over the tile.
             for c in 0..d {
-                let v_row = &head.v_t[c * keys_padded + t0..][..tile];
-                let mut lane_acc = [[0f32; LANES]; QUERY_BLOCK];
-                for (j, vv) in v_row.chunks_exact(LANES).enumerate() {
-                    for (r, la) in lane_acc.iter_mut().enumerate() {
-                        let p = &scores[r][j * LANES..(j + 1) * LANES];
-                        for l in 0..LANES {
-                            la[l] = madd::<FMA>(p[l], vv[l], la[l]);
-                        }
-                    }
-                }
-                for (r, la) in lane_acc.iter().enumerate() {
-                    acc[r * d + c] += la.iter().sum::<f32>();
+                let sums = weighted_sums::<FMA>(&scores, &head.v_t[c * keys_padded + t0..][..tile]);
+                for (r, s) in sums.into_iter().enumerate() {
+                    acc[r * d + c] += s;
                 }
             }
         }
@@ -128,6 +111,92 @@ fn attend<const FMA: bool>(dims: Dims, head: &Head, q0: usize, q1: usize) {
                 unsafe { *head.out.add((b0 + r) * d + c) = acc[r * d + c] * inv };
             }
         }
+    }
+}
+
+/// The block's scores against eight keys: `s[r][l] = sum_c q_t[c][r] k_t[c][l]`,
+/// where row `c` of the keys starts at `k_t[c * stride]`.
+#[inline(always)]
+fn block_scores<const FMA: bool>(q_t: &[f32], k_t: &[f32], stride: usize) -> [[f32; LANES]; QUERY_BLOCK] {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA is only set in code compiled for AVX2 + FMA (`attend_avx2`).
+        return unsafe { x86::block_scores(q_t, k_t, stride) };
+    }
+    let mut s = [[0f32; LANES]; QUERY_BLOCK];
+    for (c, q) in q_t.chunks_exact(QUERY_BLOCK).enumerate() {
+        let k = &k_t[c * stride..][..LANES];
+        for (row, &qr) in s.iter_mut().zip(q) {
+            for l in 0..LANES {
+                row[l] = madd::<FMA>(qr, k[l], row[l]);
+            }
+        }
+    }
+    s
+}
+
+/// `sum_j scores[r][j] v[j]` for every row of the block, over the tile's keys.
+#[inline(always)]
+fn weighted_sums<const FMA: bool>(scores: &[[f32; KEY_TILE]; QUERY_BLOCK], v: &[f32]) -> [f32; QUERY_BLOCK] {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: as in `block_scores`.
+        return unsafe { x86::weighted_sums(scores, v) };
+    }
+    let mut lane_acc = [[0f32; LANES]; QUERY_BLOCK];
+    for (j, vv) in v.chunks_exact(LANES).enumerate() {
+        for (la, p) in lane_acc.iter_mut().zip(scores) {
+            for l in 0..LANES {
+                la[l] = madd::<FMA>(p[j * LANES + l], vv[l], la[l]);
+            }
+        }
+    }
+    lane_acc.map(|la| la.iter().sum())
+}
+
+/// The two inner products in AVX2: written out, because the compiler
+/// vectorised the portable loops across the block's rows (four lanes and
+/// shuffles) instead of across keys.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{KEY_TILE, LANES, QUERY_BLOCK};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_scores(q_t: &[f32], k_t: &[f32], stride: usize) -> [[f32; LANES]; QUERY_BLOCK] {
+        let mut s = [_mm256_setzero_ps(); QUERY_BLOCK];
+        for (c, q) in q_t.chunks_exact(QUERY_BLOCK).enumerate() {
+            let k = &k_t[c * stride..][..LANES];
+            let kv = _mm256_loadu_ps(k.as_ptr());
+            for (acc, qr) in s.iter_mut().zip(q) {
+                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(qr), kv, *acc);
+            }
+        }
+        let mut out = [[0f32; LANES]; QUERY_BLOCK];
+        for (row, acc) in out.iter_mut().zip(s) {
+            _mm256_storeu_ps(row.as_mut_ptr(), acc);
+        }
+        out
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted_sums(scores: &[[f32; KEY_TILE]; QUERY_BLOCK], v: &[f32]) -> [f32; QUERY_BLOCK] {
+        let mut acc = [_mm256_setzero_ps(); QUERY_BLOCK];
+        for j in (0..v.len()).step_by(LANES) {
+            let vv = _mm256_loadu_ps(v[j..][..LANES].as_ptr());
+            for (a, p) in acc.iter_mut().zip(scores) {
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(p[j..][..LANES].as_ptr()), vv, *a);
+            }
+        }
+        let mut sums = [0f32; QUERY_BLOCK];
+        for (sum, a) in sums.iter_mut().zip(acc) {
+            let half = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+            *sum = _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)));
+        }
+        sums
     }
 }
 

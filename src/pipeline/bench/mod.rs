@@ -6,6 +6,7 @@
 //! memory is its own (`codiff bench` does that).
 
 pub mod memory;
+pub mod peak;
 pub mod side_by_side;
 
 use std::collections::BTreeMap;

@@ -6,7 +6,9 @@
 //! PyTorch side builds its twin from), `setup NAME` (builds the case, runs it
 //! once to warm up, and answers with its trained variables' names and shapes,
 //! which the other side checks its network against), `run` (times the case
-//! once: `{"ms": ...}`). A failed command answers `{"error": "..."}`.
+//! once: `{"ms": ...}`), `peak` (the machine's FMA peak at this process's
+//! thread count: `{"gflops": ...}`, null without FMA). A failed command
+//! answers `{"error": "..."}`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -274,7 +276,8 @@ pub fn serve() -> anyhow::Result<()> {
                 }
                 None => Err(anyhow::anyhow!("no case is set up; send 'setup NAME' first")),
             },
-            other => Err(anyhow::anyhow!("unknown command '{other}' (cases, setup NAME, run)")),
+            "peak" => Ok(json!({ "gflops": super::peak::fma_peak_gflops(rayon::current_num_threads()) })),
+            other => Err(anyhow::anyhow!("unknown command '{other}' (cases, setup NAME, run, peak)")),
         };
         let answer = answer.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
         let mut out = stdout.lock();
