@@ -40,7 +40,7 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Edit a photo's mask and description at once (Imagic per modality, or fast DDIM inversion).
     Edit(edit::EditArgs),
-    /// Convert a PyTorch Lightning checkpoint to safetensors.
+    /// Convert a checkpoint (Lightning .ckpt or safetensors) to safetensors, optionally with f16 weights.
     Convert(convert::ConvertArgs),
     /// Measure milliseconds per step and peak memory of each model configuration.
     Bench(bench::BenchArgs),

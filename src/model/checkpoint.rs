@@ -247,9 +247,11 @@ impl Weights {
     }
 
     /// Writes every tensor to a safetensors file (for `codiff convert`), so
-    /// later loads are a memory map. The file is written beside `out` as
-    /// `OUT.partial` and renamed into place once complete.
-    pub fn save_safetensors(&self, out: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    /// later loads are a memory map, each stored as `precision` keeps it (as
+    /// the loader's `--weights-dtype`; f16 storage is how `models/` fits its
+    /// size limit). The file is written beside `out` as `OUT.partial` and
+    /// renamed into place once complete.
+    pub fn save_safetensors(&self, out: impl AsRef<Path>, precision: WeightsDtype) -> Result<(), CheckpointError> {
         use safetensors::View;
         let out = out.as_ref();
         let write_err = |reason: String| CheckpointError::Write { path: out.to_path_buf(), reason };
@@ -259,7 +261,7 @@ impl Weights {
         for name in self.shapes.keys() {
             let t = self.get(name)?.ok_or_else(|| write_err(format!("cannot read tensor {name}")))?;
             // Pickled tensors may be views into shared storage; safetensors needs each on its own.
-            let t = t.contiguous().map_err(|e| write_err(e.to_string()))?;
+            let t = to_storage(&t, precision).and_then(|t| t.contiguous()).map_err(|e| write_err(e.to_string()))?;
             let end = offset + t.data_len();
             let entry = serde_json::json!({ "dtype": View::dtype(&t), "shape": t.dims(), "data_offsets": [offset, end] });
             header.insert(name.clone(), entry);
@@ -512,6 +514,25 @@ mod tests {
             assert_eq!(widened.to_vec2::<f32>().unwrap(), weight.to_vec2::<f32>().unwrap());
             loader.finish(|_| false).unwrap();
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_half_precision_copy_stores_matrices_as_f16_and_vectors_as_f32() {
+        let weight = Tensor::arange(0f32, 12.0, &Device::Cpu).unwrap().reshape((3, 4)).unwrap();
+        let huge = Tensor::new(&[[1e5f32, 1.0]], &Device::Cpu).unwrap();
+        let bias = Tensor::new(&[0.1f32, 0.2, 0.3], &Device::Cpu).unwrap();
+        let tensors = HashMap::from([("w".to_string(), weight.clone()), ("huge".to_string(), huge), ("b".to_string(), bias.clone())]);
+        let (dir, path) = saved("save-f16", &tensors);
+        let out = dir.join("half.safetensors");
+        Weights::open(&path).unwrap().save_safetensors(&out, WeightsDtype::F16).unwrap();
+        let half = Weights::open(&out).unwrap();
+        let dtype = |name: &str| half.get(name).unwrap().unwrap().dtype();
+        // A matrix beyond f16's range stays f32, as the loader keeps it.
+        assert_eq!((dtype("w"), dtype("huge"), dtype("b")), (DType::F16, DType::F32, DType::F32));
+        let widened = crate::model::precision::widen(&half.get("w").unwrap().unwrap()).unwrap();
+        assert_eq!(widened.to_vec2::<f32>().unwrap(), weight.to_vec2::<f32>().unwrap());
+        assert_eq!(half.get("b").unwrap().unwrap().to_vec1::<f32>().unwrap(), bias.to_vec1::<f32>().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
