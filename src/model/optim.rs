@@ -127,7 +127,8 @@ impl AdamW {
 
     /// Starts from the weights in `path` (a trained model's file, e.g. a
     /// previous run's judges) instead of the seeded initialisation: every
-    /// variable must be there under its own name and shape. The moments and
+    /// variable must be there under its own name and shape, in any float
+    /// type (a shipped model stores its matrices as f16). The moments and
     /// the step start afresh.
     pub fn start_from(&mut self, path: &Path) -> Result<()> {
         let device = self.slots.first().map(|s| s.var.device().clone()).unwrap_or(candle_core::Device::Cpu);
@@ -139,6 +140,7 @@ impl AdamW {
             if weights.dims() != s.var.dims() {
                 candle_core::bail!("{}: {} is {:?} there but {:?} here: another architecture", path.display(), s.name, weights.dims(), s.var.dims());
             }
+            let weights = &weights.to_dtype(s.var.dtype())?;
             s.var.set(weights)?;
             if let Some(ema) = &mut s.ema {
                 *ema = weights.copy()?;
@@ -256,11 +258,16 @@ mod tests {
             let opt = AdamW::new(&vars, 0.1, Some(0.9))?;
             Ok((vars, opt))
         };
-        let (_, mut opt) = fresh()?;
-        opt.start_from(&write("good.safetensors", &[("net.w", trained.clone()), ("other.b", trained.clone())])?)?;
-        assert_eq!(opt.step, 0);
-        for weight in opt.final_weights().values() {
-            assert_eq!(weight.to_vec1::<f32>()?, trained.to_vec1::<f32>()?, "the weights and their EMA start from the file");
+        let good = write("good.safetensors", &[("net.w", trained.clone()), ("other.b", trained.clone())])?;
+        let half = write("half.safetensors", &[("net.w", trained.to_dtype(DType::F16)?)])?;
+        for path in [good, half] {
+            let (_, mut opt) = fresh()?;
+            opt.start_from(&path)?;
+            assert_eq!(opt.step, 0);
+            for weight in opt.final_weights().values() {
+                assert_eq!(weight.dtype(), DType::F32, "{}", path.display());
+                assert_eq!(weight.to_vec1::<f32>()?, trained.to_vec1::<f32>()?, "the weights and their EMA start from {}", path.display());
+            }
         }
         let missing = write("missing.safetensors", &[("other.w", trained.clone())])?;
         let short = write("short.safetensors", &[("net.w", trained.narrow(0, 0, 3)?)])?;
