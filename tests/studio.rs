@@ -20,7 +20,7 @@ use codiff::model::defaults::ModelFiles;
 use codiff::pipeline::edit::{Crop, EditEvent, EditRequest};
 use codiff::pipeline::generate::{Event, GenerateRequest, RgbFrame, ScalarMap, StepFrame};
 use clap::Parser;
-use egui::{Key, Modifiers, Pos2};
+use egui::{Key, Modifiers, PointerButton, Pos2};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
@@ -203,6 +203,29 @@ fn drag_paints_the_selected_class_and_undo_redo_restore_it_exactly() {
     harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
     harness.run();
     assert_eq!(harness.state().mask(), &painted, "redo restores it exactly");
+}
+
+#[test]
+fn a_quick_stroke_within_one_slow_frame_paints_along_its_bend() {
+    // While a generation keeps the CPU busy, a frame can hold a whole stroke.
+    let mut harness = studio(0, None);
+    harness.key_press(Key::H);
+    harness.run();
+    let path = [(100.0, 100.0), (400.0, 100.0), (400.0, 400.0)].map(|(x, y)| screen(&harness, x, y));
+    harness.hover_at(path[0]);
+    harness.step();
+    let button = |pos, pressed| egui::Event::PointerButton { pos, button: PointerButton::Primary, pressed, modifiers: Modifiers::NONE };
+    let frame = &mut harness.input_mut().events; // the harness's own queue feeds one event a frame
+    frame.push(button(path[0], true));
+    frame.extend(path.map(egui::Event::PointerMoved));
+    frame.push(button(path[2], false));
+    harness.step();
+    harness.run();
+    let mask = harness.state().mask();
+    for (x, y) in [(100, 100), (250, 100), (400, 100), (400, 250), (400, 400)] {
+        assert_eq!(mask.get(x, y), class::HAIR, "hair along the stroke at ({x}, {y})");
+    }
+    assert_eq!(mask.get(250, 250), 0, "nothing along the chord from the first point to the last");
 }
 
 #[test]
@@ -835,9 +858,8 @@ fn class_hotkeys_ignore_modifiers_and_every_bracket_press_counts() {
     harness.run();
     assert_eq!(harness.state().canvas().brush_radius, 38.0, "five presses in five frames");
     // Five presses within one slow frame (as while generating) count five times too.
-    for _ in 0..5 {
-        harness.key_press(Key::OpenBracket);
-    }
+    let press = egui::Event::Key { key: Key::OpenBracket, physical_key: None, pressed: true, repeat: false, modifiers: Modifiers::NONE };
+    harness.input_mut().events.extend(std::iter::repeat_n(press, 5)); // the harness's own queue feeds one event a frame
     harness.step();
     assert_eq!(harness.state().canvas().brush_radius, 12.0, "five presses in one frame");
 }

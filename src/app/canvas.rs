@@ -82,6 +82,12 @@ pub struct Canvas {
     pub restore: Option<Mask>,
 }
 
+/// Where the zoom readout and its Fit button sit: the canvas's bottom-left
+/// corner, which strokes leave alone.
+fn zoom_corner(area: Rect) -> Rect {
+    Rect::from_min_size(area.left_bottom() - Vec2::new(-6.0, 34.0), Vec2::new(area.width().min(200.0), 28.0))
+}
+
 impl Canvas {
     pub fn new(mask: Mask) -> Self {
         Self {
@@ -264,21 +270,27 @@ impl Canvas {
         if response.dragged_by(Secondary) || response.dragged_by(Middle) {
             self.pan += response.drag_delta();
         }
-        if response.drag_started_by(Primary) {
-            // Start where the button went down, not where the drag was recognised.
-            if let Some(origin) = ui.input(|i| i.pointer.press_origin()) {
-                self.stroke_begin(to_mask(origin));
+        // Strokes follow the pointer events themselves, not the frame's summary
+        // of them: while a generation keeps the CPU busy, one frame can hold a
+        // whole quick stroke (press, bends, release), which the summary drops
+        // or straightens.
+        let corner = zoom_corner(area);
+        let on_canvas = |pos: Pos2| {
+            area.contains(pos) && !corner.contains(pos) && ui.ctx().layer_id_at(pos).is_none_or(|layer| layer == ui.layer_id())
+        };
+        for event in ui.input(|i| i.events.clone()) {
+            match event {
+                egui::Event::PointerButton { pos, button: Primary, pressed: true, .. } if on_canvas(pos) => self.stroke_begin(to_mask(pos)),
+                egui::Event::PointerMoved(pos) => self.stroke_to(to_mask(pos)),
+                egui::Event::PointerButton { pos, button: Primary, pressed: false, .. } => {
+                    self.stroke_to(to_mask(pos));
+                    self.stroke_end();
+                }
+                _ => {}
             }
         }
-        if let (true, Some(pointer)) = (response.dragged_by(Primary), response.interact_pointer_pos()) {
-            self.stroke_to(to_mask(pointer));
-        }
-        if response.drag_stopped_by(Primary) {
-            self.stroke_end();
-        }
-        if let (true, Some(pointer)) = (response.clicked(), response.interact_pointer_pos()) {
-            self.stroke_begin(to_mask(pointer));
-            self.stroke_end();
+        if !ui.input(|i| i.pointer.primary_down()) {
+            self.stroke_end(); // released where no event reached us (outside the window)
         }
 
         self.paint(ui, area, image_rect, underlay);
@@ -309,7 +321,7 @@ impl Canvas {
     /// The zoom in the canvas's bottom-left corner, with a button back to fit.
     fn zoom_ui(&mut self, ui: &mut egui::Ui, area: Rect) {
         let Some(percent) = self.zoom_percent() else { return };
-        let corner = Rect::from_min_size(area.left_bottom() - Vec2::new(-6.0, 34.0), Vec2::new(area.width().min(200.0), 28.0));
+        let corner = zoom_corner(area);
         ui.scope_builder(egui::UiBuilder::new().max_rect(corner).layout(egui::Layout::left_to_right(egui::Align::Center)), |ui| {
             egui::Frame::popup(ui.style()).inner_margin(egui::Margin::symmetric(6, 2)).show(ui, |ui| {
                 let fitted = self.is_fitted();
