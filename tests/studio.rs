@@ -229,6 +229,25 @@ fn a_quick_stroke_within_one_slow_frame_paints_along_its_bend() {
 }
 
 #[test]
+fn a_class_key_between_two_strokes_in_one_frame_changes_only_the_second() {
+    let mut harness = studio(0, None);
+    harness.key_press(Key::H);
+    harness.run();
+    let [a, b, c, d] = [(100.0, 100.0), (400.0, 100.0), (100.0, 400.0), (400.0, 400.0)].map(|(x, y)| screen(&harness, x, y));
+    let button = |pos, pressed| egui::Event::PointerButton { pos, button: PointerButton::Primary, pressed, modifiers: Modifiers::NONE };
+    let skin_key = egui::Event::Key { key: Key::Num1, physical_key: None, pressed: true, repeat: false, modifiers: Modifiers::NONE };
+    let frame = &mut harness.input_mut().events;
+    frame.extend([egui::Event::PointerMoved(a), button(a, true), egui::Event::PointerMoved(b), button(b, false)]);
+    frame.push(skin_key);
+    frame.extend([egui::Event::PointerMoved(c), button(c, true), egui::Event::PointerMoved(d), button(d, false)]);
+    harness.step();
+    harness.run();
+    let mask = harness.state().mask();
+    assert_eq!((mask.get(250, 100), mask.get(400, 100)), (class::HAIR, class::HAIR), "the first stroke, to its end, in hair");
+    assert_eq!((mask.get(100, 400), mask.get(250, 400)), (class::SKIN, class::SKIN), "the second in skin");
+}
+
+#[test]
 fn eraser_and_fill_tools_follow_their_hotkeys() {
     let mut harness = studio(0, None);
     harness.key_press(Key::F);

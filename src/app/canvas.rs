@@ -3,7 +3,7 @@
 //! to fit), the mask over the current image,
 //! and "what the model sees" at the mask encoder's 32 x 32.
 
-use egui::{Color32, ColorImage, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2};
+use egui::{Color32, ColorImage, Key, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2};
 
 use crate::data::mask::{mirrored_class, Mask, CLASSES, NUM_CLASSES};
 
@@ -24,12 +24,12 @@ pub enum Tool {
 impl Tool {
     pub const ALL: [Tool; 4] = [Tool::Brush, Tool::Eraser, Tool::Fill, Tool::Eyedropper];
 
-    pub fn key(self) -> egui::Key {
+    pub fn key(self) -> Key {
         match self {
-            Tool::Brush => egui::Key::B,
-            Tool::Eraser => egui::Key::E,
-            Tool::Fill => egui::Key::F,
-            Tool::Eyedropper => egui::Key::I,
+            Tool::Brush => Key::B,
+            Tool::Eraser => Key::E,
+            Tool::Fill => Key::F,
+            Tool::Eyedropper => Key::I,
         }
     }
 
@@ -152,6 +152,26 @@ impl Canvas {
         next.tag
     }
 
+    /// A plain key press: a class (then the brush, unless filling), a tool,
+    /// the brush size (`[` `]`) or fit (Z).
+    pub fn hotkey(&mut self, key: Key) {
+        if let Some(class) = super::palette::class_of_key(key) {
+            self.class = class;
+            if matches!(self.tool, Tool::Eraser | Tool::Eyedropper) {
+                self.tool = Tool::Brush;
+            }
+        }
+        if let Some(tool) = Tool::ALL.into_iter().find(|t| t.key() == key) {
+            self.tool = tool;
+        }
+        match key {
+            Key::OpenBracket => self.grow_brush(1.0 / 1.25),
+            Key::CloseBracket => self.grow_brush(1.25),
+            Key::Z => self.fit(),
+            _ => {}
+        }
+    }
+
     pub fn grow_brush(&mut self, factor: f32) {
         self.brush_radius = (self.brush_radius * factor).round().clamp(*BRUSH_RADIUS_RANGE.start(), *BRUSH_RADIUS_RANGE.end());
     }
@@ -247,8 +267,9 @@ impl Canvas {
     }
 
     /// The canvas widget: paints with the primary button, pans with the
-    /// secondary or middle button, zooms with the scroll wheel around the pointer.
-    pub fn ui(&mut self, ui: &mut egui::Ui, underlay: Option<&TextureHandle>) -> egui::Response {
+    /// secondary or middle button, zooms with the scroll wheel around the
+    /// pointer; with `hotkeys`, plain keys pick classes, tools and brush size.
+    pub fn ui(&mut self, ui: &mut egui::Ui, underlay: Option<&TextureHandle>, hotkeys: bool) -> egui::Response {
         let (area, response) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
         let image_rect = self.image_rect(area);
         self.screen_rect = Some(image_rect);
@@ -270,10 +291,11 @@ impl Canvas {
         if response.dragged_by(Secondary) || response.dragged_by(Middle) {
             self.pan += response.drag_delta();
         }
-        // Strokes follow the pointer events themselves, not the frame's summary
-        // of them: while a generation keeps the CPU busy, one frame can hold a
-        // whole quick stroke (press, bends, release), which the summary drops
-        // or straightens.
+        // Strokes and hotkeys follow the input events in their order, not the
+        // frame's summary of them: while a generation keeps the CPU busy, one
+        // frame can hold a whole quick stroke (press, bends, release) and the
+        // key for the next class, which the summary would drop, straighten or
+        // apply to the stroke before it.
         let corner = zoom_corner(area);
         let on_canvas = |pos: Pos2| {
             area.contains(pos) && !corner.contains(pos) && ui.ctx().layer_id_at(pos).is_none_or(|layer| layer == ui.layer_id())
@@ -286,6 +308,8 @@ impl Canvas {
                     self.stroke_to(to_mask(pos));
                     self.stroke_end();
                 }
+                // The event's own modifiers: a quick Ctrl+N can begin and end within one frame.
+                egui::Event::Key { key, pressed: true, modifiers, .. } if hotkeys && !modifiers.any() => self.hotkey(key),
                 _ => {}
             }
         }

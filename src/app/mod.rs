@@ -73,7 +73,6 @@ const UNDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key
 const QUIT_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Q);
 const REDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
 /// Fits the mask to the canvas. Not Ctrl+0, which egui keeps for resetting the interface's own zoom.
-const FIT_KEY: Key = Key::Z;
 
 /// How the studio starts.
 pub struct StudioOptions {
@@ -259,6 +258,7 @@ impl eframe::App for Studio {
         while let Some(done) = self.photo_jobs.poll() {
             self.photo_done(&ctx, done);
         }
+        let canvas_keys = self.canvas_takes_keys(&ctx);
         self.handle_shortcuts(&ctx);
         if let Some(next_expiry) = self.messages.expire(Instant::now()) {
             ctx.request_repaint_after(next_expiry);
@@ -274,7 +274,7 @@ impl eframe::App for Studio {
             .show(ui, |ui| {
                 // An open photo lies under the mask; otherwise the newest result does.
                 let underlay = self.photo.as_ref().map(|p| p.underlay.clone()).or_else(|| self.underlay.clone());
-                self.canvas.ui(ui, underlay.as_ref());
+                self.canvas.ui(ui, underlay.as_ref(), canvas_keys);
             })
             .response
             .rect;

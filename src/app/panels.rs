@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use egui::{Key, Vec2};
 
-use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, FIT_KEY, GENERATE_KEY, QUIT_KEY, REDO_KEY, UNDO_KEY};
+use super::{MessageKind, ModelStatus, Studio, DEFAULT_MASK_SIZE, GENERATE_KEY, QUIT_KEY, REDO_KEY, UNDO_KEY};
 use super::canvas::{Tool, BRUSH_RADIUS_RANGE, MODEL_MASK_SIZE};
 use super::gallery::GalleryAction;
 use super::timeline::Export;
@@ -14,6 +14,12 @@ use super::{gallery, generation, palette, prompt};
 use crate::data::mask::{Mask, CLASSES};
 
 impl Studio {
+    /// Whether plain keys this frame go to the canvas (classes, tools, brush
+    /// size, fit): not while a dialog or the prompt takes the keyboard.
+    pub(super) fn canvas_takes_keys(&self, ctx: &egui::Context) -> bool {
+        !self.dialogs.browser_open() && !self.quit_asked && !ctx.text_edit_focused()
+    }
+
     pub(super) fn handle_shortcuts(&mut self, ctx: &egui::Context) {
         if self.dialogs.browser_open() || self.quit_asked {
             return; // the open dialog takes the keyboard: Esc closes it, and cancels no run
@@ -36,24 +42,6 @@ impl Studio {
             self.redo();
         } else if undo {
             self.undo();
-        }
-        // Every press counts, even several in one slow frame (while generating).
-        for key in ctx.input(plain_presses) {
-            if let Some(class) = palette::class_of_key(key) {
-                self.canvas.class = class;
-                if matches!(self.canvas.tool, Tool::Eraser | Tool::Eyedropper) {
-                    self.canvas.tool = Tool::Brush;
-                }
-            }
-            if let Some(tool) = Tool::ALL.into_iter().find(|t| t.key() == key) {
-                self.canvas.tool = tool;
-            }
-            match key {
-                Key::OpenBracket => self.canvas.grow_brush(1.0 / 1.25),
-                Key::CloseBracket => self.canvas.grow_brush(1.25),
-                FIT_KEY => self.canvas.fit(),
-                _ => {}
-            }
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
         for path in dropped {
@@ -378,17 +366,3 @@ const KEY_HELP: &[(&str, &str)] = &[
     ("0-9, letters", "classes (see the class list)"),
     ("Ctrl+Q", "quit (asks while a run or edit is in progress)"),
 ];
-
-/// The keys pressed this frame, in order, each without a modifier held at the
-/// time: the modifiers travel with the event, because a quick Ctrl+N can be
-/// pressed and released within one frame, leaving no modifier in the frame's state.
-fn plain_presses(input: &egui::InputState) -> Vec<Key> {
-    input
-        .events
-        .iter()
-        .filter_map(|event| match event {
-            egui::Event::Key { key, pressed: true, modifiers, .. } if !modifiers.any() => Some(*key),
-            _ => None,
-        })
-        .collect()
-}
