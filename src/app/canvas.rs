@@ -167,7 +167,7 @@ impl Canvas {
         match key {
             Key::OpenBracket => self.grow_brush(1.0 / 1.25),
             Key::CloseBracket => self.grow_brush(1.25),
-            Key::Z => self.fit(),
+            Key::Z => self.fit(), // not Ctrl+0, which egui keeps for its own interface zoom
             _ => {}
         }
     }

@@ -72,7 +72,6 @@ const UNDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key
 /// egui's own Ctrl+Q quits at once; the studio's asks first while work is in progress.
 const QUIT_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Q);
 const REDO_KEY: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
-/// Fits the mask to the canvas. Not Ctrl+0, which egui keeps for resetting the interface's own zoom.
 
 /// How the studio starts.
 pub struct StudioOptions {
