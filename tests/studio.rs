@@ -180,6 +180,16 @@ fn drag(harness: &mut Harness<'_, Studio>, from: Pos2, to: Pos2) {
     harness.run();
 }
 
+/// The primary button going down or up at `pos`, as an event to put into one frame.
+fn primary(pos: Pos2, pressed: bool) -> egui::Event {
+    egui::Event::PointerButton { pos, button: PointerButton::Primary, pressed, modifiers: Modifiers::NONE }
+}
+
+/// A key press without modifiers, as an event to put into one frame.
+fn plain_press(key: Key) -> egui::Event {
+    egui::Event::Key { key, physical_key: None, pressed: true, repeat: false, modifiers: Modifiers::NONE }
+}
+
 #[test]
 fn drag_paints_the_selected_class_and_undo_redo_restore_it_exactly() {
     let mut harness = studio(0, None);
@@ -214,11 +224,10 @@ fn a_quick_stroke_within_one_slow_frame_paints_along_its_bend() {
     let path = [(100.0, 100.0), (400.0, 100.0), (400.0, 400.0)].map(|(x, y)| screen(&harness, x, y));
     harness.hover_at(path[0]);
     harness.step();
-    let button = |pos, pressed| egui::Event::PointerButton { pos, button: PointerButton::Primary, pressed, modifiers: Modifiers::NONE };
     let frame = &mut harness.input_mut().events; // the harness's own queue feeds one event a frame
-    frame.push(button(path[0], true));
+    frame.push(primary(path[0], true));
     frame.extend(path.map(egui::Event::PointerMoved));
-    frame.push(button(path[2], false));
+    frame.push(primary(path[2], false));
     harness.step();
     harness.run();
     let mask = harness.state().mask();
@@ -234,12 +243,10 @@ fn a_class_key_between_two_strokes_in_one_frame_changes_only_the_second() {
     harness.key_press(Key::H);
     harness.run();
     let [a, b, c, d] = [(100.0, 100.0), (400.0, 100.0), (100.0, 400.0), (400.0, 400.0)].map(|(x, y)| screen(&harness, x, y));
-    let button = |pos, pressed| egui::Event::PointerButton { pos, button: PointerButton::Primary, pressed, modifiers: Modifiers::NONE };
-    let skin_key = egui::Event::Key { key: Key::Num1, physical_key: None, pressed: true, repeat: false, modifiers: Modifiers::NONE };
     let frame = &mut harness.input_mut().events;
-    frame.extend([egui::Event::PointerMoved(a), button(a, true), egui::Event::PointerMoved(b), button(b, false)]);
-    frame.push(skin_key);
-    frame.extend([egui::Event::PointerMoved(c), button(c, true), egui::Event::PointerMoved(d), button(d, false)]);
+    frame.extend([egui::Event::PointerMoved(a), primary(a, true), egui::Event::PointerMoved(b), primary(b, false)]);
+    frame.push(plain_press(Key::Num1));
+    frame.extend([egui::Event::PointerMoved(c), primary(c, true), egui::Event::PointerMoved(d), primary(d, false)]);
     harness.step();
     harness.run();
     let mask = harness.state().mask();
@@ -877,8 +884,7 @@ fn class_hotkeys_ignore_modifiers_and_every_bracket_press_counts() {
     harness.run();
     assert_eq!(harness.state().canvas().brush_radius, 38.0, "five presses in five frames");
     // Five presses within one slow frame (as while generating) count five times too.
-    let press = egui::Event::Key { key: Key::OpenBracket, physical_key: None, pressed: true, repeat: false, modifiers: Modifiers::NONE };
-    harness.input_mut().events.extend(std::iter::repeat_n(press, 5)); // the harness's own queue feeds one event a frame
+    harness.input_mut().events.extend(std::iter::repeat_n(plain_press(Key::OpenBracket), 5)); // the harness's own queue feeds one event a frame
     harness.step();
     assert_eq!(harness.state().canvas().brush_radius, 12.0, "five presses in one frame");
 }

@@ -257,8 +257,7 @@ impl eframe::App for Studio {
         while let Some(done) = self.photo_jobs.poll() {
             self.photo_done(&ctx, done);
         }
-        let canvas_keys = self.canvas_takes_keys(&ctx);
-        self.handle_shortcuts(&ctx);
+        let canvas_keys = self.handle_shortcuts(&ctx);
         if let Some(next_expiry) = self.messages.expire(Instant::now()) {
             ctx.request_repaint_after(next_expiry);
         }

@@ -14,15 +14,12 @@ use super::{gallery, generation, palette, prompt};
 use crate::data::mask::{Mask, CLASSES};
 
 impl Studio {
-    /// Whether plain keys this frame go to the canvas (classes, tools, brush
-    /// size, fit): not while a dialog or the prompt takes the keyboard.
-    pub(super) fn canvas_takes_keys(&self, ctx: &egui::Context) -> bool {
-        !self.dialogs.browser_open() && !self.quit_asked && !ctx.text_edit_focused()
-    }
-
-    pub(super) fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+    /// The studio's shortcuts; returns whether this frame's plain keys go on
+    /// to the canvas (classes, tools, brush size, fit), which takes them in
+    /// order with the strokes.
+    pub(super) fn handle_shortcuts(&mut self, ctx: &egui::Context) -> bool {
         if self.dialogs.browser_open() || self.quit_asked {
-            return; // the open dialog takes the keyboard: Esc closes it, and cancels no run
+            return false; // the open dialog takes the keyboard: Esc closes it, and cancels no run
         }
         if ctx.input_mut(|i| i.consume_shortcut(&QUIT_KEY)) {
             self.quit(ctx);
@@ -35,7 +32,7 @@ impl Studio {
             self.cancel();
         }
         if ctx.text_edit_focused() {
-            return; // typing in the prompt: letters are text, Ctrl+Z is the text box's undo
+            return false; // typing in the prompt: letters are text, Ctrl+Z is the text box's undo
         }
         let (redo, undo) = ctx.input_mut(|i| (i.consume_shortcut(&REDO_KEY), i.consume_shortcut(&UNDO_KEY)));
         if redo {
@@ -47,6 +44,7 @@ impl Studio {
         for path in dropped {
             self.open_dropped(&path);
         }
+        true
     }
 
     // ----- panels -----
