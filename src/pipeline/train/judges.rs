@@ -1,11 +1,14 @@
 //! The judges stage: the face parser and the attribute classifier, trained on
-//! synthetic photos (the augmented training set, so every layout a mask may
-//! ask for) with their ground-truth masks and attributes, shrunk to the
-//! judges' side as they shrink what they read. Half the batches show the
-//! photos as the trained autoencoder renders them at the models' size, and
-//! all are randomly softened and noised, so that the judges read generated
-//! images (which always come out of that decoder) as well as photos: a judge
-//! that sees only sharp photos under-reads what a decoded image does show.
+//! synthetic photos (augmented, so every layout a mask may ask for) with their
+//! ground-truth masks and attributes, shrunk to the judges' side as they
+//! shrink what they read. Half the batches show training photos as the
+//! trained autoencoder renders them at the models' size, and all are randomly
+//! softened and noised, so that the judges read generated images (which
+//! always come out of that decoder) as well as photos: a judge that sees only
+//! sharp photos under-reads what a decoded image does show. The other half
+//! are faces of the training world drawn fresh at every step: on the 8,192
+//! cached photos alone the attribute classifier learnt the photos, not the
+//! attributes (lab notes, session 18).
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::loss::cross_entropy;
@@ -17,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::diffusion::schedule::gaussian_like;
 use super::latents::LatentSet;
 use super::{fit, Network, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use crate::data::faces::TRAIN_SEED;
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
 use crate::model::judges::{AttributeJudge, FaceParser, JUDGE_SIZE};
@@ -41,8 +45,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     sink(TrainEvent::Note(format!("judges: decoding {DECODED} training photos' latents (once)")));
     let coded = set.decoded(&vae, DECODED)?.downscaled(JUDGE_SIZE);
     let held_out_coded = autoencoded(&held_out, &vae, &device)?.downscaled(JUDGE_SIZE);
-    let (faces, held_out) = (set.faces.downscaled(JUDGE_SIZE), held_out.downscaled(JUDGE_SIZE));
-    let either = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { &coded } else { &faces };
+    let held_out = held_out.downscaled(JUDGE_SIZE);
+    let batches = Batches { coded, size, fresh_from: set.faces.len() };
     let vars = VarMap::new();
     let vb = ctx.var_builder(&vars, "parser");
     let parser = FaceParser::new(vb.pp("parser"))?;
@@ -52,11 +56,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         Network { stage: Stage::Judges, name: "parser", vars: &vars, companions: &[] },
         &plan,
         sink,
-        |_, rng| {
-            let source = either(rng);
-            let indices = source.draw(rng, PARSER_BATCH);
-            parser_loss(&parser, source, &indices, &device, rng)
-        },
+        |step, rng| batches.with(step, PARSER_BATCH, rng, |faces, indices, rng| parser_loss(&parser, faces, indices, &device, rng)),
         |_, _| Ok(()),
     )?;
 
@@ -69,11 +69,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
         Network { stage: Stage::Judges, name: "attributes", vars: &attribute_vars, companions: &[] },
         &plan,
         sink,
-        |_, rng| {
-            let source = either(rng);
-            let indices = source.draw(rng, ATTRIBUTE_BATCH);
-            attribute_loss(&judge, source, &indices, &device, rng)
-        },
+        |step, rng| batches.with(step, ATTRIBUTE_BATCH, rng, |faces, indices, rng| attribute_loss(&judge, faces, indices, &device, rng)),
         |_, _| Ok(()),
     )?;
 
@@ -85,6 +81,31 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     sink(TrainEvent::Note(format!("judges: held-out {metrics}")));
     write_metrics(ctx, Stage::Judges, &metrics)?;
     save_weights(&weights, &ctx.path(Stage::Judges.output()))
+}
+
+/// Where the judges' training batches come from.
+struct Batches {
+    /// Training photos as the autoencoder renders them, at the judges' side.
+    coded: FaceSet,
+    /// The side the world's photos are made at (then shrunk like the rest).
+    size: usize,
+    /// The first sample of the training world past the cached training set.
+    fresh_from: usize,
+}
+
+impl Batches {
+    /// `loss` on one batch of `batch` faces: half the time drawn from the
+    /// decoded photos, else fresh faces of the training world, new at every
+    /// step (so a resumed run draws the same ones).
+    fn with<T>(&self, step: usize, batch: usize, rng: &mut ChaCha8Rng, loss: impl FnOnce(&FaceSet, &[usize], &mut ChaCha8Rng) -> T) -> T {
+        if rng.random_bool(0.5) {
+            let indices = self.coded.draw(rng, batch);
+            return loss(&self.coded, &indices, rng);
+        }
+        let first = (self.fresh_from + step * batch) as u64;
+        let fresh = FaceSet::augmented_samples(TRAIN_SEED, first..first + batch as u64, self.size).downscaled(JUDGE_SIZE);
+        loss(&fresh, &(0..batch).collect::<Vec<_>>(), rng)
+    }
 }
 
 /// The faces with each photo as `vae` renders it (its posterior mean,
