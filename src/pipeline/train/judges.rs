@@ -19,8 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::diffusion::schedule::gaussian_like;
 use super::latents::LatentSet;
-use super::{fit, Network, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
-use crate::data::faces::TRAIN_SEED;
+use super::{fit, Network, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED, TRAIN_SEED};
 use crate::model::autoencoder::AutoencoderKL;
 use crate::model::config::ComposedConfig;
 use crate::model::judges::{AttributeJudge, FaceParser, JUDGE_SIZE};
