@@ -817,8 +817,7 @@ fn first_launch_opens_a_sample_and_its_description_and_a_restored_session_wins()
 
     // Generate does something sensible at once: a result from the sample and its description.
     harness.state_mut().settings_mut().steps = 2;
-    harness.get_by_label("Generate").click();
-    run_until(&mut harness, "the run ends", |s| s.history().len() == 1);
+    generate_and_wait(&mut harness);
     assert_eq!(harness.state().history()[0].mask, sample);
 
     // Once work is autosaved, it is what opens next time, not the sample.
@@ -908,8 +907,7 @@ fn the_window_works_at_its_minimum_size() {
     assert!(window.contains(top_left) && window.contains(bottom_right), "the canvas {top_left:?}-{bottom_right:?} fits");
     assert!(bottom_right.x - top_left.x >= 250.0, "the canvas is {} px wide", bottom_right.x - top_left.x);
     harness.state_mut().settings_mut().steps = 2;
-    harness.get_by_label("Generate").click();
-    run_until(&mut harness, "the run ends", |s| s.history().len() == 1);
+    generate_and_wait(&mut harness);
     harness.snapshot("studio_at_minimum_size");
 }
 
@@ -965,6 +963,9 @@ fn studio_with_outputs(autosave_dir: &Path, outputs_dir: &Path) -> Harness<'stat
     studio_with(engine, [1600.0, 1000.0], options)
 }
 
+/// Clicks Generate and steps until the run has ended, not only until its result
+/// arrived: the end reaches the UI a frame or more later on a loaded machine, and
+/// only the frame after it is settled (the Generate button enabled and hovered).
 fn generate_and_wait(harness: &mut Harness<'_, Studio>) {
     harness.get_by_label("Generate").click();
     run_until(harness, "the run starts", |s| s.is_generating());
@@ -1155,8 +1156,8 @@ fn a_model_that_fails_to_load_leaves_the_loaded_one_working() {
     assert!(error.contains("broken.ckpt") && error.contains("scripted test engine is still loaded"), "{error}");
     assert!(matches!(harness.state().model_status(), ModelStatus::Ready(info) if info.name == "scripted test engine"));
     harness.state_mut().settings_mut().steps = 2;
-    harness.get_by_label("Generate").click();
-    run_until(&mut harness, "the old model generates", |s| s.history().len() == 1);
+    generate_and_wait(&mut harness);
+    assert_eq!(harness.state().history().len(), 1, "the old model generates");
 }
 
 /// Whether the studio asked its window to close in the last frame.
