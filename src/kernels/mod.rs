@@ -55,7 +55,14 @@ pub fn conv2d(
 /// `softmax(q k^T * scale) v`, for `q` of `Nq` tokens and `k`, `v` of `Nk` tokens.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
     if !handled(&[Some(q), Some(k), Some(v)]) {
-        let weights = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        // candle's fused softmax records no backward (0.11): training would
+        // leave every query and key projection without a gradient.
+        let weights = if [q, k, v].iter().any(|t| t.track_op()) {
+            candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         return weights.matmul(v);
     }
     q.contiguous()?
@@ -134,12 +141,33 @@ pub fn sum_squares(x: &Tensor) -> candle_core::Result<f64> {
     x.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
 }
 
-/// Whether every present tensor is an f32 CPU tensor.
+/// Whether every present tensor is an f32 CPU tensor, and the kernels are not
+/// switched off for the process (`CODIFF_KERNELS=generic`) or the thread
+/// ([`generic_ops`]): candle's own ops are then taken, exactly the path a GPU
+/// takes, so that path can be tested on a machine without one.
 fn handled(tensors: &[Option<&Tensor>]) -> bool {
-    tensors
-        .iter()
-        .flatten()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    !generic() && tensors.iter().flatten().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The environment variable that, set to `generic`, sends every kernel to candle's own ops.
+pub const KERNELS_VAR: &str = "CODIFF_KERNELS";
+
+thread_local! {
+    static GENERIC_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn generic() -> bool {
+    static GENERIC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    GENERIC_HERE.with(|g| g.get()) || *GENERIC.get_or_init(|| std::env::var(KERNELS_VAR).is_ok_and(|v| v == "generic"))
+}
+
+/// Runs `f` with candle's own ops in place of the kernels on this thread
+/// (kernel calls `f` makes on other threads are not affected).
+pub fn generic_ops<T>(f: impl FnOnce() -> T) -> T {
+    let before = GENERIC_HERE.with(|g| g.replace(true));
+    let out = f();
+    GENERIC_HERE.with(|g| g.set(before));
+    out
 }
 
 /// The contiguous f32 data of one custom-op argument.
@@ -197,7 +225,7 @@ fn run_items(count: usize, f: impl Fn(usize, Parallelism, &mut Vec<f32>) + Sync)
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use candle_core::{Device, Tensor};
+    use candle_core::{Device, Tensor, Var};
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     /// Uniform values in [-1, 1), reproducible from `seed`.
@@ -211,10 +239,61 @@ pub(crate) mod tests {
     /// Asserts `max |ours - reference| <= tol * max |reference|`.
     pub(crate) fn assert_close(ours: &Tensor, reference: &Tensor, tol: f64, what: &str) -> candle_core::Result<()> {
         assert_eq!(ours.dims(), reference.dims(), "{what}: shapes differ");
-        let err = (ours - reference)?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
-        let scale = reference.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+        let max = |t: Tensor| t.abs()?.max_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>();
+        let (err, scale) = (max((ours - reference)?)?, max(reference.clone())?);
         assert!(err <= tol * scale, "{what}: max error {err:e} against max magnitude {scale:e} (rel {:e} > {tol:e})", err / scale);
         Ok(())
+    }
+
+    /// Asserts that `f` of `inputs` gives the same values, and the same
+    /// gradient for every input, through the kernels and through candle's own
+    /// ops (the path a GPU takes), each within `tol` of the fallback's scale.
+    fn assert_matches_fallback(inputs: &[Var], f: impl Fn(&[&Tensor]) -> candle_core::Result<Tensor>, tol: f64, what: &str) -> candle_core::Result<()> {
+        let tensors: Vec<&Tensor> = inputs.iter().map(|v| v.as_tensor()).collect();
+        let fast = f(&tensors)?;
+        let generic = super::generic_ops(|| f(&tensors))?;
+        assert_close(&fast, &generic, tol, &format!("{what}: values"))?;
+        let probe = random(fast.dims(), 99)?;
+        let g_fast = (fast * &probe)?.sum_all()?.backward()?;
+        let g_generic = (generic * &probe)?.sum_all()?.backward()?;
+        for (i, var) in inputs.iter().enumerate() {
+            let (Some(fast), Some(generic)) = (g_fast.get(var), g_generic.get(var)) else {
+                panic!("{what}: input {i} gets no gradient (kernel: {}, candle's ops: {})", g_fast.get(var).is_some(), g_generic.get(var).is_some())
+            };
+            assert_close(fast, generic, tol, &format!("{what}: gradient of input {i}"))?;
+        }
+        Ok(())
+    }
+
+    fn vars(shapes: &[&[usize]]) -> candle_core::Result<Vec<Var>> {
+        shapes.iter().enumerate().map(|(i, dims)| Var::from_tensor(&random(dims, 10 + i as u64)?)).collect()
+    }
+
+    #[test]
+    fn conv2d_matches_its_fallback() -> candle_core::Result<()> {
+        let inputs = vars(&[&[2, 3, 9, 9], &[4, 3, 3, 3], &[4]])?;
+        assert_matches_fallback(&inputs, |t| super::conv2d(t[0], t[1], Some(t[2]), 2, 1), 1e-5, "conv2d")
+    }
+
+    #[test]
+    fn attention_matches_its_fallback() -> candle_core::Result<()> {
+        let inputs = vars(&[&[2, 7, 8], &[2, 11, 8], &[2, 11, 8]])?;
+        assert_matches_fallback(&inputs, |t| super::attention(t[0], t[1], t[2], 0.35), 1e-5, "attention")
+    }
+
+    #[test]
+    fn group_norm_matches_its_fallback() -> candle_core::Result<()> {
+        let inputs = vars(&[&[2, 8, 5, 5], &[8], &[8]])?;
+        for (groups, silu) in [(8, false), (2, true), (1, true)] {
+            assert_matches_fallback(&inputs, |t| super::group_norm(t[0], groups, t[1], t[2], 1e-5, silu), 1e-5, &format!("group norm, {groups} groups, silu {silu}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_and_bias_match_their_fallbacks() -> candle_core::Result<()> {
+        assert_matches_fallback(&vars(&[&[3, 17]])?, |t| super::gelu_erf(t[0]), 1e-5, "gelu_erf")?;
+        assert_matches_fallback(&vars(&[&[3, 5, 17], &[17]])?, |t| super::add_bias(t[0], t[1]), 1e-6, "add_bias")
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl SelfAttention {
             proj.forward(x)?.reshape((b, n, HEADS, DIM_HEAD))?.transpose(1, 2)?.reshape((b * HEADS, n, DIM_HEAD))
         };
         let (q, k, v) = (heads(&self.to_q)?, heads(&self.to_k)?, heads(&self.to_v)?);
-        // The shared kernel has a backward, so the encoder trains jointly with the UNet.
+        // The shared kernel is differentiable on every path, so the encoder trains jointly with the UNet.
         let out = crate::kernels::attention(&q, &k, &v, (DIM_HEAD as f64).powf(-0.5))?;
         let out = out.reshape((b, HEADS, n, DIM_HEAD))?.transpose(1, 2)?.reshape((b, n, HEADS * DIM_HEAD))?;
         self.to_out.forward(&out)
