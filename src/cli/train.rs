@@ -27,6 +27,10 @@ pub struct TrainArgs {
     init: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Stop after this many seconds of training, at the next step, keeping
+    /// the checkpoint; the command then succeeds (continue with --resume).
+    #[arg(long)]
+    time_limit_s: Option<u64>,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -34,7 +38,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         // Zero steps would write the untrained network as the finished stage.
         super::output::check_count("--steps", steps, 100_000_000, "a stage needs at least one optimiser step")?;
     }
-    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, init: args.init, seed: args.seed, device: super::device()? };
+    let time_limit = args.time_limit_s.map(std::time::Duration::from_secs);
+    let request = TrainRequest { dir: args.out, steps: args.steps, resume: args.resume, init: args.init, seed: args.seed, device: super::device()?, time_limit };
     let cancel = super::interrupted();
     let mut bars = super::progress::StageBars::new("{prefix:>10} {bar:32} {pos}/{len} loss {msg} {elapsed} < {eta}");
     let mut smoothed = None::<f32>;
@@ -64,5 +69,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some(stage) => train::run(stage, &request, cancel, &mut sink),
     };
     bars.finish();
-    Ok(result?)
+    match result {
+        Err(stopped @ train::TrainError::TimeLimit { .. }) => {
+            eprintln!("{stopped}");
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }

@@ -8,6 +8,7 @@ pub mod collaborate;
 pub mod corrections;
 pub mod ddim;
 pub mod modality;
+pub mod parameterization;
 pub mod sampler;
 pub mod schedule;
 pub mod x0_detail;

@@ -6,6 +6,8 @@ use rand::Rng;
 use serde::Deserialize;
 use thiserror::Error;
 
+use super::parameterization::Levels;
+
 #[derive(Debug, Error, PartialEq)]
 pub enum ScheduleError {
     #[error("the noise schedule needs at least 2 timesteps, the config gives {0}")]
@@ -85,20 +87,26 @@ impl NoiseSchedule {
     }
 
     /// Draws a timestep per item uniformly from 0..T and noises `z0` to it:
-    /// x_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps. Returns (x_t, t as f32, eps).
-    pub fn noised(&self, z0: &Tensor, rng: &mut impl Rng) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let alphas_cumprod = self.alphas_cumprod();
+    /// x_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps.
+    pub fn noised(&self, z0: &Tensor, rng: &mut impl Rng) -> candle_core::Result<Noised> {
         let batch = z0.dim(0)?;
-        let ts: Vec<usize> = (0..batch).map(|_| rng.random_range(0..alphas_cumprod.len())).collect();
-        let signal: Vec<f32> = ts.iter().map(|&t| alphas_cumprod[t].sqrt() as f32).collect();
-        let noise_scale: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas_cumprod[t]).sqrt() as f32).collect();
-        let device = z0.device();
-        let column = |v: Vec<f32>| Tensor::from_vec(v, (batch, 1, 1, 1), device);
+        let ts: Vec<usize> = (0..batch).map(|_| rng.random_range(0..self.alphas_cumprod.len())).collect();
+        let levels = Levels::new(ts.iter().map(|&t| self.alphas_cumprod[t]).collect(), z0.device())?;
         let eps = gaussian_like(z0, rng)?;
-        let x_t = (z0.broadcast_mul(&column(signal)?)? + eps.broadcast_mul(&column(noise_scale)?)?)?;
-        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), batch, device)?;
-        Ok((x_t, t, eps))
+        let x_t = (z0.broadcast_mul(&levels.signal)? + eps.broadcast_mul(&levels.noise)?)?;
+        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), batch, z0.device())?;
+        Ok(Noised { x_t, t, eps, levels })
     }
+}
+
+/// A training batch noised by [`NoiseSchedule::noised`].
+pub struct Noised {
+    pub x_t: Tensor,
+    /// Each item's timestep, as the UNet takes it.
+    pub t: Tensor,
+    /// The noise that was added.
+    pub eps: Tensor,
+    pub levels: Levels,
 }
 
 /// Standard normal noise shaped like `x`, drawn from `rng` (so a resumed run draws the same).

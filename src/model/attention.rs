@@ -5,11 +5,12 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::layers::{group_norm32, linear, linear_no_bias, Conv2d, GroupNorm32, LayerNorm, Linear};
+use super::layers::{group_norm, linear, linear_no_bias, Conv2d, GroupNorm, LayerNorm, Linear};
 
 /// softmax(q k^T / sqrt(d)) v for q: B x H x Lq x d, k and v: B x H x Lk x d;
-/// returns B x H x Lq x d. Differentiable (`ops::softmax`, not the fused
-/// last-dim softmax, which has no backward).
+/// returns B x H x Lq x d. Differentiable on every device: the CPU kernel has
+/// its own backward, and candle's path (other devices, `CODIFF_KERNELS=generic`)
+/// takes the differentiable softmax whenever an input tracks gradients.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let (b, h, lq, d) = q.dims4()?;
     let lk = k.dim(2)?;
@@ -149,7 +150,7 @@ impl BasicTransformerBlock {
 /// condition, 1x1 projection back, plus the input.
 #[derive(Debug, Clone)]
 pub struct SpatialTransformer {
-    norm: GroupNorm32,
+    norm: GroupNorm,
     proj_in: Conv2d,
     transformer_blocks: Vec<BasicTransformerBlock>,
     proj_out: Conv2d,
@@ -163,6 +164,7 @@ impl SpatialTransformer {
         dim_head: usize,
         depth: usize,
         context_dim: usize,
+        groups: usize,
     ) -> Result<Self> {
         let inner = heads * dim_head;
         let transformer_blocks = (0..depth)
@@ -172,7 +174,7 @@ impl SpatialTransformer {
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            norm: group_norm32(vb.pp("norm"), channels, 1e-6)?,
+            norm: group_norm(vb.pp("norm"), channels, groups, 1e-6)?,
             proj_in: Conv2d::pointwise(vb.pp("proj_in"), channels, inner)?,
             transformer_blocks,
             proj_out: Conv2d::zero_init(vb.pp("proj_out"), inner, channels, 1)?,

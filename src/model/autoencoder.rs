@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::attention;
-use super::layers::{group_norm32, Conv2d, GroupNorm32};
+use super::layers::{group_norm, Conv2d, GroupNorm, ORIGINAL_GROUPS};
 
 /// The YAML `params` of `AutoencoderKL` (monitor, lossconfig, ckpt_path are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -31,25 +31,32 @@ pub struct DdConfig {
     pub attn_resolutions: Vec<usize>,
     #[serde(default)]
     pub dropout: f64,
+    /// Groups of every group norm (diffusers' name; the original always uses 32).
+    #[serde(default = "original_groups")]
+    pub norm_num_groups: usize,
 }
 
-/// Group norm of the VAE: 32 groups, eps 1e-6.
-fn normalize(vb: VarBuilder, channels: usize) -> Result<GroupNorm32> {
-    group_norm32(vb, channels, 1e-6)
+fn original_groups() -> usize {
+    ORIGINAL_GROUPS
+}
+
+/// Group norm of the VAE: eps 1e-6.
+fn normalize(vb: VarBuilder, channels: usize, groups: usize) -> Result<GroupNorm> {
+    group_norm(vb, channels, groups, 1e-6)
 }
 
 /// The VAE's residual block (no time embedding).
 #[derive(Debug, Clone)]
 struct ResnetBlock {
-    norm1: GroupNorm32,
+    norm1: GroupNorm,
     conv1: Conv2d,
-    norm2: GroupNorm32,
+    norm2: GroupNorm,
     conv2: Conv2d,
     nin_shortcut: Option<Conv2d>,
 }
 
 impl ResnetBlock {
-    fn new(vb: VarBuilder, in_channels: usize, out_channels: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, in_channels: usize, out_channels: usize, groups: usize) -> Result<Self> {
         let nin_shortcut = if in_channels == out_channels {
             None
         } else {
@@ -60,9 +67,9 @@ impl ResnetBlock {
             )?)
         };
         Ok(Self {
-            norm1: normalize(vb.pp("norm1"), in_channels)?,
+            norm1: normalize(vb.pp("norm1"), in_channels, groups)?,
             conv1: Conv2d::same3(vb.pp("conv1"), in_channels, out_channels)?,
-            norm2: normalize(vb.pp("norm2"), out_channels)?,
+            norm2: normalize(vb.pp("norm2"), out_channels, groups)?,
             conv2: Conv2d::same3(vb.pp("conv2"), out_channels, out_channels)?,
             nin_shortcut,
         })
@@ -83,7 +90,7 @@ impl Module for ResnetBlock {
 /// Single-head self-attention over the pixels, with 1x1-conv projections.
 #[derive(Debug, Clone)]
 struct AttnBlock {
-    norm: GroupNorm32,
+    norm: GroupNorm,
     q: Conv2d,
     k: Conv2d,
     v: Conv2d,
@@ -91,10 +98,10 @@ struct AttnBlock {
 }
 
 impl AttnBlock {
-    fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, channels: usize, groups: usize) -> Result<Self> {
         let conv = |name: &str| Conv2d::pointwise(vb.pp(name), channels, channels);
         Ok(Self {
-            norm: normalize(vb.pp("norm"), channels)?,
+            norm: normalize(vb.pp("norm"), channels, groups)?,
             q: conv("q")?,
             k: conv("k")?,
             v: conv("v")?,
@@ -132,11 +139,11 @@ struct MidBlock {
 }
 
 impl MidBlock {
-    fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, channels: usize, groups: usize) -> Result<Self> {
         Ok(Self {
-            block_1: ResnetBlock::new(vb.pp("block_1"), channels, channels)?,
-            attn_1: AttnBlock::new(vb.pp("attn_1"), channels)?,
-            block_2: ResnetBlock::new(vb.pp("block_2"), channels, channels)?,
+            block_1: ResnetBlock::new(vb.pp("block_1"), channels, channels, groups)?,
+            attn_1: AttnBlock::new(vb.pp("attn_1"), channels, groups)?,
+            block_2: ResnetBlock::new(vb.pp("block_2"), channels, channels, groups)?,
         })
     }
 }
@@ -163,14 +170,15 @@ impl Level {
         in_ch: usize,
         out_ch: usize,
         with_attn: bool,
+        groups: usize,
     ) -> Result<Self> {
         let mut blocks = Vec::with_capacity(count);
         let mut attns = Vec::new();
         for i in 0..count {
             let block_in = if i == 0 { in_ch } else { out_ch };
-            blocks.push(ResnetBlock::new(vb.pp("block").pp(i), block_in, out_ch)?);
+            blocks.push(ResnetBlock::new(vb.pp("block").pp(i), block_in, out_ch, groups)?);
             if with_attn {
-                attns.push(AttnBlock::new(vb.pp("attn").pp(i), out_ch)?);
+                attns.push(AttnBlock::new(vb.pp("attn").pp(i), out_ch, groups)?);
             }
         }
         Ok(Self { blocks, attns })
@@ -197,7 +205,7 @@ struct Encoder {
     /// Each level and, except at the last, its stride-2 downsampling conv.
     down: Vec<(Level, Option<Conv2d>)>,
     mid: MidBlock,
-    norm_out: GroupNorm32,
+    norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
@@ -217,6 +225,7 @@ impl Encoder {
                 block_in,
                 block_out,
                 with_attn,
+                cfg.norm_num_groups,
             )?;
             block_in = block_out;
             let downsample = if i + 1 != levels {
@@ -242,8 +251,8 @@ impl Encoder {
         Ok(Self {
             conv_in: Conv2d::same3(vb.pp("conv_in"), cfg.in_channels, cfg.ch)?,
             down,
-            mid: MidBlock::new(vb.pp("mid"), block_in)?,
-            norm_out: normalize(vb.pp("norm_out"), block_in)?,
+            mid: MidBlock::new(vb.pp("mid"), block_in, cfg.norm_num_groups)?,
+            norm_out: normalize(vb.pp("norm_out"), block_in, cfg.norm_num_groups)?,
             conv_out: Conv2d::same3(vb.pp("conv_out"), block_in, z_out)?,
         })
     }
@@ -272,7 +281,7 @@ struct Decoder {
     /// Levels from the lowest resolution up, each but the last followed by
     /// nearest x2 + conv; `up.{i}` in the checkpoint counts the other way.
     up: Vec<(Level, Option<Conv2d>)>,
-    norm_out: GroupNorm32,
+    norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
@@ -282,7 +291,7 @@ impl Decoder {
         let mut block_in = cfg.ch * cfg.ch_mult[levels - 1];
         let mut resolution = cfg.resolution >> (levels - 1);
         let conv_in = Conv2d::same3(vb.pp("conv_in"), cfg.z_channels, block_in)?;
-        let mid = MidBlock::new(vb.pp("mid"), block_in)?;
+        let mid = MidBlock::new(vb.pp("mid"), block_in, cfg.norm_num_groups)?;
         let mut up = Vec::with_capacity(levels);
         for (i, mult) in cfg.ch_mult.iter().enumerate().rev() {
             let vb = vb.pp("up").pp(i);
@@ -294,6 +303,7 @@ impl Decoder {
                 block_in,
                 block_out,
                 with_attn,
+                cfg.norm_num_groups,
             )?;
             block_in = block_out;
             let upsample = if i != 0 {
@@ -308,7 +318,7 @@ impl Decoder {
             conv_in,
             mid,
             up,
-            norm_out: normalize(vb.pp("norm_out"), block_in)?,
+            norm_out: normalize(vb.pp("norm_out"), block_in, cfg.norm_num_groups)?,
             conv_out: Conv2d::same3(vb.pp("conv_out"), block_in, cfg.out_ch)?,
         })
     }

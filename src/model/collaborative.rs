@@ -25,6 +25,7 @@ use crate::data::mask::{Mask, MaskError};
 use crate::diffusion::collaborate::{combine, Combination, CombineMode, Influence, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::diffusion::modality::PerModality;
+use crate::diffusion::parameterization::{Levels, Parameterization};
 use crate::diffusion::sampler::{Sampler, SamplingError, Step};
 use crate::diffusion::schedule::NoiseSchedule;
 
@@ -152,6 +153,27 @@ impl LatentDiffusion {
     }
 }
 
+/// The original LatentDiffusion's training loss (`p_losses`) for `unet` as
+/// `config` describes it: `z0` noised to uniform timesteps, the MSE of the
+/// prediction against its parameterization's target, each item weighted by
+/// the config's SNR cap where it has one.
+pub fn denoising_loss(
+    unet: &UNetModel,
+    config: &LdmConfig,
+    schedule: &NoiseSchedule,
+    z0: &Tensor,
+    context: &Tensor,
+    rng: &mut impl rand::Rng,
+) -> candle_core::Result<Tensor> {
+    let noised = schedule.noised(z0, rng)?;
+    let target = config.parameterization.target(z0, &noised.eps, &noised.levels)?;
+    let per_item = (unet.forward(&noised.x_t, &noised.t, context)? - target)?.sqr()?.flatten_from(1)?.mean(1)?;
+    match config.snr_weight_cap {
+        Some(cap) => (per_item * noised.levels.capped_snr_weights(cap)?)?.mean_all(),
+        None => per_item.mean_all(),
+    }
+}
+
 /// Collaborative Diffusion: the mask-driven and text-driven models, their
 /// dynamic diffusers and the shared autoencoder.
 pub struct CollaborativeModel {
@@ -205,9 +227,10 @@ impl Guidance {
         Ok(Some(Self { null_context: encoder.encode_null(device)?, scale: config.guidance_scale }))
     }
 
-    /// `unet`'s noise in `x` at `t` under `context`, guided: eps_null +
-    /// scale * (eps - eps_null), both from one forward pass of twice the batch.
-    pub fn eps(guidance: Option<&Self>, unet: &UNetModel, x: &Tensor, t: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+    /// `unet`'s output for `x` at `t` under `context`, guided: out_null +
+    /// scale * (out - out_null), both from one forward pass of twice the
+    /// batch. Under either parameterization this is the guided eps's output.
+    pub fn output(guidance: Option<&Self>, unet: &UNetModel, x: &Tensor, t: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
         let Some(guidance) = guidance else {
             return unet.forward(x, t, context);
         };
@@ -251,20 +274,24 @@ impl<'a> Collaboration<'a> {
     pub fn predict(&self, x: &Tensor, t: usize) -> Result<Combination, ModelError> {
         let (model, collaborators, contexts) = (self.model, self.collaborators, self.contexts);
         let t_batch = CollaborativeModel::timesteps(x, t)?;
-        let guided = |unet: &UNetModel, context: &Tensor, guidance: &Option<Guidance>| Guidance::eps(guidance.as_ref(), unet, x, &t_batch, context);
+        let levels = Levels::uniform(model.schedule.alphas_cumprod()[t], x.dim(0)?, x.device())?;
+        let parameterizations = model.parameterizations();
+        let guided = |unet: &UNetModel, context: &Tensor, guidance: &Option<Guidance>, parameterization: Parameterization| {
+            parameterization.eps(&Guidance::output(guidance.as_ref(), unet, x, &t_batch, context)?, x, &levels)
+        };
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
         let eps = match self.mode {
             CombineMode::Mask => {
-                let eps = guided(collaborators.mask, &contexts.mask, &model.guidance.mask)?;
+                let eps = guided(collaborators.mask, &contexts.mask, &model.guidance.mask, parameterizations.mask)?;
                 PerModality { mask: eps.clone(), text: eps }
             }
             CombineMode::Text => {
-                let eps = guided(collaborators.text, &contexts.text, &model.guidance.text)?;
+                let eps = guided(collaborators.text, &contexts.text, &model.guidance.text, parameterizations.text)?;
                 PerModality { mask: eps.clone(), text: eps }
             }
             _ => collaborators
-                .zip(contexts.as_ref().zip(model.guidance.as_ref()))
-                .par_map(|(unet, (context, guidance))| guided(unet, context, guidance))
+                .zip(contexts.as_ref().zip(model.guidance.as_ref()).zip(parameterizations))
+                .par_map(|(unet, ((context, guidance), parameterization))| guided(unet, context, guidance, parameterization))
                 .transpose()?,
         };
         let maps = if self.mode.uses_diffusers() { Some(model.diffuser_maps(x, t, contexts)?) } else { None };
@@ -396,6 +423,11 @@ impl CollaborativeModel {
         Collaboration::new(self, contexts, mode, post).predict(x, t)
     }
 
+    /// What each collaborator's UNet predicts.
+    pub fn parameterizations(&self) -> PerModality<Parameterization> {
+        PerModality { mask: self.config.mask.parameterization, text: self.config.text.parameterization }
+    }
+
     /// The DDIM loop for this model's schedule and noise corrections.
     pub fn sampler<'a>(&'a self, ddim: &'a DdimSchedule) -> Sampler<'a> {
         Sampler { schedule: &self.schedule, ddim, corrections: &self.config.diffusion.corrections }
@@ -482,8 +514,13 @@ mod tests {
         assert!(Guidance::for_model(&unguided, &model.encoders.text, &Device::Cpu)?.is_none(), "scale 1 runs no null pass");
         let mask = Mask::from_classes(16, 16, (0..256).map(|i| (i % 19) as u8).collect())?;
         let (contexts, _) = model.encode_conditions(&mask, &["She is in her twenties.".to_string(), "He has a beard.".to_string()])?;
-        let shape = (2, model.config.diffusion.latent_channels, 4, 4);
-        let x = (Tensor::arange(0f32, (2 * shape.1 * 16) as f32, &Device::Cpu)? * 0.7)?.sin()?.reshape(shape)?;
+        // The model's own latent size: a 4 x 4 latent is 1 x 1 at the UNet's
+        // lowest level, where each group norm sees two values, and dividing
+        // by their spread amplified the batched pass's reordered sums past
+        // the bound (on an AVX2-only EPYC).
+        let side = model.config.diffusion.latent_size;
+        let shape = (2, model.config.diffusion.latent_channels, side, side);
+        let x = (Tensor::arange(0f32, (2 * shape.1 * side * side) as f32, &Device::Cpu)? * 0.7)?.sin()?.reshape(shape)?;
         let t = Tensor::full(500f32, 2, &Device::Cpu)?;
         let scale = 3.0;
         let guidance = Guidance { null_context: model.encoders.text.encode_null(&Device::Cpu)?, scale };
@@ -498,6 +535,18 @@ mod tests {
         assert!(moved > 1e-2, "the guidance must change the noise: {moved}");
         // One batched pass against two single ones: only the float summation order differs.
         assert!(worst < 1e-3 * moved, "guided noise off by {worst} (guidance moved it by {moved})");
+
+        // Read as v, the same outputs guide to the eps of the guided v, which
+        // is the guided eps of the two outputs read as v.
+        model.config.text.parameterization = Parameterization::V;
+        let levels = Levels::uniform(model.schedule.alphas_cumprod()[500], 2, &Device::Cpu)?;
+        let as_eps = |out: &Tensor| Parameterization::V.eps(out, &x, &levels);
+        let expected_v = Parameterization::V.eps(&expected, &x, &levels)?;
+        let from_eps = (as_eps(&eps_null)? + ((as_eps(&eps)? - as_eps(&eps_null)?)? * scale)?)?;
+        assert!((&expected_v - &from_eps)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        let guided_v = model.predict_noise(&x, 500, &contexts, CombineMode::Text, &PostProcess::default())?.eps;
+        let worst_v = (guided_v - &expected_v)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(worst_v < 1e-3 * moved, "guided noise under v off by {worst_v}");
         Ok(())
     }
 

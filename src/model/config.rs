@@ -13,6 +13,7 @@ use super::text_encoder::TextEncoderConfig;
 use super::unet::UNetConfig;
 use crate::diffusion::channel_means::ChannelMeanPrior;
 use crate::diffusion::corrections::NoiseCorrections;
+use crate::diffusion::parameterization::Parameterization;
 use crate::diffusion::schedule::ScheduleConfig;
 use crate::diffusion::x0_detail::DetailFactors;
 
@@ -63,6 +64,13 @@ pub struct LdmConfig {
     /// further from its null condition's (1, the original's sampling, runs
     /// no null pass).
     pub guidance_scale: f64,
+    /// What the UNet predicts (`parameterization`: eps, the original's, or v).
+    pub parameterization: Parameterization,
+    /// Training only (`snr_weight_cap`): each item's loss weighted
+    /// min(SNR + 1, cap) / (SNR + 1) (see
+    /// [`crate::diffusion::parameterization::Levels::capped_snr_weights`]);
+    /// none weights every timestep alike, as the original does.
+    pub snr_weight_cap: Option<f64>,
 }
 
 /// The composed model (`LatentDiffusionCompose`): two uni-modal models and a
@@ -175,6 +183,8 @@ impl LdmConfig {
             first_stage: doc.typed("model.params.first_stage_config.params")?,
             cond_stage,
             guidance_scale: doc.guidance_scale()?,
+            parameterization: doc.parameterization()?,
+            snr_weight_cap: doc.snr_weight_cap()?,
         })
     }
 }
@@ -295,6 +305,10 @@ pub const X0_DETAIL_FACTORS: &str = "model.params.x0_detail_factors";
 /// A uni-modal model's classifier-free guidance scale (named after the
 /// original LDM sampler's argument).
 pub const GUIDANCE_SCALE: &str = "model.params.unconditional_guidance_scale";
+/// What a uni-modal model's UNet predicts (the original LDM's key).
+pub const PARAMETERIZATION: &str = "model.params.parameterization";
+/// The training loss's cap on the weight of nearly clean timesteps.
+pub const SNR_WEIGHT_CAP: &str = "model.params.snr_weight_cap";
 /// Far past any useful guidance; larger scales amplify noise into the image.
 const MAX_GUIDANCE_SCALE: f64 = 30.0;
 
@@ -374,6 +388,22 @@ impl Doc<'_> {
         Ok(scale)
     }
 
+    fn parameterization(&self) -> Result<Parameterization, ConfigError> {
+        match self.optional::<String>(PARAMETERIZATION)? {
+            None => Ok(Parameterization::Eps),
+            Some(name) => Parameterization::parse(&name)
+                .ok_or_else(|| self.invalid(format!("`{PARAMETERIZATION}` is {name}; this implementation predicts `eps` (the original's) or `v`"))),
+        }
+    }
+
+    fn snr_weight_cap(&self) -> Result<Option<f64>, ConfigError> {
+        let cap = self.optional::<f64>(SNR_WEIGHT_CAP)?;
+        match cap {
+            Some(c) if !(c.is_finite() && c >= 1.0) => Err(self.invalid(format!("`{SNR_WEIGHT_CAP}` is {c}; it must be at least 1 (1 weights x0's error alike at every level)"))),
+            _ => Ok(cap),
+        }
+    }
+
     /// Finds a file the config names: next to the config, then in its parent
     /// folder (the original `configs/` + `pretrained/` layout), then in the
     /// working directory; each as written and by file name alone.
@@ -430,6 +460,25 @@ mod tests {
             std::fs::write(&text_yaml, with_scale(bad)).unwrap();
             let err = ComposedConfig::load(&composed).unwrap_err().to_string();
             assert!(err.contains("unconditional_guidance_scale"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_parameterization_and_loss_cap_are_read_and_checked() {
+        let composed = default_configs(str::to_string);
+        let mask_yaml = composed.with_file_name("mask.yaml");
+        let original = std::fs::read_to_string(&mask_yaml).unwrap();
+        let config = ComposedConfig::load(&composed).unwrap();
+        assert_eq!((config.mask.parameterization, config.mask.snr_weight_cap), (Parameterization::Eps, None), "no keys: the original's");
+        let with = |lines: &str| original.replacen("\n  params:\n", &format!("\n  params:\n{lines}"), 1);
+        std::fs::write(&mask_yaml, with("    parameterization: v\n    snr_weight_cap: 5.0\n")).unwrap();
+        let config = ComposedConfig::load(&composed).unwrap();
+        assert_eq!((config.mask.parameterization, config.mask.snr_weight_cap), (Parameterization::V, Some(5.0)));
+        assert_eq!(config.text.parameterization, Parameterization::Eps, "each model keeps its own");
+        for (bad, key) in [("    parameterization: x0\n", "parameterization"), ("    snr_weight_cap: 0.5\n", "snr_weight_cap")] {
+            std::fs::write(&mask_yaml, with(bad)).unwrap();
+            let err = ComposedConfig::load(&composed).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use super::layers::{group_norm32, Conv2d, GroupNorm32};
+use super::layers::{group_norm, Conv2d, GroupNorm, ORIGINAL_GROUPS};
 use crate::data::mask::NUM_CLASSES;
 
 /// The photo side the judges read; other sizes are resized first.
@@ -20,9 +20,9 @@ pub const BEARD_LEVELS: usize = 7;
 
 /// GroupNorm + SiLU + conv, twice, with a skip connection (1x1 where the width changes).
 struct ResBlock {
-    norm1: GroupNorm32,
+    norm1: GroupNorm,
     conv1: Conv2d,
-    norm2: GroupNorm32,
+    norm2: GroupNorm,
     conv2: Conv2d,
     skip: Option<Conv2d>,
 }
@@ -30,9 +30,9 @@ struct ResBlock {
 impl ResBlock {
     fn new(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
         Ok(Self {
-            norm1: group_norm32(vb.pp("norm1"), cin, 1e-5)?,
+            norm1: group_norm(vb.pp("norm1"), cin, ORIGINAL_GROUPS, 1e-5)?,
             conv1: Conv2d::same3(vb.pp("conv1"), cin, cout)?,
-            norm2: group_norm32(vb.pp("norm2"), cout, 1e-5)?,
+            norm2: group_norm(vb.pp("norm2"), cout, ORIGINAL_GROUPS, 1e-5)?,
             conv2: Conv2d::same3(vb.pp("conv2"), cout, cout)?,
             skip: (cin != cout).then(|| Conv2d::pointwise(vb.pp("skip"), cin, cout)).transpose()?,
         })
@@ -61,7 +61,7 @@ pub struct FaceParser {
     dec2: ResBlock,
     up1: Conv2d,
     dec1: ResBlock,
-    out_norm: GroupNorm32,
+    out_norm: GroupNorm,
     out: Conv2d,
 }
 
@@ -77,7 +77,7 @@ impl FaceParser {
             dec2: ResBlock::new(vb.pp("dec2"), 128, 64)?,
             up1: Conv2d::same3(vb.pp("up1"), 64, 32)?,
             dec1: ResBlock::new(vb.pp("dec1"), 64, 32)?,
-            out_norm: group_norm32(vb.pp("out_norm"), 32, 1e-5)?,
+            out_norm: group_norm(vb.pp("out_norm"), 32, ORIGINAL_GROUPS, 1e-5)?,
             out: Conv2d::same3(vb.pp("out"), 32, NUM_CLASSES)?,
         })
     }
@@ -131,7 +131,7 @@ impl AttributeLogits {
 pub struct AttributeJudge {
     stem: Conv2d,
     stages: Vec<(Conv2d, ResBlock)>,
-    out_norm: GroupNorm32,
+    out_norm: GroupNorm,
     gender: Linear,
     decade: Linear,
     beard: Linear,
@@ -154,7 +154,7 @@ impl AttributeJudge {
         Ok(Self {
             stem: Conv2d::same3(vb.pp("stem"), 3, 32)?,
             stages,
-            out_norm: group_norm32(vb.pp("out_norm"), FEATURES, 1e-5)?,
+            out_norm: group_norm(vb.pp("out_norm"), FEATURES, ORIGINAL_GROUPS, 1e-5)?,
             gender: linear(FEATURES, GENDERS, vb.pp("gender"))?,
             decade: linear(FEATURES, DECADES, vb.pp("decade"))?,
             beard: linear(FEATURES, BEARD_LEVELS, vb.pp("beard"))?,

@@ -104,35 +104,45 @@ impl Module for Conv2d {
     }
 }
 
-/// Group normalisation with 32 groups, as the original's `normalization` /
-/// `Normalize`; `eps` differs by network (1e-5 in UNet ResBlocks, 1e-6 in
-/// SpatialTransformer and the VAE), through the fused kernel (with the SiLU
-/// that usually follows folded in), which has a backward for training.
+/// The original's group count (`normalization` / `Normalize`), the default
+/// of every config's `norm_num_groups`.
+pub const ORIGINAL_GROUPS: usize = 32;
+
+/// Group normalisation, as the original's `normalization` / `Normalize` with
+/// its 32 groups by default; `eps` differs by network (1e-5 in UNet
+/// ResBlocks, 1e-6 in SpatialTransformer and the VAE), through the fused
+/// kernel (with the SiLU that usually follows folded in), which has a
+/// backward for training.
 #[derive(Debug, Clone)]
-pub struct GroupNorm32 {
+pub struct GroupNorm {
+    groups: usize,
     weight: Tensor,
     bias: Tensor,
     eps: f64,
 }
 
-impl GroupNorm32 {
+impl GroupNorm {
     /// GroupNorm followed by SiLU, in one pass.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        crate::kernels::group_norm(x, 32, &widen(&self.weight)?, &widen(&self.bias)?, self.eps, true)
+        crate::kernels::group_norm(x, self.groups, &widen(&self.weight)?, &widen(&self.bias)?, self.eps, true)
     }
 }
 
-impl Module for GroupNorm32 {
+impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::kernels::group_norm(x, 32, &widen(&self.weight)?, &widen(&self.bias)?, self.eps, false)
+        crate::kernels::group_norm(x, self.groups, &widen(&self.weight)?, &widen(&self.bias)?, self.eps, false)
     }
 }
 
-pub fn group_norm32(vb: VarBuilder, channels: usize, eps: f64) -> Result<GroupNorm32> {
-    if !channels.is_multiple_of(32) {
-        candle_core::bail!("group norm over {channels} channels: the original's 32 groups need a multiple of 32");
+/// A group norm of `channels` in `groups` groups. Fewer groups than channels
+/// let a layer see how far each channel's mean sits from the others'; one
+/// group per channel (32 on 32-channel layers) normalises that away.
+pub fn group_norm(vb: VarBuilder, channels: usize, groups: usize, eps: f64) -> Result<GroupNorm> {
+    if groups == 0 || !channels.is_multiple_of(groups) {
+        candle_core::bail!("group norm over {channels} channels in {groups} groups: norm_num_groups must divide every layer's width");
     }
-    Ok(GroupNorm32 {
+    Ok(GroupNorm {
+        groups,
         weight: vb.get_with_hints(channels, "weight", candle_nn::init::ONE)?,
         bias: vb.get_with_hints(channels, "bias", candle_nn::init::ZERO)?,
         eps,

@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::attention::SpatialTransformer;
-use super::layers::{group_norm32, linear, silu, Conv2d, GroupNorm32, Linear};
+use super::layers::{group_norm, linear, silu, Conv2d, GroupNorm, Linear, ORIGINAL_GROUPS};
 
 /// The YAML `params` of `ldm.modules.diffusionmodules.openaimodel.UNetModel`,
 /// with the original's defaults for the optional ones. Options the released
@@ -57,6 +57,13 @@ pub struct UNetConfig {
     pub legacy: bool,
     #[serde(default)]
     pub enable_freeu: bool,
+    /// Groups of every group norm (diffusers' name; the original always uses 32).
+    #[serde(default = "original_groups")]
+    pub norm_num_groups: usize,
+}
+
+fn original_groups() -> usize {
+    ORIGINAL_GROUPS
 }
 
 fn default_channel_mult() -> Vec<usize> {
@@ -142,10 +149,10 @@ pub fn timestep_embedding(timesteps: &Tensor, dim: usize) -> Result<Tensor> {
 /// Residual block conditioned on the time embedding (added as a per-channel bias).
 #[derive(Debug, Clone)]
 struct ResBlock {
-    in_norm: GroupNorm32,
+    in_norm: GroupNorm,
     in_conv: Conv2d,
     emb_proj: Linear,
-    out_norm: GroupNorm32,
+    out_norm: GroupNorm,
     out_conv: Conv2d,
     skip_connection: Option<Conv2d>,
 }
@@ -156,6 +163,7 @@ impl ResBlock {
         channels: usize,
         emb_channels: usize,
         out_channels: usize,
+        groups: usize,
     ) -> Result<Self> {
         let skip_connection = if channels == out_channels {
             None
@@ -167,10 +175,10 @@ impl ResBlock {
             )?)
         };
         Ok(Self {
-            in_norm: group_norm32(vb.pp("in_layers.0"), channels, 1e-5)?,
+            in_norm: group_norm(vb.pp("in_layers.0"), channels, groups, 1e-5)?,
             in_conv: Conv2d::same3(vb.pp("in_layers.2"), channels, out_channels)?,
             emb_proj: linear(emb_channels, out_channels, vb.pp("emb_layers.1"))?,
-            out_norm: group_norm32(vb.pp("out_layers.0"), out_channels, 1e-5)?,
+            out_norm: group_norm(vb.pp("out_layers.0"), out_channels, groups, 1e-5)?,
             out_conv: Conv2d::zero_init(vb.pp("out_layers.3"), out_channels, out_channels, 3)?,
             skip_connection,
         })
@@ -239,7 +247,7 @@ pub struct UNetModel {
     input_blocks: Vec<Stage>,
     middle_block: Stage,
     output_blocks: Vec<Stage>,
-    out_norm: GroupNorm32,
+    out_norm: GroupNorm,
     out_conv: Conv2d,
 }
 
@@ -250,6 +258,7 @@ impl UNetModel {
         let context_dim = cfg.context_dim.unwrap_or_default();
         let mc = cfg.model_channels;
         let emb_dim = 4 * mc;
+        let groups = cfg.norm_num_groups;
         let transformer = |vb: VarBuilder, ch: usize| -> Result<Layer> {
             let (heads, dim_head) = cfg.heads(ch)?;
             let block = SpatialTransformer::new(
@@ -259,6 +268,7 @@ impl UNetModel {
                 dim_head,
                 cfg.transformer_depth,
                 context_dim,
+                groups,
             )?;
             Ok(Layer::Transformer(block))
         };
@@ -275,7 +285,7 @@ impl UNetModel {
         for (level, &mult) in cfg.channel_mult.iter().enumerate() {
             for _ in 0..cfg.num_res_blocks {
                 let vb = vb_in.pp(input_blocks.len());
-                let mut layers = vec![Layer::Res(ResBlock::new(vb.pp(0), ch, emb_dim, mult * mc)?)];
+                let mut layers = vec![Layer::Res(ResBlock::new(vb.pp(0), ch, emb_dim, mult * mc, groups)?)];
                 ch = mult * mc;
                 if cfg.attention_resolutions.contains(&ds) {
                     layers.push(transformer(vb.pp(1), ch)?);
@@ -293,9 +303,9 @@ impl UNetModel {
 
         let vb_mid = vb.pp("middle_block");
         let middle_block = Stage(vec![
-            Layer::Res(ResBlock::new(vb_mid.pp(0), ch, emb_dim, ch)?),
+            Layer::Res(ResBlock::new(vb_mid.pp(0), ch, emb_dim, ch, groups)?),
             transformer(vb_mid.pp(1), ch)?,
-            Layer::Res(ResBlock::new(vb_mid.pp(2), ch, emb_dim, ch)?),
+            Layer::Res(ResBlock::new(vb_mid.pp(2), ch, emb_dim, ch, groups)?),
         ]);
 
         let vb_out = vb.pp("output_blocks");
@@ -311,6 +321,7 @@ impl UNetModel {
                     ch + skip,
                     emb_dim,
                     mc * mult,
+                    groups,
                 )?)];
                 ch = mc * mult;
                 if cfg.attention_resolutions.contains(&ds) {
@@ -332,7 +343,7 @@ impl UNetModel {
             input_blocks,
             middle_block,
             output_blocks,
-            out_norm: group_norm32(vb.pp("out.0"), ch, 1e-5)?,
+            out_norm: group_norm(vb.pp("out.0"), ch, groups, 1e-5)?,
             out_conv: Conv2d::zero_init(vb.pp("out.2"), mc, cfg.out_channels, 3)?,
         })
     }
@@ -405,6 +416,29 @@ mod tests {
         let cfg = small_config("use_scale_shift_norm: true\n");
         let err = UNetModel::new(VarBuilder::zeros(DType::F32, &Device::Cpu), &cfg).unwrap_err();
         assert!(err.to_string().contains("use_scale_shift_norm"), "{err}");
+    }
+
+    /// `norm_num_groups` defaults to the original's 32; fewer groups change
+    /// what the same weights compute, and a count that does not divide a
+    /// layer's width is refused by name.
+    #[test]
+    fn norm_num_groups_defaults_to_32_and_changes_the_normalisation() -> Result<()> {
+        assert_eq!(small_config("").norm_num_groups, 32);
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let per_channel = UNetModel::new(vb.clone(), &small_config(""))?;
+        for var in varmap.all_vars() {
+            var.set(&Tensor::randn(0f32, 0.2, var.shape(), &dev)?)?;
+        }
+        let grouped = UNetModel::new(vb, &small_config("norm_num_groups: 8\n"))?;
+        let x = (Tensor::randn(0f32, 1.0, (1, 3, 8, 8), &dev)? + 0.5)?;
+        let (t, context) = (Tensor::new(&[300f32], &dev)?, Tensor::randn(0f32, 1.0, (1, 5, 8), &dev)?);
+        let gap = (per_channel.forward(&x, &t, &context)? - grouped.forward(&x, &t, &context)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(gap > 1e-3, "8 groups computed what 32 do: {gap}");
+        let err = UNetModel::new(VarBuilder::zeros(DType::F32, &Device::Cpu), &small_config("norm_num_groups: 12\n")).unwrap_err();
+        assert!(err.to_string().contains("12 groups"), "{err}");
+        Ok(())
     }
 
     /// A fresh UNet predicts zero (the original's zero-initialised output

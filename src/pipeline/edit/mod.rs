@@ -34,7 +34,8 @@ use crate::diffusion::collaborate::{CombineMode, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::model::checkpoint::Weights;
 use crate::diffusion::modality::PerModality;
-use crate::model::collaborative::{CollaborativeModel, Collaboration, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
+use crate::model::collaborative::{denoising_loss, CollaborativeModel, Collaboration, Contexts, ModelError, MASK_UNET_PREFIX, TEXT_UNET_PREFIX};
+use crate::model::config::LdmConfig;
 use crate::model::judges::Judges;
 use crate::model::optim::AdamW;
 use crate::model::unet::UNetModel;
@@ -309,8 +310,8 @@ fn imagic_collaborators(
     let tune = |unet, config, prefix, target, modality, sink: &mut dyn FnMut(EditEvent)| {
         imagic_one(model, &checkpoint, (unet, config, prefix), z0, target, request, modality, &key, cancel, sink)
     };
-    let (mask_unet, mask_embedding) = tune(&model.unets.mask, &model.config.mask.unet, MASK_UNET_PREFIX, &target.mask, "mask", sink)?;
-    let (text_unet, text_embedding) = tune(&model.unets.text, &model.config.text.unet, TEXT_UNET_PREFIX, &target.text, "text", sink)?;
+    let (mask_unet, mask_embedding) = tune(&model.unets.mask, &model.config.mask, MASK_UNET_PREFIX, &target.mask, "mask", sink)?;
+    let (text_unet, text_embedding) = tune(&model.unets.text, &model.config.text, TEXT_UNET_PREFIX, &target.text, "text", sink)?;
     Ok(Tuned { unets: PerModality { mask: mask_unet, text: text_unet }, embeddings: PerModality { mask: mask_embedding, text: text_embedding } })
 }
 
@@ -345,7 +346,7 @@ fn cache_key(model: &CollaborativeModel, request: &EditRequest) -> String {
 fn imagic_one(
     model: &CollaborativeModel,
     checkpoint: &OnceCell<Weights>,
-    (unet, config, prefix): (&UNetModel, &crate::model::unet::UNetConfig, &str),
+    (unet, config, prefix): (&UNetModel, &LdmConfig, &str),
     z0: &Tensor,
     target: &Tensor,
     request: &EditRequest,
@@ -359,18 +360,17 @@ fn imagic_one(
         let weights = candle_core::safetensors::load(path, &model.device)?;
         if let Some(embedding) = weights.get("embedding").cloned() {
             let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &model.device);
-            return Ok((UNetModel::new(vb.pp("unet"), config)?, embedding));
+            return Ok((UNetModel::new(vb.pp("unet"), &config.unet)?, embedding));
         }
     }
     // Refuse before any work when the fine-tuning cannot fit in memory.
     let weights = opened(model, checkpoint)?;
     let parameters = weights.shapes().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, s)| s.iter().product::<usize>()).sum();
-    let needed = memory::finetune_bytes(config, parameters, z0.dim(3)?, target.dim(1)?);
+    let needed = memory::finetune_bytes(&config.unet, parameters, z0.dim(3)?, target.dim(1)?);
     memory::check_fits(needed, memory::available_bytes()).map_err(GenerateError::Request)?;
     let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
     let loss = |unet: &UNetModel, embedding: &Tensor, rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
-        let (x_t, t, eps) = model.schedule.noised(z0, rng)?;
-        (unet.forward(&x_t, &t, embedding)? - eps)?.sqr()?.mean_all()
+        denoising_loss(unet, config, &model.schedule, z0, embedding, rng)
     };
     // (1) The embedding, with the model frozen.
     let embedding = Var::from_tensor(target)?;
@@ -388,7 +388,7 @@ fn imagic_one(
     let embedding = embedding.as_tensor().detach();
     // (2) The UNet, starting from the model's weights, with the embedding fixed.
     let vars = VarMap::new();
-    let trainable = UNetModel::new(candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &model.device), config)?;
+    let trainable = UNetModel::new(candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &model.device), &config.unet)?;
     copy_weights(model, checkpoint, prefix, &vars)?;
     let mut opt = AdamW::new(&vars, request.finetune_lr, None)?;
     opt.warmup_steps = 1;
@@ -409,7 +409,7 @@ fn imagic_one(
         candle_core::safetensors::save(&weights, path)?;
     }
     let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F32, &model.device);
-    Ok((UNetModel::new(vb.pp("unet"), config)?, embedding))
+    Ok((UNetModel::new(vb.pp("unet"), &config.unet)?, embedding))
 }
 
 /// The model's checkpoint, opened on first use.

@@ -7,7 +7,7 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::VarBuilder;
 
-use crate::model::layers::{group_norm32, Conv2d, GroupNorm32};
+use crate::model::layers::{group_norm, Conv2d, GroupNorm};
 
 /// Width of the first layer (the original's 64, halved for the 2-core budget).
 const WIDTH: usize = 32;
@@ -17,9 +17,11 @@ pub const DISC_WEIGHT: f64 = 0.5;
 /// Image -> a map of real/fake logits, one per overlapping patch.
 pub struct PatchDiscriminator {
     first: Conv2d,
-    /// 4x4 convolutions, then group norm (the original's batch norm, which
-    /// would tie each image's logits to its batch) and leaky ReLU.
-    layers: Vec<(Conv2d, GroupNorm32)>,
+    /// 4x4 convolutions, then a norm over each image's whole feature map
+    /// (one group: the original's batch norm would tie each image's logits
+    /// to its batch, and one group per channel would hide a tinted image's
+    /// colour from every later layer) and leaky ReLU.
+    layers: Vec<(Conv2d, GroupNorm)>,
     last: Conv2d,
 }
 
@@ -32,7 +34,7 @@ impl PatchDiscriminator {
             .enumerate()
             .map(|(i, &(cin, cout, stride))| {
                 let vb = vb.pp(format!("layers.{i}"));
-                Ok((Conv2d::new(vb.pp("conv"), cin, cout, 4, stride, 1)?, group_norm32(vb.pp("norm"), cout, 1e-5)?))
+                Ok((Conv2d::new(vb.pp("conv"), cin, cout, 4, stride, 1)?, group_norm(vb.pp("norm"), cout, 1, 1e-5)?))
             })
             .collect::<Result<_>>()?;
         let last = Conv2d::new(vb.pp("last"), 8 * WIDTH, 1, 4, 1, 1)?;

@@ -14,10 +14,11 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::latents::LatentSet;
 use super::ldm::{encode_batch, load_weights, parameter_count, samples_sheet, Modality};
-use super::{fit, Network, io_error, mse, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use super::{fit, Network, io_error, save_weights, set_param, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::diffusion::collaborate::{combine, CombineMode, Influence, PostProcess};
 use crate::diffusion::modality::PerModality;
 use crate::diffusion::corrections::NoiseCorrections;
+use crate::diffusion::parameterization::{Levels, Parameterization};
 use crate::diffusion::ddim::{predicted_x0, renoised, DdimSchedule, NoiseSource};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::x0_detail::DetailFactors;
@@ -70,7 +71,8 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
                 mask: encode_batch(&mask_encoder, &set.faces, &indices, &device)?,
                 text: encode_batch(&text_encoder, &set.faces, &indices, &device)?,
             };
-            loss(PerModality { mask: &mask_unet, text: &text_unet }, PerModality { mask: &mask_diffuser, text: &text_diffuser }, &z0, &contexts, &schedule, rng)
+            let collaborators = PerModality { mask: (&mask_unet, config.mask.parameterization), text: (&text_unet, config.text.parameterization) };
+            loss(collaborators, PerModality { mask: &mask_diffuser, text: &text_diffuser }, &z0, &contexts, &schedule, rng)
         },
         |_, _| Ok(()),
     )?;
@@ -132,8 +134,10 @@ fn fit_detail_factors(
         let x_t = renoised(&z0, &eps, a, 0.0)?;
         let t_batch = Tensor::full(t as f32, FACTOR_PHOTOS, device)?;
         let mut predicted = Vec::new();
-        for (unet, context) in [unets.mask, unets.text].into_iter().zip(&contexts) {
-            let eps_hat = before_factors.apply(&x_t, &unet.forward(&x_t, &t_batch, context)?, a, t)?;
+        let levels = Levels::uniform(a, FACTOR_PHOTOS, device)?;
+        for ((unet, ldm), context) in [(unets.mask, &config.mask), (unets.text, &config.text)].into_iter().zip(&contexts) {
+            let eps_hat = ldm.parameterization.eps(&unet.forward(&x_t, &t_batch, context)?, &x_t, &levels)?;
+            let eps_hat = before_factors.apply(&x_t, &eps_hat, a, t)?;
             predicted.push(predicted_x0(&x_t, &eps_hat, a)?);
         }
         let truth = Tensor::cat(&[&z0, &z0], 0)?;
@@ -144,21 +148,28 @@ fn fit_detail_factors(
 }
 
 /// Algorithm 1's loss: the frozen collaborators' noise predictions weighted
-/// per pixel by the softmax over the two diffusers' maps, against the true noise.
+/// per pixel by the softmax over the two diffusers' maps, against the true
+/// noise; measured in the collaborators' own parameterization where they
+/// share one (under v, the error of the combined v), since under v an eps
+/// error near t = 1000 is scaled down by sqrt(a) and would teach the
+/// diffusers nothing about the steps that lay the face out.
 pub(crate) fn loss(
-    collaborators: PerModality<&UNetModel>,
+    collaborators: PerModality<(&UNetModel, Parameterization)>,
     diffusers: PerModality<&UNetModel>,
     z0: &Tensor,
     contexts: &Contexts,
     schedule: &NoiseSchedule,
     rng: &mut impl rand::Rng,
 ) -> candle_core::Result<Tensor> {
-    let (x_t, t, eps) = schedule.noised(z0, rng)?;
-    let eps_hat = side_by_side(collaborators, &x_t, &t, contexts)?;
-    let maps = side_by_side(diffusers, &x_t, &t, contexts)?;
+    let noised = schedule.noised(z0, rng)?;
+    let outputs = side_by_side(collaborators.map(|(unet, _)| unet), &noised.x_t, &noised.t, contexts)?;
+    let eps_hat = outputs.zip(collaborators.map(|(_, p)| p)).map(|(out, p)| p.eps(&out, &noised.x_t, &noised.levels)).transpose()?;
+    let maps = side_by_side(diffusers, &noised.x_t, &noised.t, contexts)?;
     // The sampler's combination in its training form: the plain softmax, which is differentiable.
     let combined = combine(&eps_hat.mask, &eps_hat.text, Influence::Diffusers(maps.as_ref()), 0, CombineMode::Softmax, &PostProcess::default())?;
-    mse(&combined.eps, &eps)
+    let measured_in = if collaborators.mask.1 == collaborators.text.1 { collaborators.mask.1 } else { Parameterization::Eps };
+    let per_item = (combined.eps - &noised.eps)?.sqr()?.flatten_from(1)?.mean(1)?;
+    (per_item * measured_in.error_scale(&noised.levels)?.sqr()?)?.mean_all()
 }
 
 /// `weights` with each key's prefix replaced by its place in the composed checkpoint; keys under no listed prefix are dropped.

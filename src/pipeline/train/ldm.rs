@@ -11,14 +11,15 @@ use candle_nn::VarMap;
 use rand::Rng;
 
 use super::latents::LatentSet;
-use super::{fit, Network, io_error, mse, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
+use super::{fit, Network, io_error, save_weights, write_metrics, Context, FaceSet, Schedule, Stage, TrainError, TrainEvent, HELD_OUT_SEED};
 use crate::data::synth::sheet::{contact_sheet, SheetEntry};
 use crate::data::image::images_to_frames;
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
+use crate::diffusion::parameterization::Levels;
 use crate::diffusion::sampler::Sampler;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::autoencoder::AutoencoderKL;
-use crate::model::collaborative::{Condition, ConditionEncoder, LatentDiffusion, ModelError, NULL_CAPTION};
+use crate::model::collaborative::{denoising_loss, Condition, ConditionEncoder, LatentDiffusion, ModelError, NULL_CAPTION};
 use crate::model::config::{ComposedConfig, LdmConfig};
 use crate::model::mask_encoder::MaskEncoder;
 use crate::model::unet::UNetModel;
@@ -87,11 +88,11 @@ pub fn train(ctx: &Context, modality: Modality, sink: &mut dyn FnMut(TrainEvent)
             let z0 = set.latents(&indices, rng)?;
             let items: Vec<Option<usize>> = indices.iter().map(|&i| (!rng.random_bool(NULL_CONDITION_SHARE)).then_some(i)).collect();
             let context = encode_items(&encoder, &set.faces, &items, &device)?;
-            loss(&unet, &z0, &context, &schedule, rng)
+            denoising_loss(&unet, ldm, &schedule, &z0, &context, rng)
         },
         |step, samples| {
             let context = encode_batch(&encoder, &held_out, &held, &device)?;
-            let z0 = sample(&unet, &context, &schedule, &config, step as u64)?;
+            let z0 = sample(&unet, ldm, &context, &schedule, &config, step as u64)?;
             let path = samples.join(format!("step{step:06}.png"));
             samples_sheet(&vae, &z0, &config, &held_out).and_then(|s| s.save(&path).map_err(|e| io_error("write", &path, e)))
         },
@@ -104,12 +105,6 @@ pub fn train(ctx: &Context, modality: Modality, sink: &mut dyn FnMut(TrainEvent)
     LatentDiffusion::load(&ldm.path, &out, &ctx.device)?;
     write_metrics(ctx, stage, &serde_json::json!({ "parameters": parameters, "steps": opt.step, "batch": BATCH, "lr": plan.lr }))?;
     Ok(())
-}
-
-/// The LatentDiffusion loss: noise latents `z0` to uniform timesteps, MSE of the predicted noise.
-pub(crate) fn loss(unet: &UNetModel, z0: &Tensor, context: &Tensor, schedule: &NoiseSchedule, rng: &mut impl rand::Rng) -> candle_core::Result<Tensor> {
-    let (x_t, t, eps) = schedule.noised(z0, rng)?;
-    mse(&unet.forward(&x_t, &t, context)?, &eps)
 }
 
 /// The cross-attention context of a batch of training items.
@@ -141,7 +136,7 @@ pub(crate) fn encode_items(encoder: &ConditionEncoder, faces: &FaceSet, items: &
 }
 
 /// DDIM sampling with one UNet, for the stage's sample grids.
-fn sample(unet: &UNetModel, context: &Tensor, schedule: &NoiseSchedule, config: &ComposedConfig, seed: u64) -> Result<Tensor, ModelError> {
+fn sample(unet: &UNetModel, ldm: &LdmConfig, context: &Tensor, schedule: &NoiseSchedule, config: &ComposedConfig, seed: u64) -> Result<Tensor, ModelError> {
     let ddim = DdimSchedule::new(schedule, SAMPLE_STEPS, SAMPLE_ETA).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let batch = context.dim(0)?;
     let d = &config.diffusion;
@@ -149,7 +144,10 @@ fn sample(unet: &UNetModel, context: &Tensor, schedule: &NoiseSchedule, config: 
     let x_t = noise.start_latent(&[batch, d.latent_channels, d.latent_size, d.latent_size], context.device())?;
     let sampler = Sampler { schedule, ddim: &ddim, corrections: &d.corrections };
     let never = AtomicBool::new(false);
-    let predict = |x: &Tensor, t: usize| unet.forward(x, &Tensor::full(t as f32, batch, context.device())?, context);
+    let predict = |x: &Tensor, t: usize| {
+        let levels = Levels::uniform(schedule.alphas_cumprod()[t], batch, context.device())?;
+        ldm.parameterization.eps(&unet.forward(x, &Tensor::full(t as f32, batch, context.device())?, context)?, x, &levels)
+    };
     sampler.sample(x_t, &mut noise, &never, |x, t| Ok::<_, ModelError>(predict(x, t)?), |_| Ok(()))
 }
 

@@ -87,6 +87,9 @@ pub struct TrainRequest {
     pub seed: u64,
     /// Where the networks train (the CLI picks it as for inference).
     pub device: Device,
+    /// Stop at the first step past this much training time, keeping the
+    /// checkpoint (a stretch of a run that spans sessions or device calls).
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// What a training run reports as it goes.
@@ -107,6 +110,8 @@ pub enum TrainError {
     Missing(&'static str, String, &'static str),
     #[error("training was cancelled; the last checkpoint is kept (continue with --resume)")]
     Cancelled,
+    #[error("{name}: stopped at the time limit at step {step} of {total}; the checkpoint is kept (continue with --resume)")]
+    TimeLimit { name: String, step: usize, total: usize },
 }
 
 impl From<candle_core::Error> for TrainError {
@@ -293,6 +298,10 @@ pub(crate) fn fit(
             save(&opt)?;
             return Err(TrainError::Cancelled);
         }
+        if ctx.request.time_limit.is_some_and(|limit| started.elapsed() >= limit) {
+            save(&opt)?;
+            return Err(TrainError::TimeLimit { name: name.to_string(), step: opt.step, total });
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(stage_seed);
         rng.set_stream(opt.step as u64);
         let loss = loss_at(opt.step, &mut rng)?;
@@ -357,11 +366,6 @@ pub(crate) fn set_param(path: &std::path::Path, key: &str, value: &str) -> Resul
         }
     }
     std::fs::write(path, rewritten.join("\n") + "\n").map_err(|e| io_error("write", path, e))
-}
-
-/// Mean squared error.
-pub(crate) fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    (a - b)?.sqr()?.mean_all()
 }
 
 #[cfg(test)]

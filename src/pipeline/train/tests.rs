@@ -16,8 +16,9 @@ use super::{judges, ldm, vae, FaceSet, TRAIN_SEED};
 use crate::model::optim::AdamW;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::autoencoder::AutoencoderKL;
-use crate::model::collaborative::{ConditionEncoder, Contexts};
-use crate::model::config::ComposedConfig;
+use crate::diffusion::parameterization::Parameterization;
+use crate::model::collaborative::{denoising_loss, ConditionEncoder, Contexts};
+use crate::model::config::{ComposedConfig, LdmConfig};
 use crate::model::judges::{AttributeJudge, FaceParser};
 use crate::model::unet::{UNetConfig, UNetModel};
 
@@ -86,7 +87,9 @@ fn every_trainable_variable_of_every_stage_gets_a_gradient() -> Result<()> {
         let encoder = ConditionEncoder::new(vb.pp("cond_stage_model"), &ldm_config.cond_stage).expect("encoder");
         perturb(&vars, &mut rng)?;
         let context = ldm::encode_batch(&encoder, &faces, &indices, &dev)?;
-        assert_every_variable_learns(&vars, &ldm::loss(&unet, &z0, &context, &schedule, &mut rng)?, what)?;
+        assert_every_variable_learns(&vars, &denoising_loss(&unet, ldm_config, &schedule, &z0, &context, &mut rng)?, what)?;
+        let as_v = LdmConfig { parameterization: Parameterization::V, snr_weight_cap: Some(5.0), ..ldm_config.clone() };
+        assert_every_variable_learns(&vars, &denoising_loss(&unet, &as_v, &schedule, &z0, &context, &mut rng)?, what)?;
         collaborators.push((unet, context.detach()));
     }
 
@@ -97,7 +100,7 @@ fn every_trainable_variable_of_every_stage_gets_a_gradient() -> Result<()> {
     perturb(&vars, &mut rng)?;
     let contexts = Contexts { mask: collaborators[0].1.clone(), text: collaborators[1].1.clone() };
     let loss = diffusers::loss(
-        PerModality { mask: &collaborators[0].0, text: &collaborators[1].0 },
+        PerModality { mask: (&collaborators[0].0, Parameterization::V), text: (&collaborators[1].0, Parameterization::V) },
         PerModality { mask: &mask_diffuser, text: &text_diffuser },
         &z0,
         &contexts,
@@ -130,7 +133,7 @@ fn a_small_unet_overfits_one_batch() -> Result<()> {
     let context = Tensor::randn(0f32, 1.0, (2, 5, 16), &dev)?;
     let mut opt = AdamW::new(&vars, 3e-3, None)?;
     opt.warmup_steps = 1;
-    let loss = || super::mse(&unet.forward(&x_t, &t, &context)?, &eps);
+    let loss = || (unet.forward(&x_t, &t, &context)? - &eps)?.sqr()?.mean_all();
     let first = loss()?.to_scalar::<f32>()?;
     for _ in 0..60 {
         opt.backward_step(&loss()?)?;
@@ -179,7 +182,7 @@ fn fit_keeps_the_checkpoint_of_each_switch_and_resumes_from_it() -> std::result:
     let dir = std::env::temp_dir().join(format!("codiff-fit-keep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let request = TrainRequest { dir: dir.clone(), steps: None, resume: false, init: None, seed: 0, device: Device::Cpu };
+    let request = TrainRequest { dir: dir.clone(), steps: None, resume: false, init: None, seed: 0, device: Device::Cpu, time_limit: None };
     let ctx = Context::new(&request, &cancel)?;
     let vars = VarMap::new();
     let w = vars.get(1, "w", candle_nn::Init::Const(1.0), candle_core::DType::F32, &Device::Cpu)?;

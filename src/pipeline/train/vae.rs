@@ -4,8 +4,7 @@
 //! reconstruction has found the faces and their colours, a perceptual
 //! distance (from a network trained here, see `perceptual`) and a PatchGAN
 //! discriminator whose term is weighted adaptively. From step 0 the
-//! perceptual term held the reconstructions at blurred average colours
-//! (docs/models-next.md). It then sets the latent `scale_factor` in the
+//! perceptual term held the reconstructions at blurred average colours. It then sets the latent `scale_factor` in the
 //! configs, as the original's `scale_by_std` does, so diffusion sees unit
 //! variance, and the prior of the latents' channel means that the sampler
 //! fills in for narrow UNets.
@@ -100,7 +99,7 @@ pub fn train(ctx: &Context, sink: &mut dyn FnMut(TrainEvent)) -> Result<(), Trai
     let disc_opt = RefCell::new(AdamW::new(&disc_vars, DISC_LR, None)?);
     let device = ctx.device.clone();
     // 5,200 steps: the stretch that had planned 6,000 gave the difference to
-    // the latent diffusion models, which CPU hours bound more (docs/models-next.md).
+    // the latent diffusion models, which CPU hours bound more.
     let schedule = Schedule { steps: 5200, lr: 5e-4, ema_decay: None, sample_every: 250, keep_at: &[PERCEPTUAL_START, DISC_START] };
     let held_photos = held_out.photos(&(0..8).collect::<Vec<_>>(), &device)?;
     let opt = fit(
