@@ -32,6 +32,10 @@ pub struct EvalArgs {
     /// Conditions sampled together.
     #[arg(long, default_value_t = 25)]
     batch: usize,
+    /// The modes to run, comma-separated (text, mask, composable, collaborative,
+    /// no-spatial, no-temporal, plain-softmax); all of them by default.
+    #[arg(long, value_delimiter = ',')]
+    modes: Vec<String>,
     #[command(flatten)]
     model: super::JudgedModelArgs,
 }
@@ -42,6 +46,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     check_count("--steps", args.steps, 1000, "the model was trained on 1000 noise levels")?;
     check_range("--eta", args.eta, 0.0..=1.0, "0 samples deterministically, 1 adds as much noise as DDPM")?;
     check_count("--batch", args.batch, 64, "more only runs out of memory")?;
+    let modes = if args.modes.is_empty() { MODES.to_vec() } else { evaluate::modes_named(&args.modes).map_err(anyhow::Error::msg)? };
     let (model, judges) = args.model.load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("could not create {}", args.out.display()))?;
     let conditions = args.conditions.as_deref().map(crate::data::conditions::read).transpose()?;
@@ -49,8 +54,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         (Some(dir), Some(pairs)) => format!("{} (mask, caption) pairs of {}, cycled", pairs.len(), dir.display()),
         _ => "held-out synthetic conditions".to_string(),
     };
-    let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, eta: args.eta, batch: args.batch, conditions };
-    let bar = super::progress::bar(args.count * MODES.len(), "{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}");
+    let request = EvalRequest { count: args.count, seed: args.seed, steps: args.steps, eta: args.eta, batch: args.batch, conditions, modes };
+    let bar = super::progress::bar(args.count * request.modes.len(), "{bar:40} {pos}/{len} images ({msg}) {elapsed} < {eta}");
     let cancel = super::interrupted();
     let report = evaluate::run(&model, &judges, &request, cancel, &mut |EvalEvent::Progress { done, mode, .. }| {
         bar.set_position(done as u64);

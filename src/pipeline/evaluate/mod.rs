@@ -64,6 +64,22 @@ pub struct EvalRequest {
     /// The (mask, caption) pairs to generate from, cycled to `count` (each
     /// repeat with its own noise seed); `None`: held-out synthetic conditions.
     pub conditions: Option<Vec<Condition>>,
+    /// The modes to run, a subset of [`MODES`] in its order (see [`modes_named`]).
+    pub modes: Vec<CombineMode>,
+}
+
+/// The modes of [`MODES`] named in `names` (as [`mode_name`] spells them), in
+/// [`MODES`] order; the no-temporal ablation brings the collaborative run it pins.
+pub fn modes_named(names: &[String]) -> Result<Vec<CombineMode>, String> {
+    for name in names {
+        if !MODES.iter().any(|&m| mode_name(m) == name) {
+            let known: Vec<&str> = MODES.iter().map(|&m| mode_name(m)).collect();
+            return Err(format!("there is no mode `{name}`; the modes are {}", known.join(", ")));
+        }
+    }
+    let wanted = |m: CombineMode| names.iter().any(|n| n == mode_name(m));
+    let with_pinned = wanted(CombineMode::NoTemporal);
+    Ok(MODES.into_iter().filter(|&m| wanted(m) || (with_pinned && m == CombineMode::Collaborative)).collect())
 }
 
 pub enum EvalEvent {
@@ -172,11 +188,12 @@ pub fn run(
     let ddim = DdimSchedule::new(&model.schedule, request.steps, request.eta).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mid_step = (0..ddim.len()).min_by_key(|&i| ddim.timestep(i).abs_diff(500)).unwrap_or(0);
     let post = PostProcess::default();
-    let mut scores: Vec<Vec<ItemScores>> = vec![Vec::new(); MODES.len()];
-    let mut features: Vec<Vec<Tensor>> = vec![Vec::new(); MODES.len()];
+    let modes = &request.modes;
+    let mut scores: Vec<Vec<ItemScores>> = vec![Vec::new(); modes.len()];
+    let mut features: Vec<Vec<Tensor>> = vec![Vec::new(); modes.len()];
     let mut influence: Vec<[f64; 3]> = vec![[0.0; 3]; ddim.len()];
     let mut examples = Examples::default();
-    let total = request.count * MODES.len();
+    let total = request.count * modes.len();
     let mut done = 0;
     let indices: Vec<usize> = (0..request.count).collect();
     for chunk in indices.chunks(request.batch.max(1)) {
@@ -184,7 +201,7 @@ pub fn run(
         let contexts = chunk_contexts(model, &chunk_targets)?;
         let seeds: Vec<u64> = chunk.iter().map(|&i| request.seed.wrapping_add(i as u64)).collect();
         let mut mid_influence: Option<Tensor> = None;
-        for (m, &mode) in MODES.iter().enumerate() {
+        for (m, &mode) in modes.iter().enumerate() {
             let pinned = if mode == CombineMode::NoTemporal { mid_influence.clone() } else { None };
             let collaboration = Collaboration { pinned: pinned.as_ref(), ..Collaboration::new(model, &contexts, mode, &post) };
             // Every mode draws the same noise for the same seeds.
@@ -223,7 +240,7 @@ pub fn run(
     let real_scores = score(judges, &real_judged, &faces, &indices)?;
     let real_stats = FeatureStats::of(&real_features)?;
     let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
-    let modes = MODES
+    let modes = modes
         .iter()
         .enumerate()
         .map(|(m, &mode)| Ok((mode, summarise(&scores[m], &Tensor::cat(&features[m], 0)?, &real_stats, &mut rng)?)))
@@ -428,6 +445,16 @@ fn bootstrap(n: usize, rounds: usize, rng: &mut ChaCha8Rng, point: f64, range: (
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_are_chosen_by_name_in_table_order_with_what_they_need() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(modes_named(&names(&["mask"])), Ok(vec![CombineMode::Mask]));
+        assert_eq!(modes_named(&names(&["collaborative", "text"])), Ok(vec![CombineMode::Text, CombineMode::Collaborative]));
+        assert_eq!(modes_named(&names(&["no-temporal"])), Ok(vec![CombineMode::Collaborative, CombineMode::NoTemporal]), "it pins the collaborative run's influence");
+        let err = modes_named(&names(&["mask", "softmax"])).unwrap_err();
+        assert!(err.contains("`softmax`") && err.contains("plain-softmax"), "{err}");
+    }
 
     #[test]
     fn frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift() {

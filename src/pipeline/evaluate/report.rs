@@ -43,10 +43,14 @@ pub fn write_results(report: &EvalReport, source: &str, out: &Path) -> Result<()
     });
     write(out, "results.json", serde_json::to_string_pretty(&json)?.as_bytes())?;
     write(out, "results.md", results_table(report, source).as_bytes())?;
-    save(out, "influence_over_time.png", &figures::influence_plot(report))?;
-    save(out, "influence_grid.png", &figures::influence_grid(report)?)?;
     save(out, "modes.png", &figures::mode_grid(report)?)?;
-    save(out, "faces.png", &figures::captioned_faces(report)?)
+    // The influence figures and the captioned faces show the collaborative run.
+    if report.modes.iter().any(|(mode, _)| *mode == CombineMode::Collaborative) {
+        save(out, "influence_over_time.png", &figures::influence_plot(report))?;
+        save(out, "influence_grid.png", &figures::influence_grid(report)?)?;
+        save(out, "faces.png", &figures::captioned_faces(report)?)?;
+    }
+    Ok(())
 }
 
 /// Writes the editing evaluation's results.json, results.md and examples.png into `out`.
