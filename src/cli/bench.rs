@@ -16,7 +16,7 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Measure only this configuration (full256, tiny or default).
+    /// Measure only this configuration (full512, full256, tiny or default).
     #[arg(long)]
     pub only: Option<String>,
     /// Timed repetitions per measurement (the median is reported).

@@ -71,13 +71,15 @@ fn shared_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
 
-/// The configurations present on this machine: the released full-size 256
-/// architecture, the tiny golden model and the default models.
+/// The configurations present on this machine: the released full-size 512
+/// and 256 architectures, the tiny golden model and the default models.
 pub fn configurations() -> Vec<BenchConfig> {
     let mut found = Vec::new();
-    let full = shared_dir().join("reference/configs/256_codiff_mask_text.yaml");
-    if full.is_file() {
-        found.push(BenchConfig { name: "full256", config: full, weights: None });
+    for (name, file) in [("full512", "512_codiff_mask_text.yaml"), ("full256", "256_codiff_mask_text.yaml")] {
+        let full = shared_dir().join("reference/configs").join(file);
+        if full.is_file() {
+            found.push(BenchConfig { name, config: full, weights: None });
+        }
     }
     let tiny = shared_dir().join("golden/tiny_codiff.yaml");
     if tiny.is_file() {
