@@ -216,3 +216,31 @@ fn training_drops_conditions_for_the_null_one_that_guidance_samples_against() ->
     }
     Ok(())
 }
+
+#[test]
+fn a_time_limit_stops_at_the_next_step_keeping_the_checkpoint() -> std::result::Result<(), super::TrainError> {
+    use super::{fit, Context, Network, Schedule, Stage, TrainError, TrainRequest};
+    let dir = std::env::temp_dir().join(format!("codiff-fit-limit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let limit = Some(std::time::Duration::from_millis(50));
+    let request = TrainRequest { dir: dir.clone(), steps: None, resume: false, init: None, seed: 0, device: Device::Cpu, time_limit: limit };
+    let ctx = Context::new(&request, &cancel)?;
+    let vars = VarMap::new();
+    let w = vars.get(1, "w", candle_nn::Init::Const(1.0), candle_core::DType::F32, &Device::Cpu)?;
+    let schedule = Schedule { steps: 1_000_000, lr: 0.1, ema_decay: None, sample_every: usize::MAX, keep_at: &[] };
+    let network = Network { stage: Stage::Vae, name: "toy", vars: &vars, companions: &[] };
+    let slow_step = |_: usize, _: &mut ChaCha8Rng| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.sqr()?.sum_all()
+    };
+    let Err(TrainError::TimeLimit { step, total, .. }) = fit(&ctx, network, &schedule, &mut |_| {}, slow_step, |_, _| Ok(())) else {
+        panic!("the run did not stop at its time limit")
+    };
+    assert!((1..100).contains(&step) && total == 1_000_000, "stopped at step {step} of {total}");
+    let mut kept = AdamW::new(&vars, 0.1, None)?;
+    kept.load(&ctx.work_dir(Stage::Vae)?.join("toy.checkpoint.safetensors"))?;
+    assert_eq!(kept.step, step, "the checkpoint holds the step it stopped at");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
