@@ -79,6 +79,23 @@ fn attention_rows(rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// Group norm + SiLU at the released autoencoders' largest maps: the 512
+/// encoder's first level (128 channels at 512 x 512, 2^20 values a group)
+/// and the 256 one's.
+fn group_norm_rows(rows: &mut Vec<Row>) -> Result<()> {
+    for side in [512, 256] {
+        let x = randn(&[1, 128, side, side])?;
+        let (gamma, beta) = (randn(&[128])?, randn(&[128])?);
+        let candle_ms = best_ms(|| {
+            let norm = candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), 128, 32, 1e-6)?;
+            candle_core::Module::forward(&norm, &x)?.silu().map(drop)
+        })?;
+        let ours_ms = best_ms(|| kernels::group_norm(&x, 32, &gamma, &beta, 1e-6, true).map(drop))?;
+        rows.push(Row { name: format!("group norm + SiLU, 128ch {side} x {side}, 32 groups"), candle_ms, ours_ms });
+    }
+    Ok(())
+}
+
 /// The matrix product every convolution rests on: candle's matmul against a
 /// direct call of the `gemm` crate on the same buffers (both multi-threaded).
 fn matmul_row(rows: &mut Vec<Row>) -> Result<()> {
@@ -104,6 +121,7 @@ fn main() -> Result<()> {
     matmul_row(&mut rows)?;
     conv_rows(&mut rows)?;
     attention_rows(&mut rows)?;
+    group_norm_rows(&mut rows)?;
     println!("threads: {}", rayon::current_num_threads());
     println!("| operation | candle ms | ours ms | speed-up |");
     println!("|---|---|---|---|");
