@@ -36,6 +36,11 @@ impl Parameterization {
         }
     }
 
+    /// [`Self::eps`] for a batch all at alpha-bar `alpha`, as at one sampling step.
+    pub fn eps_at(self, output: &Tensor, x_t: &Tensor, alpha: f64) -> Result<Tensor> {
+        self.eps(output, x_t, &Levels::uniform(alpha, output.dim(0)?, output.device())?)
+    }
+
     /// What the network learns to output for `x0` noised with `eps` at `levels`.
     pub fn target(self, x0: &Tensor, eps: &Tensor, levels: &Levels) -> Result<Tensor> {
         match self {

@@ -25,7 +25,7 @@ use crate::data::mask::{Mask, MaskError};
 use crate::diffusion::collaborate::{combine, Combination, CombineMode, Influence, PostProcess};
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
 use crate::diffusion::modality::PerModality;
-use crate::diffusion::parameterization::{Levels, Parameterization};
+use crate::diffusion::parameterization::Parameterization;
 use crate::diffusion::sampler::{Sampler, SamplingError, Step};
 use crate::diffusion::schedule::NoiseSchedule;
 
@@ -274,10 +274,10 @@ impl<'a> Collaboration<'a> {
     pub fn predict(&self, x: &Tensor, t: usize) -> Result<Combination, ModelError> {
         let (model, collaborators, contexts) = (self.model, self.collaborators, self.contexts);
         let t_batch = CollaborativeModel::timesteps(x, t)?;
-        let levels = Levels::uniform(model.schedule.alphas_cumprod()[t], x.dim(0)?, x.device())?;
+        let alpha = model.schedule.alphas_cumprod()[t];
         let parameterizations = model.parameterizations();
         let guided = |unet: &UNetModel, context: &Tensor, guidance: &Option<Guidance>, parameterization: Parameterization| {
-            parameterization.eps(&Guidance::output(guidance.as_ref(), unet, x, &t_batch, context)?, x, &levels)
+            parameterization.eps_at(&Guidance::output(guidance.as_ref(), unet, x, &t_batch, context)?, x, alpha)
         };
         // A model with weight zero everywhere contributes nothing; stand in the other's eps.
         let eps = match self.mode {
@@ -539,9 +539,9 @@ mod tests {
         // Read as v, the same outputs guide to the eps of the guided v, which
         // is the guided eps of the two outputs read as v.
         model.config.text.parameterization = Parameterization::V;
-        let levels = Levels::uniform(model.schedule.alphas_cumprod()[500], 2, &Device::Cpu)?;
-        let as_eps = |out: &Tensor| Parameterization::V.eps(out, &x, &levels);
-        let expected_v = Parameterization::V.eps(&expected, &x, &levels)?;
+        let alpha = model.schedule.alphas_cumprod()[500];
+        let as_eps = |out: &Tensor| Parameterization::V.eps_at(out, &x, alpha);
+        let expected_v = as_eps(&expected)?;
         let from_eps = (as_eps(&eps_null)? + ((as_eps(&eps)? - as_eps(&eps_null)?)? * scale)?)?;
         assert!((&expected_v - &from_eps)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         let guided_v = model.predict_noise(&x, 500, &contexts, CombineMode::Text, &PostProcess::default())?.eps;

@@ -10,7 +10,6 @@ use serde::Serialize;
 use super::{chunk_contexts, face_targets};
 use crate::data::faces::FaceSet;
 use crate::diffusion::ddim::{renoised, NoiseSource};
-use crate::diffusion::parameterization::Levels;
 use crate::model::collaborative::{side_by_side, CollaborativeModel, Contexts, ModelError};
 
 /// The timesteps measured: from nearly clean to nearly pure noise.
@@ -54,10 +53,9 @@ pub fn measure(model: &CollaborativeModel, faces: &FaceSet, batch: usize, seed: 
             let eps = NoiseSource::seeded(seeds).start_latent(z0.dims(), &model.device)?;
             let x_t = renoised(&z0, &eps, a, 0.0)?;
             let t_batch = Tensor::full(t as f32, chunk.len(), &model.device)?;
-            let levels = Levels::uniform(a, chunk.len(), &model.device)?;
             let error_sum = |contexts: &Contexts| -> Result<[f64; 2], ModelError> {
                 let outputs = side_by_side(model.unets.as_ref(), &x_t, &t_batch, contexts)?;
-                let eps_hat = outputs.zip(model.parameterizations()).map(|(out, p)| p.eps(&out, &x_t, &levels)).transpose()?;
+                let eps_hat = outputs.zip(model.parameterizations()).map(|(out, p)| p.eps_at(&out, &x_t, a)).transpose()?;
                 let sum = |p: Tensor| -> candle_core::Result<f64> {
                     let per_item = (p - &eps)?.sqr()?.flatten_from(1)?.mean(1)?;
                     per_item.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()

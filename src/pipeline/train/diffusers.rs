@@ -18,7 +18,7 @@ use super::{fit, Network, io_error, save_weights, set_param, write_metrics, Cont
 use crate::diffusion::collaborate::{combine, CombineMode, Influence, PostProcess};
 use crate::diffusion::modality::PerModality;
 use crate::diffusion::corrections::NoiseCorrections;
-use crate::diffusion::parameterization::{Levels, Parameterization};
+use crate::diffusion::parameterization::Parameterization;
 use crate::diffusion::ddim::{predicted_x0, renoised, DdimSchedule, NoiseSource};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::x0_detail::DetailFactors;
@@ -134,9 +134,8 @@ fn fit_detail_factors(
         let x_t = renoised(&z0, &eps, a, 0.0)?;
         let t_batch = Tensor::full(t as f32, FACTOR_PHOTOS, device)?;
         let mut predicted = Vec::new();
-        let levels = Levels::uniform(a, FACTOR_PHOTOS, device)?;
         for ((unet, ldm), context) in [(unets.mask, &config.mask), (unets.text, &config.text)].into_iter().zip(&contexts) {
-            let eps_hat = ldm.parameterization.eps(&unet.forward(&x_t, &t_batch, context)?, &x_t, &levels)?;
+            let eps_hat = ldm.parameterization.eps_at(&unet.forward(&x_t, &t_batch, context)?, &x_t, a)?;
             let eps_hat = before_factors.apply(&x_t, &eps_hat, a, t)?;
             predicted.push(predicted_x0(&x_t, &eps_hat, a)?);
         }

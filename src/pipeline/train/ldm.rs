@@ -15,7 +15,6 @@ use super::{fit, Network, io_error, save_weights, write_metrics, Context, FaceSe
 use crate::data::synth::sheet::{contact_sheet, SheetEntry};
 use crate::data::image::images_to_frames;
 use crate::diffusion::ddim::{DdimSchedule, NoiseSource};
-use crate::diffusion::parameterization::Levels;
 use crate::diffusion::sampler::Sampler;
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::model::autoencoder::AutoencoderKL;
@@ -145,8 +144,8 @@ fn sample(unet: &UNetModel, ldm: &LdmConfig, context: &Tensor, schedule: &NoiseS
     let sampler = Sampler { schedule, ddim: &ddim, corrections: &d.corrections };
     let never = AtomicBool::new(false);
     let predict = |x: &Tensor, t: usize| {
-        let levels = Levels::uniform(schedule.alphas_cumprod()[t], batch, context.device())?;
-        ldm.parameterization.eps(&unet.forward(x, &Tensor::full(t as f32, batch, context.device())?, context)?, x, &levels)
+        let output = unet.forward(x, &Tensor::full(t as f32, batch, context.device())?, context)?;
+        ldm.parameterization.eps_at(&output, x, schedule.alphas_cumprod()[t])
     };
     sampler.sample(x_t, &mut noise, &never, |x, t| Ok::<_, ModelError>(predict(x, t)?), |_| Ok(()))
 }
